@@ -1,0 +1,21 @@
+"""The contract every architecture keeps: logits for attacks, logits plus critic score for WINN."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """A classifier whose `forward` gives logits and whose `critic` head (10 -> 1 linear on the
+    logits, as in WINN) gives the Wasserstein score f(x). Subclasses implement `forward`."""
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.critic = nn.Linear(num_classes, 1)
+
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, f) in one pass: f is the critic on the logits, shape (N,)."""
+        logits = self(x)
+        return logits, self.critic(logits).squeeze(-1)

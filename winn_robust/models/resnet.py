@@ -1,0 +1,59 @@
+"""CIFAR ResNet (He et al. 2016, option A shortcuts) with layer norm and swish, as WINN uses.
+
+Depth 6n+2: 3 stages of n basic blocks with 16/32/64 channels; when the width doubles the
+shortcut average-pools by 2 and pads the new channels with zeros (no parameters)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from winn_robust.errors import UserError
+from winn_robust.models.base import Classifier
+from winn_robust.models.layers import layer_norm
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = layer_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = layer_norm(out_channels)
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = F.avg_pool2d(x, self.stride, ceil_mode=True)
+        if self.extra_channels:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.silu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return F.silu(out + self.shortcut(x))
+
+
+class ResNet(Classifier):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, depth: int = 32) -> None:
+        super().__init__(image_shape, num_classes)
+        if (depth - 2) % 6:
+            raise UserError(f"ResNet depth must be 6n+2 (20, 32, 44, 56), got {depth}")
+        blocks_per_stage = (depth - 2) // 6
+        self.depth = depth
+        self.stem = nn.Sequential(nn.Conv2d(image_shape[0], 16, 3, padding=1, bias=False), layer_norm(16), nn.SiLU())
+        stages: list[nn.Module] = []
+        in_channels = 16
+        for stage, width in enumerate((16, 32, 64)):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                stages.append(BasicBlock(in_channels, width, stride))
+                in_channels = width
+        self.stages = nn.Sequential(*stages)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stages(self.stem(x))
+        return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
