@@ -6,6 +6,7 @@ with `torch.load(weights_only=True)` so loading never executes pickled code."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -27,7 +28,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {missing}")
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": dict(metadata),
+    # a JSON round trip keeps metadata to plain types, which weights_only loading accepts
+    plain_metadata = json.loads(json.dumps(metadata, default=str))
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": plain_metadata,
                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     payload.update(state)
     path = Path(path)

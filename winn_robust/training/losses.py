@@ -1,0 +1,75 @@
+"""The classification-pass objectives of the three methods.
+
+All three see positives through one forward pass; WINN and ICN also see same-label
+pseudo-negatives (and WINN interpolates for its gradient penalty) in that same pass: layer
+norm is per-sample, so concatenating the batches changes nothing but speed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from winn_robust.models.base import Classifier
+
+
+@dataclass
+class LossTerms:
+    """Every term of one step, kept on the device (no host sync in the inner loop)."""
+    loss: torch.Tensor
+    ce: torch.Tensor
+    introspective: torch.Tensor   # WINN: mean f(neg) - mean f(pos); ICN: logistic loss
+    penalty: torch.Tensor          # WINN gradient penalty; zero otherwise
+    f_pos_mean: torch.Tensor
+    logits_pos: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([self.loss.detach(), self.ce.detach(), self.introspective.detach(), self.penalty.detach()])
+
+
+TERM_NAMES = ("total loss", "cross-entropy", "introspective term", "gradient penalty")
+
+
+def input_gradient_norm(f_values: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """||grad_x f(x)||_2 per image, differentiable (create_graph) so it can be penalized."""
+    (grad,) = torch.autograd.grad(f_values.sum(), inputs, create_graph=True)
+    return grad.flatten(1).norm(2, dim=1)
+
+
+def interpolate(pos: torch.Tensor, neg: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """x_hat = a * pos + (1 - a) * neg with a ~ U[0, 1] per image."""
+    a = torch.rand(pos.shape[0], *([1] * (pos.dim() - 1)), generator=generator, device=pos.device, dtype=pos.dtype)
+    return a * pos + (1 - a) * neg
+
+
+def baseline_loss(model: Classifier, pos: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+    logits, f_pos = model.score(pos)
+    ce = F.cross_entropy(logits, labels)
+    zero = ce.new_zeros(())
+    return LossTerms(ce, ce, zero, zero, f_pos.detach().mean(), logits)
+
+
+def winn_loss(model: Classifier, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
+              alpha: float, gp_lambda: float, generator: torch.Generator | None) -> LossTerms:
+    """CE(pos) + alpha * (mean f(neg) - mean f(pos) + lambda * mean (||grad f(x_hat)|| - 1)^2)."""
+    n = pos.shape[0]
+    x_hat = interpolate(pos, neg, generator).requires_grad_(True)
+    logits, f = model.score(torch.cat([pos, neg, x_hat]))
+    f_pos, f_neg, f_hat = f[:n], f[n:2 * n], f[2 * n:]
+    ce = F.cross_entropy(logits[:n], labels)
+    critic_gap = f_neg.mean() - f_pos.mean()
+    penalty = ((input_gradient_norm(f_hat, x_hat) - 1.0) ** 2).mean()
+    loss = ce + alpha * (critic_gap + gp_lambda * penalty)
+    return LossTerms(loss, ce, critic_gap, penalty, f_pos.detach().mean(), logits[:n])
+
+
+def icn_loss(model: Classifier, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
+             alpha: float) -> LossTerms:
+    """CE(pos) + alpha * logistic loss of f separating positives (+1) from negatives (-1)."""
+    n = pos.shape[0]
+    logits, f = model.score(torch.cat([pos, neg]))
+    f_pos, f_neg = f[:n], f[n:]
+    ce = F.cross_entropy(logits[:n], labels)
+    logistic = F.softplus(-f_pos).mean() + F.softplus(f_neg).mean()
+    loss = ce + alpha * logistic
+    return LossTerms(loss, ce, logistic, ce.new_zeros(()), f_pos.detach().mean(), logits[:n])

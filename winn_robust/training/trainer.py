@@ -1,0 +1,312 @@
+"""The training loop shared by baseline, ICN and WINN.
+
+Each epoch: a classification pass (positives; for ICN/WINN paired with same-label negatives
+from the pool), then for ICN/WINN a synthesis pass that appends new negatives per class,
+then validation. The validation split alone picks the best checkpoint; the trainer is never
+given the test set. `last.pt` holds everything needed to resume exactly (weights, optimizer,
+pool, RNG state); `best.pt` holds the weights with the lowest validation error."""
+from __future__ import annotations
+
+import csv
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+import winn_robust
+from winn_robust.checkpoint import read_checkpoint, save_checkpoint
+from winn_robust.errors import UserError
+from winn_robust.models import Classifier, RandomGenerator, build_model
+from winn_robust.training.config import TrainConfig
+from winn_robust.training.losses import TERM_NAMES, LossTerms, baseline_loss, icn_loss, winn_loss
+from winn_robust.training.pool import NegativePool
+from winn_robust.training.synthesis import synthesize
+
+LOSS_LIMIT = 1e8
+CHECK_EVERY = 50  # steps between host-side finiteness checks
+METRIC_FIELDS = ("epoch", "method", "loss", "ce", "introspective", "wasserstein_estimate", "gradient_penalty",
+                 "train_error", "val_error", "tau_low", "tau_high", "synthesis_steps_mean", "synthesis_steps_max",
+                 "synthesis_unconverged", "pool_size", "seconds_classification", "seconds_synthesis",
+                 "seconds_validation", "seconds_total", "negatives_per_second")
+
+
+class TrainingDiverged(UserError):
+    """A NaN/Inf or exploding loss: the message names epoch, step and term."""
+
+
+@dataclass
+class TrainData:
+    """What the trainer may see: training and validation images only, already on the device."""
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    dataset: str
+    class_names: tuple[str, ...]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_error: float
+    last_epoch: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device: torch.device) -> RandomGenerator:
+    """The frozen random generator, rebuilt from the seed alone (so `sample` can rebuild it)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 7919)
+        generator = RandomGenerator(image_shape)
+    return generator.to(device).eval()
+
+
+def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), dtype=torch.long, device=images.device)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start:start + batch_size])
+            wrong += (logits.argmax(1) != labels[start:start + batch_size]).sum()
+    model.train(was_training)
+    return wrong.item() / max(1, len(images))
+
+
+def check_finite(terms: list[torch.Tensor], first_step: int, epoch: int) -> None:
+    """One host sync per CHECK_EVERY steps; names the first bad step and term."""
+    if not terms:
+        return
+    block = torch.stack(terms)
+    bad = ~torch.isfinite(block) | (block.abs() > LOSS_LIMIT)
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        value = block[row, col].item()
+        raise TrainingDiverged(f"training diverged at epoch {epoch}, step {first_step + row + 1}: "
+                               f"{TERM_NAMES[col]} = {value:.4g}; the last good checkpoint stays; "
+                               "try a lower --lr or --alpha")
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device,
+                 progress: bool = True) -> None:
+        self.config = config.validate()
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.progress = progress
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.arch, data.image_shape, data.num_classes).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        self.rng = torch.Generator(device=device).manual_seed(config.seed)
+        self.generator = generator_for(config, data.image_shape, device) if config.introspective else None
+        self.pool: NegativePool | None = None
+        if self.generator is not None:
+            self.pool = NegativePool.from_generator(self.generator, data.num_classes,
+                                                    config.initial_negatives_per_class, self.rng, device)
+        self.epoch = 0
+        self.best_val_error = float("inf")
+        self.best_epoch = 0
+        self.tau_range = (0.0, 0.0)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
+
+    # ---- one epoch ---------------------------------------------------------------------
+    def classification_pass(self) -> dict[str, float]:
+        cfg, model = self.config, self.model
+        model.train()
+        n = len(self.data.train_images)
+        order = torch.randperm(n, generator=self.rng, device=self.device)
+        steps = (n + cfg.batch_size - 1) // cfg.batch_size
+        sums = torch.zeros(4, device=self.device)
+        f_means: list[torch.Tensor] = []
+        wrong = torch.zeros((), dtype=torch.long, device=self.device)
+        pending: list[torch.Tensor] = []
+        bar = tqdm(range(steps), desc=f"epoch {self.epoch} classify", leave=False, disable=not self.progress, unit="batch")
+        for step in bar:
+            index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            pos, labels = self.data.train_images[index], self.data.train_labels[index]
+            with self.autocast:
+                terms = self.step_loss(pos, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            self.optimizer.step()
+            stacked = terms.stacked().float()
+            pending.append(stacked)
+            sums += stacked
+            f_means.append(terms.f_pos_mean.float())
+            wrong += (terms.logits_pos.detach().argmax(1) != labels).sum()
+            if len(pending) == CHECK_EVERY or step == steps - 1:
+                check_finite(pending, step + 1 - len(pending), self.epoch)
+                pending = []
+                bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
+        means = (sums / steps).tolist()
+        f_all = torch.stack(f_means)
+        self.tau_range = (f_all.min().item(), f_all.max().item())
+        return {"loss": means[0], "ce": means[1], "introspective": means[2],
+                "wasserstein_estimate": -means[2] if cfg.method == "winn" else float("nan"),
+                "gradient_penalty": means[3], "train_error": wrong.item() / n}
+
+    def step_loss(self, pos: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        cfg = self.config
+        if cfg.method == "baseline":
+            return baseline_loss(self.model, pos, labels)
+        assert self.pool is not None
+        neg = self.pool.sample(labels, self.rng)
+        if cfg.method == "winn":
+            return winn_loss(self.model, pos, neg, labels, cfg.alpha, cfg.gp_lambda, self.rng)
+        return icn_loss(self.model, pos, neg, labels, cfg.alpha)
+
+    def synthesis_pass(self) -> dict[str, float]:
+        """New negatives for every class in one batch, started from fresh generator images."""
+        cfg = self.config
+        assert self.pool is not None and self.generator is not None
+        k, n = self.data.num_classes, cfg.negatives_per_class
+        start = self.generator.sample(k * n, self.rng, self.device).view(k, n, *self.data.image_shape)
+        low, high = self.tau_range
+        tau = low + (high - low) * torch.rand(k, generator=self.rng, device=self.device)
+        result = synthesize(self.model, start, torch.arange(k, device=self.device), tau,
+                            lr=cfg.synthesis_lr, betas=(cfg.synthesis_beta1, cfg.synthesis_beta2),
+                            max_steps=cfg.synthesis_max_steps, tolerance=cfg.synthesis_tolerance,
+                            ce_weight=cfg.synthesis_ce_weight, amp=cfg.amp, progress=self.progress,
+                            desc=f"epoch {self.epoch} synthesize")
+        self.pool.append(result.images)
+        steps = result.steps.float()
+        return {"tau_low": low, "tau_high": high, "synthesis_steps_mean": steps.mean().item(),
+                "synthesis_steps_max": int(result.steps.max().item()),
+                "synthesis_unconverged": int((result.final_gap > cfg.synthesis_tolerance).sum().item())}
+
+    def run_epoch(self) -> dict[str, Any]:
+        self.epoch += 1
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"epoch": self.epoch, "method": self.config.method}
+        row.update(self.classification_pass())
+        t1 = time.perf_counter()
+        if self.config.introspective:
+            row.update(self.synthesis_pass())
+        t2 = time.perf_counter()
+        row["val_error"] = error_rate(self.model, self.data.val_images, self.data.val_labels)
+        t3 = time.perf_counter()
+        row.update(pool_size=len(self.pool) if self.pool else 0, seconds_classification=t1 - t0,
+                   seconds_synthesis=t2 - t1, seconds_validation=t3 - t2, seconds_total=t3 - t0)
+        synthesized = self.data.num_classes * self.config.negatives_per_class if self.config.introspective else 0
+        row["negatives_per_second"] = synthesized / (t2 - t1) if synthesized else 0.0
+        return row
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def metadata(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"arch": self.config.arch, "dataset": self.data.dataset, "image_shape": list(self.data.image_shape),
+                "num_classes": self.data.num_classes, "class_names": list(self.data.class_names),
+                "method": self.config.method, "hparams": self.config.to_dict(), "seed": self.config.seed,
+                "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
+                "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
+                "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
+                "winn_robust_version": winn_robust.__version__, "torch_version": str(torch.__version__),
+                "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def save(self, row: dict[str, Any]) -> None:
+        metadata = self.metadata(row)
+        improved = row["val_error"] < self.best_val_error
+        if improved:
+            self.best_val_error, self.best_epoch = row["val_error"], self.epoch
+        metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error)
+        state = {"optimizer": self.optimizer.state_dict(), "rng_state": self.rng.get_state(),
+                 "cpu_rng_state": torch.get_rng_state()}
+        if self.pool is not None:
+            state["pool"] = self.pool.images.detach().cpu()
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", self.model, {**metadata, "role": "best"})
+        save_checkpoint(self.out_dir / "last.pt", self.model, {**metadata, "role": "last"}, **state)
+
+    def resume(self, path: Path) -> None:
+        payload = read_checkpoint(path, map_location=self.device)
+        meta = payload["metadata"]
+        if meta.get("role") != "last" or "optimizer" not in payload:
+            raise UserError(f"{path} holds no training state; resume from the run's last.pt")
+        for key in ("method", "arch", "dataset"):
+            mine = getattr(self.config, key if key != "dataset" else "data")
+            if meta[key] != mine:
+                raise UserError(f"cannot resume: {path} was trained with {key} {meta[key]!r}, this run asks for {mine!r}")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.rng.set_state(payload["rng_state"].cpu())
+        torch.set_rng_state(payload["cpu_rng_state"].cpu())
+        if self.pool is not None:
+            self.pool = NegativePool(payload["pool"].to(self.device))
+        self.epoch = int(meta["epoch"])
+        self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
+        self.tau_range = tuple(meta["tau_range"])  # type: ignore[assignment]
+
+    # ---- outputs -----------------------------------------------------------------------
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        path = self.out_dir / "metrics.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)
+
+    def save_negatives_grid(self) -> None:
+        if self.pool is None:
+            return
+        from torchvision.utils import save_image
+
+        per_class = min(10, self.config.negatives_per_class)
+        newest = self.pool.newest(per_class).reshape(-1, *self.data.image_shape)
+        path = self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((newest.float().cpu() + 1) / 2, path, nrow=per_class, padding=1)
+
+
+def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
+def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: torch.device | str = "cpu",
+          resume: bool = False, progress: bool = True,
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train one model; writes best.pt, last.pt, metrics.csv and negatives/ grids into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, data, out_dir, torch.device(device), progress)
+    rows: list[dict[str, Any]] = []
+    if resume:
+        last = out_dir / "last.pt"
+        if not last.is_file():
+            raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
+        trainer.resume(last)
+        rows = read_metrics(out_dir / "metrics.csv", trainer.epoch)
+    if trainer.epoch >= config.epochs:
+        raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); raise --epochs to train on")
+    bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}", disable=not progress, unit="epoch")
+    try:
+        while trainer.epoch < config.epochs:
+            row = trainer.run_epoch()
+            trainer.save(row)
+            rows.append(row)
+            trainer.write_metrics(rows)
+            trainer.save_negatives_grid()
+            bar.update(1)
+            bar.set_postfix(val_error=f"{row['val_error']:.4f}", best=f"{trainer.best_val_error:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(trainer.epoch, row)
+    finally:
+        bar.close()
+    return TrainResult(out_dir, trainer.best_epoch, trainer.best_val_error, trainer.epoch, rows)
