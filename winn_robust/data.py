@@ -1,10 +1,38 @@
-"""Datasets as float tensors in [-1, 1], NCHW, plus their labels.
+"""Datasets as float tensors in [-1, 1], NCHW, plus their int64 labels.
 
-(Minimal version: digits only; the torchvision-backed loaders are being added.)"""
+Every loader reads the *original* distribution files (IDX for MNIST and
+Fashion-MNIST, ``.mat`` for SVHN, pickled batches for CIFAR-10) with
+torchvision's parsers, so a folder a user already has works without
+conversion, and machines without internet can point ``data_dir`` at local
+copies.  torchvision's dataset classes are used for downloading only: their
+md5 checks would reject the small files the tests write, and they would
+require torchvision's own folder layout.
+
+Folders accepted for ``data_dir`` (the first one holding every file wins):
+
+- mnist / fashion-mnist: ``<dir>``, ``<dir>/MNIST/raw`` (``FashionMNIST/raw``)
+  or ``<dir>/raw``, with the four IDX files uncompressed or ``.gz``.
+  Gzipped files are decompressed into a private temporary folder, so
+  read-only folders such as Debian's /usr/share/datasets/fashion-mnist work.
+- svhn: ``<dir>``, ``<dir>/SVHN`` or ``<dir>/svhn`` with ``train_32x32.mat``
+  and ``test_32x32.mat``.
+- cifar10: ``<dir>/cifar-10-batches-py`` or the batches folder itself.
+
+Without ``data_dir`` the root is ``$WINN_ROBUST_DATA`` or
+``~/.cache/winn-robust/data``; ``download=True`` lets torchvision fetch
+missing files into it.  Missing or unreadable data is one ``UserError``
+naming the dataset, the files expected, the folder searched, and the fix.
+"""
 from __future__ import annotations
 
+import gzip
+import os
+import pickle
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,9 +41,21 @@ from winn_robust.errors import UserError
 
 DATASETS = ("mnist", "svhn", "fashion-mnist", "cifar10", "digits")
 
+DATA_ENV_VAR = "WINN_ROBUST_DATA"
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
+_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_CIFAR_META = "batches.meta"
+# Used when batches.meta is absent; identical to the names the official file holds.
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
 
 @dataclass(frozen=True)
 class ImageDataset:
+    """A train/test pair in the model's pixel range; validation is split off later with `split_validation`."""
+
     name: str
     train_images: torch.Tensor  # float32 (N, C, H, W) in [-1, 1]
     train_labels: torch.Tensor  # int64 (N,)
@@ -34,8 +74,10 @@ class ImageDataset:
 
 def to_model_range(pixels: torch.Tensor | np.ndarray, max_value: float = 255.0) -> torch.Tensor:
     """x = 2 * u - 1 with u = pixels / max_value in [0, 1] (DESIGN.md's pixel convention)."""
-    u = torch.as_tensor(np.asarray(pixels), dtype=torch.float32) / max_value
-    return u * 2.0 - 1.0
+    # A fresh contiguous copy (also for float32 input), so the in-place arithmetic never touches the caller's array.
+    x = torch.as_tensor(np.asarray(pixels)).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    # In place: three fresh 200 MB temporaries made SVHN/MNIST loading several times slower.
+    return x.div_(max_value).mul_(2.0).sub_(1.0)
 
 
 def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int
@@ -49,7 +91,16 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int, 
     return images[train], labels[train], images[val], labels[val]
 
 
+def default_data_root() -> Path:
+    """Where datasets live when no data_dir is given: $WINN_ROBUST_DATA, else ~/.cache/winn-robust/data."""
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "winn-robust" / "data"
+
+
 def load_digits_dataset() -> ImageDataset:
+    """scikit-learn's embedded 8x8 digits (no files, no network): a real dataset for quick runs and tests."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -58,10 +109,260 @@ def load_digits_dataset() -> ImageDataset:
     labels = torch.as_tensor(digits.target, dtype=torch.int64)
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target, random_state=0)
     return ImageDataset("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                        tuple(str(i) for i in range(10)))
+                        _DIGIT_CLASSES)
+
+
+# --------------------------------------------------------------------------- file discovery
+
+@dataclass(frozen=True)
+class _Source:
+    """How one dataset is found on disk, downloaded and parsed."""
+
+    name: str
+    files: tuple[str, ...]  # canonical file names, all required
+    gzip_ok: bool  # whether "<file>.gz" is accepted in place of "<file>"
+    subdirs: tuple[str, ...]  # folders under the root that are searched after the root itself
+    download: Callable[[Path], None]  # fetches the files into the root (torchvision)
+    read: Callable[[dict[str, Path]], ImageDataset]  # canonical name -> path found
+
+    def expected(self) -> str:
+        suffix = "[.gz]" if self.gzip_ok else ""
+        return ", ".join(f"{f}{suffix}" for f in self.files)
+
+
+def _locate(folder: Path, source: _Source) -> dict[str, Path]:
+    """The files of `source` present in `folder` (uncompressed preferred: faster to read)."""
+    found = {}
+    for name in source.files:
+        for candidate in (name, name + ".gz") if source.gzip_ok else (name,):
+            path = folder / candidate
+            if path.is_file():
+                found[name] = path
+                break
+    return found
+
+
+def _find(root: Path, source: _Source) -> tuple[dict[str, Path] | None, Path | None, list[str]]:
+    """(files, None, []) for the first complete folder; else (None, best partial folder, its missing files)."""
+    best: tuple[Path | None, dict[str, Path]] = (None, {})
+    for folder in (root, *(root / sub for sub in source.subdirs)):
+        found = _locate(folder, source)
+        if len(found) == len(source.files):
+            return found, None, []
+        if len(found) > len(best[1]):
+            best = (folder, found)
+    folder, found = best
+    return None, folder, [f for f in source.files if f not in found]
+
+
+def _missing_error(source: _Source, root: Path, explicit: bool, partial: Path | None, missing: list[str],
+                   download_note: str = "") -> UserError:
+    alternatives = " or ".join(str(root / sub) for sub in source.subdirs)
+    where = f"{source.expected()} there" + (f" (or in {alternatives})" if alternatives else "")
+    suffix = "[.gz]" if source.gzip_ok else ""
+    if partial is not None:
+        problem = f"incomplete data in {partial}: missing {', '.join(m + suffix for m in missing)}; expected {where}"
+    elif root.exists() and not root.is_dir():
+        problem = f"{root} is not a folder: expected a folder holding {source.expected()}"
+    else:
+        state = "" if root.is_dir() else " (the folder does not exist)"
+        problem = f"no data in {root}{state}: expected {where}"
+    if download_note:
+        fix = "check the network and retry, or put the files there yourself"
+    elif explicit:
+        fix = "put the files there, or pass --download"
+    else:
+        fix = (f"put the files there (or set {DATA_ENV_VAR}), pass --data-dir pointing at a folder that holds them, "
+               "or pass --download")
+    return UserError(f"{source.name}: {problem}{download_note}; {fix}")
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line (torchvision's download errors span several)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _malformed(source: str, path: Path, why: object, what: str) -> UserError:
+    return UserError(f"{source}: cannot read {path}: {why}; the file is truncated or not {what}. "
+                     "Replace it with the original file (or delete it and pass --download)")
+
+
+# --------------------------------------------------------------------------- parsers
+
+def _read_idx(dataset: str, path: Path, kind: str) -> torch.Tensor:
+    """An IDX file through torchvision's reader; gzip (by content, not name) goes through a private temp file."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    reader = read_image_file if kind == "images" else read_label_file
+    try:
+        with open(path, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"
+        if not compressed:
+            return reader(str(path))
+        with tempfile.TemporaryDirectory(prefix="winn-robust-") as tmp:
+            plain = Path(tmp) / "idx"
+            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+            return reader(str(plain))
+    except Exception as exc:  # the parser asserts / raises on any malformed byte; the user needs one line
+        raise _malformed(dataset, path, _describe(exc), f"an IDX {kind} file") from exc
+
+
+def _check_labels(dataset: str, path: Path, labels: np.ndarray | torch.Tensor, n_images: int, num_classes: int) -> None:
+    if len(labels) != n_images:
+        raise _malformed(dataset, path, f"{len(labels)} labels for {n_images} images", "the matching label file")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise _malformed(dataset, path, f"labels outside 0..{num_classes - 1}", "a label file of this dataset")
+
+
+def _read_idx_dataset(name: str, class_names: tuple[str, ...]) -> Callable[[dict[str, Path]], ImageDataset]:
+    def read(files: dict[str, Path]) -> ImageDataset:
+        splits = []
+        for prefix in ("train", "t10k"):
+            images_path, labels_path = files[f"{prefix}-images-idx3-ubyte"], files[f"{prefix}-labels-idx1-ubyte"]
+            images = _read_idx(name, images_path, "images")
+            if tuple(images.shape[1:]) != (28, 28):
+                raise _malformed(name, images_path, f"images are {tuple(images.shape[1:])}, not 28x28",
+                                 f"a {name} image file")
+            labels = _read_idx(name, labels_path, "labels")
+            _check_labels(name, labels_path, labels, len(images), len(class_names))
+            splits += [to_model_range(images[:, None]), labels.to(torch.int64)]
+        return ImageDataset(name, *splits, class_names)
+
+    return read
+
+
+def _read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SVHN split, read as torchvision's SVHN does (loadmat, 10 -> 0, HWCN -> NCHW) minus its md5 check."""
+    import scipy.io as sio
+
+    try:
+        mat = sio.loadmat(str(path))
+        x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
+    except Exception as exc:
+        raise _malformed("svhn", path, _describe(exc), "an SVHN .mat file (arrays X and y)") from exc
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise _malformed("svhn", path, f"X has shape {x.shape}, not 32x32x3xN", "an SVHN 32x32 .mat file")
+    if x.dtype != np.uint8:
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise _malformed("svhn", path, f"X holds values outside 0..255 ({x.dtype})", "an SVHN .mat file")
+        x = x.astype(np.uint8)
+    y = np.where(y == 10, 0, y)  # SVHN writes digit 0 as label 10 (torchvision's SVHN maps it the same way)
+    _check_labels("svhn", path, y, x.shape[3], 10)
+    return to_model_range(np.transpose(x, (3, 2, 0, 1))), torch.from_numpy(y)
+
+
+def _read_svhn(files: dict[str, Path]) -> ImageDataset:
+    train = _read_svhn_mat(files["train_32x32.mat"])
+    test = _read_svhn_mat(files["test_32x32.mat"])
+    return ImageDataset("svhn", *train, *test, _DIGIT_CLASSES)
+
+
+def _unpickle(path: Path) -> dict:
+    """A CIFAR python batch, read as torchvision does (pickle, latin1); only open folders you trust."""
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        if not isinstance(entry, dict):
+            raise TypeError(f"unpickled a {type(entry).__name__}, not a dict")
+        return entry
+    except Exception as exc:
+        raise _malformed("cifar10", path, _describe(exc), "a CIFAR-10 python batch") from exc
+
+
+def _read_cifar_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    data, labels = [], []
+    for path in paths:
+        entry = _unpickle(path)
+        try:
+            x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(entry["labels"], dtype=np.int64).reshape(-1)
+        except Exception as exc:
+            raise _malformed("cifar10", path, _describe(exc), "a CIFAR-10 batch (keys data: Nx3072 uint8, labels)") from exc
+        _check_labels("cifar10", path, y, len(x), 10)
+        data.append(x)
+        labels.append(y)
+    return to_model_range(np.concatenate(data)), torch.from_numpy(np.concatenate(labels))
+
+
+def _read_cifar10(files: dict[str, Path]) -> ImageDataset:
+    train = _read_cifar_batches([files[f"data_batch_{i}"] for i in range(1, 6)])
+    test = _read_cifar_batches([files["test_batch"]])
+    class_names = _CIFAR10_CLASSES
+    meta = files["test_batch"].parent / _CIFAR_META
+    if meta.is_file():
+        names = _unpickle(meta).get("label_names")
+        if not isinstance(names, (list, tuple)) or len(names) != 10:
+            raise _malformed("cifar10", meta, "no list of 10 label_names", "CIFAR-10's batches.meta")
+        class_names = tuple(str(n) for n in names)
+    return ImageDataset("cifar10", *train, *test, class_names)
+
+
+# --------------------------------------------------------------------------- downloads (torchvision)
+
+def _download_mnist(root: Path) -> None:
+    import torchvision.datasets
+
+    torchvision.datasets.MNIST(str(root), train=True, download=True)  # fetches all four files into root/MNIST/raw
+
+
+def _download_fashion_mnist(root: Path) -> None:
+    import torchvision.datasets
+
+    torchvision.datasets.FashionMNIST(str(root), train=True, download=True)  # into root/FashionMNIST/raw
+
+
+def _download_svhn(root: Path) -> None:
+    import torchvision.datasets
+
+    for split in ("train", "test"):
+        torchvision.datasets.SVHN(str(root / "SVHN"), split=split, download=True)
+
+
+def _download_cifar10(root: Path) -> None:
+    import torchvision.datasets
+
+    torchvision.datasets.CIFAR10(str(root), train=True, download=True)  # extracts root/cifar-10-batches-py
+
+
+def _sources() -> dict[str, _Source]:
+    from torchvision.datasets.mnist import MNIST, FashionMNIST  # class names only; downloads go via _download_*
+
+    return {
+        "mnist": _Source("mnist", _IDX_FILES, True, ("MNIST/raw", "raw"), _download_mnist,
+                         _read_idx_dataset("mnist", tuple(MNIST.classes))),
+        "fashion-mnist": _Source("fashion-mnist", _IDX_FILES, True, ("FashionMNIST/raw", "raw"),
+                                 _download_fashion_mnist, _read_idx_dataset("fashion-mnist", tuple(FashionMNIST.classes))),
+        "svhn": _Source("svhn", _SVHN_FILES, False, ("SVHN", "svhn"), _download_svhn, _read_svhn),
+        "cifar10": _Source("cifar10", _CIFAR_FILES, False, ("cifar-10-batches-py",), _download_cifar10, _read_cifar10),
+    }
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
-    if name == "digits":
+    """Load `name` (one of DATASETS) from `data_dir`, else from the default root, downloading only if asked.
+
+    Files already present are never re-downloaded; `download=True` writes into `data_dir` (or the default root).
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
+    if key == "digits":
         return load_digits_dataset()
-    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if key not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    source = _sources()[key]
+    explicit = data_dir is not None
+    root = Path(data_dir).expanduser() if explicit else default_data_root()
+
+    files, partial, missing = _find(root, source)
+    if files is None and download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            source.download(root)
+        except Exception as exc:
+            raise _missing_error(source, root, explicit, partial, missing,
+                                 f" (download into {root} failed: {_describe(exc)})") from exc
+        files, partial, missing = _find(root, source)
+    if files is None:
+        raise _missing_error(source, root, explicit, partial, missing)
+    return source.read(files)

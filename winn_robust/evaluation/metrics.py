@@ -1,0 +1,194 @@
+"""The numbers of the WINN paper's Tables 2-4, computed from prediction arrays alone.
+
+Everything here takes integer predictions and labels (never models), so every figure in a
+report can be recomputed by hand from `per_example.csv`. Definitions follow DESIGN.md
+"Conventions" exactly:
+
+- adversarial error of A = N_A / N, N_A = #A's own adversarial examples that A misclassifies
+  (clean mistakes that stay wrong count);
+- correction rate by B of A's mistakes = 1 - N_{A and B} / N_A over A's adversarial examples
+  (successes k = A's adversarial mistakes that B gets right, n = N_A);
+- 95% exact Clopper-Pearson CI for every rate; exact McNemar (binomial test on the discordant
+  pairs) for every paired comparison.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.stats import binomtest
+
+CI_LEVEL = 0.95
+
+Preds = Mapping[str, np.ndarray]
+AdvPreds = Mapping[float, Mapping[str, Mapping[str, np.ndarray]]]  # [eps][source][target]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k successes out of n with a 95% Clopper-Pearson CI; n == 0 leaves value and CI None
+    (reports print "n/a") instead of dividing by zero."""
+
+    k: int
+    n: int
+    value: float | None
+    low: float | None
+    high: float | None
+
+    @classmethod
+    def of(cls, k: int, n: int) -> Rate:
+        k, n = int(k), int(n)
+        if not 0 <= k <= n:
+            raise ValueError(f"a rate needs 0 <= k <= n, got k={k}, n={n}")
+        if n == 0:
+            return cls(k, n, None, None, None)
+        ci = binomtest(k, n).proportion_ci(CI_LEVEL, method="exact")
+        return cls(k, n, k / n, float(ci.low), float(ci.high))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test of a method against the baseline on the same images.
+    b = baseline wrong & method right, c = baseline right & method wrong; two-sided p."""
+
+    b: int
+    c: int
+    pvalue: float
+
+    @classmethod
+    def of(cls, b: int, c: int) -> McNemar:
+        b, c = int(b), int(c)
+        pvalue = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+        return cls(b, c, pvalue)
+
+    @classmethod
+    def from_errors(cls, baseline_wrong: np.ndarray, method_wrong: np.ndarray) -> McNemar:
+        baseline_wrong, method_wrong = np.asarray(baseline_wrong, bool), np.asarray(method_wrong, bool)
+        return cls.of(np.sum(baseline_wrong & ~method_wrong), np.sum(~baseline_wrong & method_wrong))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def error_rate(wrong: np.ndarray) -> Rate:
+    wrong = np.asarray(wrong, bool)
+    return Rate.of(wrong.sum(), wrong.size)
+
+
+def correction_rate(source_wrong: np.ndarray, corrector_wrong: np.ndarray) -> Rate:
+    """1 - N_{A and B} / N_A on A's adversarial examples: the share of A's mistakes B gets right."""
+    source_wrong, corrector_wrong = np.asarray(source_wrong, bool), np.asarray(corrector_wrong, bool)
+    return Rate.of(np.sum(source_wrong & ~corrector_wrong), source_wrong.sum())
+
+
+@dataclass(frozen=True)
+class ModelEpsMetrics:
+    """One row of Table 3/4. The correction rates and McNemar tests are None for the baseline."""
+
+    clean_error: Rate
+    adv_error: Rate
+    correction_by_method: Rate | None
+    correction_by_baseline: Rate | None
+    mcnemar_clean: McNemar | None
+    mcnemar_adv: McNemar | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: None if value is None else value.to_dict() for key, value in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class EpsMetrics:
+    """Everything at one eps. `transfer_error[S][T]` is T's error on S's adversarial examples
+    (diagonal = adversarial error); `correction[S][T]` is the correction rate by T of S's
+    mistakes. Table 3's two correction rates are correction[baseline][M] and correction[M][baseline]."""
+
+    eps: float
+    models: dict[str, ModelEpsMetrics]
+    transfer_error: dict[str, dict[str, Rate]]
+    correction: dict[str, dict[str, Rate]]
+
+    def to_dict(self) -> dict[str, Any]:
+        def matrix(m: dict[str, dict[str, Rate]]) -> dict[str, dict[str, Any]]:
+            return {s: {t: r.to_dict() for t, r in row.items()} for s, row in m.items()}
+        return {"eps": self.eps, "models": {k: v.to_dict() for k, v in self.models.items()},
+                "transfer_error": matrix(self.transfer_error), "correction": matrix(self.correction)}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Tables 2-4 for every eps. `models` is the row order: baseline first."""
+
+    baseline: str
+    n: int
+    models: tuple[str, ...]
+    clean_error: dict[str, Rate]
+    mcnemar_clean: dict[str, McNemar]  # methods only, each against the baseline
+    by_eps: dict[float, EpsMetrics]
+
+    @property
+    def eps_values(self) -> list[float]:
+        return list(self.by_eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (eps as a list entry, not a key; undefined values as None)."""
+        return {"baseline": self.baseline, "n": self.n, "models": list(self.models),
+                "clean_error": {k: v.to_dict() for k, v in self.clean_error.items()},
+                "mcnemar_clean": {k: v.to_dict() for k, v in self.mcnemar_clean.items()},
+                "by_eps": [m.to_dict() for m in self.by_eps.values()]}
+
+
+def _model_order(names: list[str], baseline: str) -> tuple[str, ...]:
+    if baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not among the models {names}")
+    return (baseline, *[name for name in names if name != baseline])
+
+
+def _check_inputs(labels: np.ndarray, clean_preds: Preds, adv_preds: AdvPreds, names: tuple[str, ...]) -> None:
+    n = labels.shape[0]
+    for name, preds in clean_preds.items():
+        if np.shape(preds) != (n,):
+            raise ValueError(f"clean predictions of {name!r} have shape {np.shape(preds)}, expected ({n},)")
+    for eps, by_source in adv_preds.items():
+        if set(by_source) != set(names):
+            raise ValueError(f"eps {eps}: adversarial sources {sorted(by_source)} differ from models {sorted(names)}")
+        for source, by_target in by_source.items():
+            if set(by_target) != set(names):
+                raise ValueError(f"eps {eps}, source {source!r}: targets {sorted(by_target)} differ from models")
+            for target, preds in by_target.items():
+                if np.shape(preds) != (n,):
+                    raise ValueError(f"eps {eps}, {source!r} -> {target!r}: shape {np.shape(preds)}, expected ({n},)")
+
+
+def compute_metrics(labels: np.ndarray, clean_preds: Preds, adv_preds: AdvPreds, baseline: str) -> Metrics:
+    """Tables 2-4 plus the full transfer and correction matrices for every eps.
+
+    labels: (N,) ints; clean_preds[model]: (N,); adv_preds[eps][source][target]: (N,) = target's
+    prediction on source's adversarial example of each image."""
+    labels = np.asarray(labels)
+    names = _model_order(list(clean_preds), baseline)
+    _check_inputs(labels, clean_preds, adv_preds, names)
+    clean_wrong = {m: np.asarray(clean_preds[m]) != labels for m in names}
+    clean_error = {m: error_rate(clean_wrong[m]) for m in names}
+    mcnemar_clean = {m: McNemar.from_errors(clean_wrong[baseline], clean_wrong[m]) for m in names[1:]}
+
+    by_eps: dict[float, EpsMetrics] = {}
+    for eps, by_source in adv_preds.items():
+        wrong = {s: {t: np.asarray(by_source[s][t]) != labels for t in names} for s in names}
+        transfer = {s: {t: error_rate(wrong[s][t]) for t in names} for s in names}
+        correction = {s: {t: correction_rate(wrong[s][s], wrong[s][t]) for t in names} for s in names}
+        rows = {}
+        for m in names:
+            is_base = m == baseline
+            rows[m] = ModelEpsMetrics(
+                clean_error=clean_error[m],
+                adv_error=transfer[m][m],
+                correction_by_method=None if is_base else correction[baseline][m],
+                correction_by_baseline=None if is_base else correction[m][baseline],
+                mcnemar_clean=None if is_base else mcnemar_clean[m],
+                mcnemar_adv=None if is_base else McNemar.from_errors(wrong[baseline][baseline], wrong[m][m]))
+        by_eps[float(eps)] = EpsMetrics(float(eps), rows, transfer, correction)
+    return Metrics(baseline, int(labels.shape[0]), names, clean_error, mcnemar_clean, by_eps)
