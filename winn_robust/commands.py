@@ -17,6 +17,8 @@ def run_train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
     device = resolve_device(args.device)
+    if args.resume and not (args.out / "last.pt").is_file():
+        raise UserError(f"--resume: no {args.out / 'last.pt'} to resume from; run without --resume to start fresh")
     data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
                            config.train_limit, device)
     print(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "

@@ -41,6 +41,9 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        from winn_robust.models import ARCHITECTURES
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         positive = ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
                     "synthesis_lr", "synthesis_max_steps", "val_size")
         for name in positive:
