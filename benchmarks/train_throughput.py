@@ -1,0 +1,335 @@
+"""Training throughput: what WINN's introspective training costs over the plain baseline.
+
+Trains one architecture on one dataset as baseline and as WINN with the project's own
+`winn_robust.training.train` into a temporary folder, then reads the per-epoch metrics.csv the
+trainer writes (seconds_classification, seconds_synthesis, seconds_validation, seconds_total,
+synthesis_steps_mean, negatives_per_second, pool_size). Nothing is timed here; the numbers are
+the trainer's own.
+
+Reading the summary:
+  s/epoch        seconds per epoch, split into classification, synthesis and validation.
+                 The first epoch carries one-off warm-up (oneDNN / cuDNN plans, CUDA context),
+                 so with 2+ epochs the summary averages epochs 2.. and says so.
+  neg/s          pseudo-negatives synthesized per second of synthesis (classes x
+                 --negatives-per-class per epoch).
+  steps          mean Adam steps the synthesis groups took (cap --synthesis-max-steps; the
+                 batch runs until its slowest group stops, so the slowest group sets the cost).
+  WINN/baseline  total: full epoch ratio; classification: the classification passes alone
+                 (WINN's forward sees positives, negatives and interpolates, plus the
+                 gradient-penalty double backward).
+
+--amp-check runs one synthesis batch with the trained WINN model twice, from the same start
+images and tau, in fp32 and under bf16 autocast, and prints the largest pixel difference, the
+gap |mean f - tau| as the synthesis measured it and as fp32 re-measures it on the final
+images, and the steps used: whether autocast moves results beyond the 1e-3 tolerance.
+
+    python benchmarks/train_throughput.py                       # CPU, and CUDA when present
+    python benchmarks/train_throughput.py --device cpu --amp-check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from winn_robust.checkpoint import load_checkpoint  # noqa: E402
+from winn_robust.data import load_dataset  # noqa: E402
+from winn_robust.training import TrainConfig, train  # noqa: E402
+from winn_robust.training.inputs import make_train_data  # noqa: E402
+from winn_robust.training.synthesis import synthesize  # noqa: E402
+from winn_robust.training.trainer import generator_for  # noqa: E402
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+COLUMNS = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
+           "synthesis_steps_mean", "synthesis_steps_max", "synthesis_unconverged", "negatives_per_second", "pool_size")
+
+
+def pick_data(args: argparse.Namespace) -> tuple[str, str | None]:
+    if args.data is not None:
+        return args.data, args.data_dir
+    if Path(args.data_dir or FASHION_DIR).is_dir():
+        return "fashion-mnist", args.data_dir or FASHION_DIR
+    return "digits", None
+
+
+# Defaults that differ by device, to keep the CPU run near 5 minutes on 2 cores.
+CPU_NEGATIVES_PER_CLASS = 50     # paper: 100 (used on CUDA)
+CPU_AMP_NEGATIVES_PER_CLASS = 10  # bf16 on a CPU without native bf16 is ~10x slower than fp32
+CPU_AMP_MAX_STEPS = 300
+
+
+def negatives_for(args: argparse.Namespace, device: torch.device) -> int:
+    if args.negatives_per_class is not None:
+        return args.negatives_per_class
+    return 100 if device.type == "cuda" else CPU_NEGATIVES_PER_CLASS
+
+
+def amp_sizes(args: argparse.Namespace, device: torch.device) -> tuple[int, int]:
+    cpu = device.type == "cpu"
+    negatives = negatives_for(args, device)
+    per_class = args.amp_negatives_per_class or (min(CPU_AMP_NEGATIVES_PER_CLASS, negatives) if cpu else negatives)
+    steps = args.amp_max_steps or (min(CPU_AMP_MAX_STEPS, args.synthesis_max_steps) if cpu else args.synthesis_max_steps)
+    return per_class, steps
+
+
+def config_for(method: str, args: argparse.Namespace, data_name: str, device: torch.device,
+               epochs: int | None = None) -> TrainConfig:
+    negatives = negatives_for(args, device)
+    return TrainConfig(method=method, arch=args.arch, data=data_name, epochs=epochs or args.epochs,
+                       negatives_per_class=negatives, initial_negatives_per_class=negatives,
+                       synthesis_max_steps=args.synthesis_max_steps, val_size=args.val_size,
+                       train_limit=args.train_limit, seed=args.seed)
+
+
+def steady(frame: pd.DataFrame) -> pd.DataFrame:
+    """Epochs after the first (warm-up) when there are two or more."""
+    return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
+
+
+def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict:
+    out: dict = {"device": device}
+    for method, frame in runs.items():
+        s = steady(frame)
+        out[method] = {c: float(s[c].mean()) for c in COLUMNS if c in s}
+        out[method]["epochs_averaged"] = [int(e) for e in s["epoch"]]
+    if "baseline" in runs and "winn" in runs:
+        b, w = out["baseline"], out["winn"]
+        out["ratio_total"] = w["seconds_total"] / b["seconds_total"]
+        out["ratio_classification"] = w["seconds_classification"] / b["seconds_classification"]
+    return out
+
+
+def format_epochs(device: str, runs: dict[str, pd.DataFrame]) -> str:
+    header = (f"{'method':<9} {'device':<6} {'epoch':>5} {'s classify':>10} {'s synth':>8} {'s valid':>8} {'s total':>8} "
+              f"{'steps mean':>10} {'steps max':>9} {'unconv':>6} {'neg/s':>7} {'pool':>6}")
+    lines = [header, "-" * len(header)]
+    for method, frame in runs.items():
+        for _, r in frame.iterrows():
+            lines.append(f"{method:<9} {device:<6} {int(r['epoch']):>5} {r['seconds_classification']:>10.2f} "
+                         f"{r['seconds_synthesis']:>8.2f} {r['seconds_validation']:>8.2f} {r['seconds_total']:>8.2f} "
+                         f"{r['synthesis_steps_mean']:>10.1f} {r['synthesis_steps_max']:>9.0f} "
+                         f"{r['synthesis_unconverged']:>6.0f} {r['negatives_per_second']:>7.1f} {int(r['pool_size']):>6}")
+    return "\n".join(lines)
+
+
+def format_summary(summaries: list[dict]) -> str:
+    header = (f"{'device':<6} {'epochs':<7} {'neg/class':>9} {'baseline s/ep':>13} {'base classify':>13} {'WINN s/ep':>10} "
+              f"{'WINN classify':>13} {'WINN synth':>10} {'neg/s':>7} {'steps':>7} {'WINN/base total':>15} "
+              f"{'WINN/base classify':>18}")
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        b, w = s.get("baseline"), s.get("winn")
+        if b is None or w is None:
+            continue
+        epochs = ",".join(str(e) for e in w["epochs_averaged"])
+        lines.append(f"{s['device']:<6} {epochs:<7} {s.get('negatives_per_class', 0):>9} {b['seconds_total']:>13.2f} {b['seconds_classification']:>13.2f} "
+                     f"{w['seconds_total']:>10.2f} {w['seconds_classification']:>13.2f} {w['seconds_synthesis']:>10.2f} "
+                     f"{w['negatives_per_second']:>7.1f} {w['synthesis_steps_mean']:>7.1f} {s['ratio_total']:>15.2f} "
+                     f"{s['ratio_classification']:>18.2f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- autocast check
+def amp_check(checkpoint: Path, device: torch.device, per_class: int, max_steps: int, seed: int) -> dict:
+    """One synthesis batch in fp32 and under bf16 autocast from the same start images and tau, with
+    the checkpoint's synthesis hyper-parameters, start images from its frozen generator and tau
+    drawn from its last epoch's tau range."""
+    model, meta = load_checkpoint(checkpoint, device)
+    config = TrainConfig.from_dict(meta["hparams"])
+    shape = tuple(meta["image_shape"])
+    k = int(meta["num_classes"])
+    rng = torch.Generator(device=device).manual_seed(seed + 1)
+    start = generator_for(config, shape, device).sample(k * per_class, rng, device).view(k, per_class, *shape)
+    low, high = meta["tau_range"]
+    tau = low + (high - low) * torch.rand(k, generator=rng, device=device)
+    targets = torch.arange(k, device=device)
+    kwargs = dict(lr=config.synthesis_lr, betas=(config.synthesis_beta1, config.synthesis_beta2), max_steps=max_steps,
+                  tolerance=config.synthesis_tolerance, ce_weight=config.synthesis_ce_weight)
+    out: dict = {"device": str(device), "checkpoint_epoch": int(meta["epoch"]), "images": k * per_class, "groups": k, "max_steps": max_steps,
+                 "tolerance": config.synthesis_tolerance, "tau_range": [low, high]}
+    finals = {}
+    for name, amp in (("fp32", False), ("bf16", True)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        result = synthesize(model, start, targets, tau, amp=amp, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        images = result.images
+        with torch.no_grad():  # re-measure the gap in fp32 on the final images
+            f32 = model.score(images.flatten(0, 1))[1].float().view(k, per_class)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                f16 = model.score(images.flatten(0, 1))[1].float().view(k, per_class)
+        gap32 = (f32.mean(1) - tau).abs()
+        finals[name] = images
+        out[name] = {"seconds": seconds, "steps_mean": float(result.steps.float().mean()),
+                     "steps_max": int(result.steps.max()),
+                     "gap_as_measured_mean": float(result.final_gap.mean()),
+                     "gap_as_measured_max": float(result.final_gap.max()),
+                     "gap_fp32_mean": float(gap32.mean()), "gap_fp32_max": float(gap32.max()),
+                     "groups_over_tolerance_fp32": int((gap32 > config.synthesis_tolerance).sum()),
+                     "false_stops": int(((result.final_gap <= config.synthesis_tolerance)
+                                         & (gap32 > config.synthesis_tolerance)).sum()),
+                     "max_abs_f_bf16_minus_fp32": float((f16 - f32).abs().max()),
+                     "max_abs_groupmean_f_bf16_minus_fp32": float((f16.mean(1) - f32.mean(1)).abs().max())}
+    out["max_abs_image_diff"] = float((finals["fp32"] - finals["bf16"]).abs().max())
+    out["mean_abs_image_diff"] = float((finals["fp32"] - finals["bf16"]).abs().mean())
+    return out
+
+
+def format_amp(check: dict) -> str:
+    lines = [f"autocast check on {check['device']}: one synthesis batch of {check['images']} images "
+             f"({check['groups']} groups) with the WINN model of epoch {check['checkpoint_epoch']}, max {check['max_steps']} steps, tolerance {check['tolerance']:g}, "
+             f"tau range [{check['tau_range'][0]:.4f}, {check['tau_range'][1]:.4f}]"]
+    header = (f"  {'run':<5} {'seconds':>8} {'steps mean':>10} {'steps max':>9} {'gap (as run) mean/max':>22} "
+              f"{'gap (fp32) mean/max':>20} {'groups > tol (fp32)':>19} {'max|f bf16-f32|':>15} {'max|mean f diff|':>16}")
+    lines += [header, "  " + "-" * (len(header) - 2)]
+    for name in ("fp32", "bf16"):
+        r = check[name]
+        lines.append(f"  {name:<5} {r['seconds']:>8.2f} {r['steps_mean']:>10.1f} {r['steps_max']:>9d} "
+                     f"{r['gap_as_measured_mean']:>11.2e}/{r['gap_as_measured_max']:<10.2e} "
+                     f"{r['gap_fp32_mean']:>10.2e}/{r['gap_fp32_max']:<9.2e} {r['groups_over_tolerance_fp32']:>19d} "
+                     f"{r['max_abs_f_bf16_minus_fp32']:>15.2e} {r['max_abs_groupmean_f_bf16_minus_fp32']:>16.2e}")
+    lines.append(f"  final images fp32 vs bf16: max |diff| {check['max_abs_image_diff']:.4g}, "
+                 f"mean |diff| {check['mean_abs_image_diff']:.4g} (pixels in [-1, 1])")
+    tol, groups = check["tolerance"], check["groups"]
+    over16, over32 = check["bf16"]["groups_over_tolerance_fp32"], check["fp32"]["groups_over_tolerance_fp32"]
+    false_stops = check["bf16"]["false_stops"]
+    lines.append(f"  bf16 stopped {false_stops} of {groups} groups on a bf16 gap <= {tol:g} whose fp32 gap is > {tol:g}; "
+                 f"groups over {tol:g} in fp32: bf16 run {over16}, fp32 run {over32} (step cap reached: "
+                 f"bf16 {check['bf16']['steps_max'] >= check['max_steps']}, fp32 {check['fp32']['steps_max'] >= check['max_steps']})")
+    if over16 > over32 or false_stops:
+        verdict = f"bf16 autocast BREAKS the {tol:g} tolerance (final images off by up to {check['max_abs_image_diff']:.3g})"
+    elif over32:
+        verdict = "inconclusive: the fp32 run itself did not converge within the step cap; raise --amp-max-steps"
+    else:
+        verdict = f"bf16 autocast keeps every group within {tol:g} when re-measured in fp32"
+    lines.append(f"  verdict: {verdict}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="vanilla")
+    ap.add_argument("--data", default=None, help=f"dataset (default fashion-mnist from {FASHION_DIR} when present, else digits)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--val-size", type=int, default=1000,
+                    help="validation images (default 1000, not the paper's 5000: validation is not what is measured)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--negatives-per-class", type=int, default=None,
+                    help=f"synthesized per class and epoch, also the initial pool (default: paper's 100 on CUDA, "
+                         f"{CPU_NEGATIVES_PER_CLASS} on CPU)")
+    ap.add_argument("--synthesis-max-steps", type=int, default=2000)
+    ap.add_argument("--methods", default="baseline,winn")
+    ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all", help="all = CPU, and CUDA when present")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--amp-check", action="store_true", help="also compare one synthesis batch in fp32 and bf16 autocast")
+    ap.add_argument("--amp-check-only", action="store_true",
+                    help="skip the throughput runs: train WINN for --amp-train-epochs (or use --amp-checkpoint) and run the amp check")
+    ap.add_argument("--amp-train-epochs", type=int, default=1, help="WINN epochs to train for --amp-check-only")
+    ap.add_argument("--amp-checkpoint", type=Path, default=None, help="a WINN last.pt to run the amp check on (no training)")
+    ap.add_argument("--amp-negatives-per-class", type=int, default=None,
+                    help=f"amp check batch per class (default: --negatives-per-class on CUDA, at most {CPU_AMP_NEGATIVES_PER_CLASS} on CPU)")
+    ap.add_argument("--amp-max-steps", type=int, default=None,
+                    help=f"amp check step cap (default: --synthesis-max-steps on CUDA, at most {CPU_AMP_MAX_STEPS} on CPU)")
+    ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.amp_checkpoint is not None:
+        args.amp_check_only = True
+    if args.amp_check_only:
+        args.amp_check, args.methods = True, [] if args.amp_checkpoint else ["winn"]
+    if args.amp_check and "winn" not in args.methods:
+        args.methods.append("winn")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU")
+    devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
+    if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
+        devices.append(torch.device("cuda"))
+    begin = time.perf_counter()
+    dataset = None
+    if args.methods:
+        data_name, data_dir = pick_data(args)
+        dataset = load_dataset(data_name, data_dir)
+        epochs = args.amp_train_epochs if args.amp_check_only else args.epochs
+        negatives = ", ".join(f"{negatives_for(args, d)} on {d.type}" for d in devices)
+        print(f"training throughput: {args.arch} on {dataset.name} {tuple(dataset.image_shape)}, train limit "
+              f"{args.train_limit}, {epochs} epochs, batch 100, negatives per class (initial pool and per epoch) "
+              f"{negatives}, synthesis max {args.synthesis_max_steps} steps, validation {args.val_size} images; "
+              f"methods {', '.join(args.methods)}")
+        if args.negatives_per_class is None and any(d.type == "cpu" for d in devices):
+            print(f"note: on CPU the default is {CPU_NEGATIVES_PER_CLASS} negatives per class, not the paper's 100, "
+                  "to keep the run near 5 minutes on 2 cores (--negatives-per-class 100 for the paper's value)")
+        if args.val_size != 5000:
+            print(f"note: validation uses {args.val_size} images instead of the paper's 5000 to keep the run short")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.2f}; "
+          f"seconds are the trainer's own metrics.csv columns")
+    summaries, frames, checks = [], {}, []
+    with tempfile.TemporaryDirectory(prefix="winn-train-bench-") as tmp:
+        root = args.keep_dir or Path(tmp)
+        for device in devices:
+            runs: dict[str, pd.DataFrame] = {}
+            if args.methods:
+                data = make_train_data(dataset, args.val_size, args.seed, args.train_limit, device)
+                for method in args.methods:
+                    out_dir = root / device.type / method
+                    config = config_for(method, args, dataset.name, device,
+                                        args.amp_train_epochs if args.amp_check_only else None)
+                    t0 = time.perf_counter()
+                    train(config, data, out_dir, device, progress=False)
+                    runs[method] = pd.read_csv(out_dir / "metrics.csv")
+                    print(f"  {method} on {device}: {time.perf_counter() - t0:.1f} s wall for {config.epochs} epochs")
+                frames[device.type] = runs
+                if not args.amp_check_only:
+                    summaries.append(summarize(device.type, runs))
+                    summaries[-1]["negatives_per_class"] = negatives_for(args, device)
+            if args.amp_check:
+                per_class, steps = amp_sizes(args, device)
+                checkpoint = args.amp_checkpoint or root / device.type / "winn" / "last.pt"
+                checks.append(amp_check(checkpoint, device, per_class, steps, args.seed))
+    print()
+    for device_type, runs in frames.items():
+        print(format_epochs(device_type, runs))
+        print()
+    if summaries:
+        epochs_note = "epochs 2.. (epoch 1 includes warm-up)" if args.epochs > 1 else "epoch 1 only (includes warm-up)"
+        print(f"per-epoch means over {epochs_note}:")
+        print(format_summary(summaries))
+    for check in checks:
+        print()
+        print(format_amp(check))
+    total = time.perf_counter() - begin
+    print(f"\ntotal benchmark time {total:.1f} s; load average now {os.getloadavg()[0]:.2f}")
+    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "dataset": dataset.name if dataset else None, "torch": torch.__version__,
+              "threads": torch.get_num_threads(),
+              "epochs": {d: {m: f.to_dict(orient="records") for m, f in runs.items()} for d, runs in frames.items()},
+              "summary": summaries, "amp_check": checks, "total_seconds": total}
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=float))
+        print(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
