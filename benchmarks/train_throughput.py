@@ -29,6 +29,7 @@ images, and the steps used: whether autocast moves results beyond the 1e-3 toler
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -162,7 +163,9 @@ def amp_check(checkpoint: Path, device: torch.device, per_class: int, max_steps:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        result = synthesize(model, start, targets, tau, amp=amp, **kwargs)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        with autocast:  # the trainer never does this: synthesis stays fp32 (this check is why)
+            result = synthesize(model, start, targets, tau, **kwargs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0

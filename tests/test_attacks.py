@@ -77,13 +77,27 @@ def test_our_fgsm_equals_foolbox_fgsm_on_resnet32(resnet32):
     assert (ours - x).abs().max().item() == pytest.approx(0.25)
 
 
-def test_foolbox_pgd_stays_inside_the_budget(resnet32):
+def test_foolbox_pgd_stays_inside_the_budget():
     torch.manual_seed(4)
-    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    model = build_model("vanilla", (1, 12, 12), 10).eval()
+    x = torch.rand(8, 1, 12, 12) * 2 - 1
     y = torch.randint(0, 10, (8,))
-    adv = get_attack("foolbox-pgd")(resnet32, x, y, 0.05)
+    adv = get_attack("foolbox-pgd")(model, x, y, 0.05)
     assert (adv - x).abs().max().item() <= 0.1 + 1e-6
     assert adv.min() >= -1 and adv.max() <= 1
+    assert (adv - x).abs().max().item() > 0.05, "PGD must move the images"
+
+
+@pytest.mark.parametrize("name", ["fgsm", "foolbox-fgsm"])
+def test_attacks_leave_a_training_model_as_they_found_it(name):
+    model = build_model("vanilla", (1, 8, 8), 10).train()
+    model.critic.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    get_attack(name)(model, x, torch.tensor([0, 1, 2, 3]), 0.1)
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters()), "attacks must not compute weight gradients"
 
 
 def test_unknown_attack_is_a_user_error():

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from winn_robust.checkpoint import save_checkpoint
 from winn_robust.cli import main

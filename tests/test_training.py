@@ -97,6 +97,23 @@ def test_synthesis_stops_at_once_when_already_within_tolerance():
     assert torch.equal(result.images, start)
 
 
+def test_batched_synthesis_equals_one_class_at_a_time():
+    """All classes in one batch, with finished groups dropped from the pass, must take exactly
+    the steps that separate per-class runs take."""
+    torch.manual_seed(1)
+    model = build_model("vanilla", (1, 8, 8), 3).double().eval()
+    start = torch.rand(3, 4, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        f0 = model.score(start.view(-1, 1, 8, 8))[1].view(3, 4).mean(1)
+    tau = f0 + torch.tensor([0.02, 0.05, 0.1], dtype=torch.float64)
+    together = synthesize(model, start, torch.arange(3), tau, max_steps=300, check_every=7)
+    assert len(set(together.steps.tolist())) == 3, "groups must stop at different steps"
+    for g in range(3):
+        alone = synthesize(model, start[g:g + 1], torch.tensor([g]), tau[g:g + 1], max_steps=300)
+        assert alone.steps.item() == together.steps[g].item()
+        assert torch.allclose(alone.images[0], together.images[g], atol=1e-9)
+
+
 def test_pool_sampling_returns_negatives_of_the_positives_labels():
     images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1, 1).expand(5, 7, 1, 2, 2).clone()
     pool = NegativePool(images)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from winn_robust.models.base import frozen_eval
 from winn_robust.attacks.registry import MODEL_SCALE, check_eps, register_attack
 
 
@@ -14,15 +15,12 @@ def fgsm_with_logits(model: torch.nn.Module, images: torch.Tensor, labels: torch
     """(adversarial images, clean logits): the clean logits come free from the gradient pass,
     which saves the harness one forward per image and model."""
     eps = check_eps(eps)
-    was_training = model.training
-    model.eval()
     x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
+    with frozen_eval(model), torch.enable_grad():
         logits = model(x)
         loss = F.cross_entropy(logits, labels, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     adversarial = (x.detach() + MODEL_SCALE * eps * grad.sign()).clamp_(-1.0, 1.0)
-    model.train(was_training)
     return adversarial, logits.detach()
 
 

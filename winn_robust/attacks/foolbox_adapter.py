@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from winn_robust.models.base import frozen_eval
 from winn_robust.attacks.registry import MODEL_SCALE, check_eps, register_attack
 
 
@@ -16,11 +17,9 @@ def foolbox_attack(make_attack: Callable[[], Any]) -> Callable[..., torch.Tensor
         import foolbox
 
         eps = check_eps(eps)
-        was_training = model.training
-        model.eval()
-        fmodel = foolbox.PyTorchModel(model, bounds=(-1.0, 1.0), device=images.device)
-        _, clipped, _ = make_attack()(fmodel, images, labels, epsilons=MODEL_SCALE * eps)
-        model.train(was_training)
+        with frozen_eval(model):
+            fmodel = foolbox.PyTorchModel(model, bounds=(-1.0, 1.0), device=images.device)
+            _, clipped, _ = make_attack()(fmodel, images, labels, epsilons=MODEL_SCALE * eps)
         return clipped.detach()
     return run
 

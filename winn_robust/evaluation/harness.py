@@ -7,9 +7,8 @@ attacking so autograd never builds weight gradients; predictions stay on the dev
 the end so a GPU run has no per-batch host sync."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from winn_robust.attacks import get_attack
 from winn_robust.attacks.fgsm import fgsm_with_logits
 from winn_robust.attacks.registry import check_eps
 from winn_robust.errors import UserError
+from winn_robust.models.base import frozen_eval
 
 
 @dataclass
@@ -49,24 +49,6 @@ class CrossEvalResult:
     @property
     def n(self) -> int:
         return int(self.labels.shape[0])
-
-
-@contextmanager
-def _frozen_eval(models: Mapping[str, torch.nn.Module]) -> Iterator[None]:
-    """Eval mode and requires_grad=False for the duration; both restored afterwards."""
-    modes = [(m, m.training) for m in models.values()]
-    params = [(p, p.requires_grad) for m in models.values() for p in m.parameters()]
-    for m, _ in modes:
-        m.eval()
-    for p, _ in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in reversed(params):
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.train(mode)
 
 
 def _validate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
@@ -110,7 +92,7 @@ def cross_evaluate(models: dict[str, torch.nn.Module], images: torch.Tensor, lab
 
     bar = tqdm(total=len(eps_values) * len(starts), desc=f"{attack} x {len(names)} models", unit="batch",
                disable=not progress, leave=False)
-    with _frozen_eval(models), bar:
+    with frozen_eval(*models.values()), bar:
         for i, eps in enumerate(eps_values):
             bar.set_postfix(eps=eps)
             for start in starts:

@@ -1,6 +1,9 @@
 """The contract every architecture keeps: logits for attacks, logits plus critic score for WINN."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -19,3 +22,23 @@ class Classifier(nn.Module):
         """(logits, f) in one pass: f is the critic on the logits, shape (N,)."""
         logits = self(x)
         return logits, self.critic(logits).squeeze(-1)
+
+
+@contextmanager
+def frozen_eval(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and requires_grad=False for the duration, both restored afterwards even on
+    error: attacks and synthesis need input gradients only, and must leave a model in training
+    exactly as they found it."""
+    modes = [(m, m.training) for m in models]
+    params = [(p, p.requires_grad) for m in models for p in m.parameters()]
+    for m, _ in modes:
+        m.eval()
+    for p, _ in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in reversed(params):
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)

@@ -8,18 +8,21 @@ All classes are synthesized as ONE batch of groups (one group = one class's new 
 with its own tau). Adam keeps per-pixel state and the group losses share no pixels, so one
 optimizer over the batch takes exactly the steps separate per-class optimizers would; a
 group that reaches its tolerance is frozen where it stands while the others go on. The stop
-test runs on the device every step; the host looks only every `check_every` steps to decide
-whether every group is done."""
+test runs on the device every step; the host looks only every `check_every` steps, to decide
+whether every group is done and to drop finished groups from the forward/backward pass
+(compaction: late steps cost only what the slow groups need).
+
+Synthesis always runs in float32: the stop test compares f with tau to 1e-3, and bfloat16
+autocast moved f by more than that in our check (see README, "Mixed precision")."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from winn_robust.models.base import Classifier
+from winn_robust.models.base import Classifier, frozen_eval
 
 
 @dataclass
@@ -32,53 +35,51 @@ class SynthesisResult:
 def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, tau: torch.Tensor, *,
                lr: float = 0.02, betas: tuple[float, float] = (0.9, 0.9), max_steps: int = 2000,
                tolerance: float = 1e-3, ce_weight: float = 0.5, check_every: int = 10,
-               amp: bool = False, progress: bool = False, desc: str = "synthesis") -> SynthesisResult:
+               progress: bool = False, desc: str = "synthesis") -> SynthesisResult:
     """Synthesize groups of images. start: (G, n, C, H, W); targets: (G,) class per group;
     tau: (G,) target mean critic score per group."""
     groups, per_group = start.shape[:2]
     image_shape = start.shape[2:]
-    labels = targets.repeat_interleave(per_group)
+    pixel_dims = [1] * len(image_shape)
     x = start.reshape(groups * per_group, *image_shape).detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr, betas=betas)
     active = torch.ones(groups, dtype=torch.bool, device=x.device)
     steps = torch.zeros(groups, dtype=torch.long, device=x.device)
-    gap = torch.full((groups,), float("inf"), device=x.device)
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    gap = torch.full((groups,), float("inf"), dtype=tau.dtype, device=x.device)
+    live = torch.arange(groups, device=x.device)          # groups still in the forward pass
 
-    requires_grad = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    was_training = model.training
-    model.eval()
+    def score_live() -> tuple[torch.Tensor, torch.Tensor]:
+        batch = x.view(groups, per_group, *image_shape)[live].flatten(0, 1)
+        logits, f = model.score(batch)
+        return logits.to(tau.dtype), f.to(tau.dtype).view(len(live), per_group)
+
     bar = tqdm(total=max_steps, desc=desc, leave=False, disable=not progress, unit="step")
-    try:
+    with frozen_eval(model), bar:
         for step in range(max_steps + 1):
-            with autocast:
-                logits, f = model.score(x)
-            f = f.float().view(groups, per_group)
-            gap = torch.where(active, (f.mean(dim=1) - tau).abs().detach(), gap)
+            logits, f = score_live()
+            live_gap = torch.where(active[live], (f.mean(dim=1) - tau[live]).abs().detach(), gap[live])
+            gap = gap.index_copy(0, live, live_gap)
             active = active & (gap > tolerance)
             if step % check_every == 0:
                 remaining = int(active.sum())
                 bar.set_postfix(active_groups=remaining)
                 if remaining == 0:
                     break
+                if remaining < len(live):
+                    live = active.nonzero().squeeze(1)
+                    logits, f = score_live()
             if step == max_steps:
                 break
-            ce = F.cross_entropy(logits.float(), labels, reduction="none").view(groups, per_group).mean(dim=1)
-            group_loss = (f.mean(dim=1) - tau).abs() + ce_weight * ce
+            labels = targets[live].repeat_interleave(per_group)
+            ce = F.cross_entropy(logits, labels, reduction="none").view(len(live), per_group).mean(dim=1)
+            group_loss = (f.mean(dim=1) - tau[live]).abs() + ce_weight * ce
             optimizer.zero_grad(set_to_none=True)
-            (group_loss * active).sum().backward()
+            (group_loss * active[live]).sum().backward()
             before = x.detach().clone()
             optimizer.step()
             with torch.no_grad():
-                moving = active.repeat_interleave(per_group).view(-1, *([1] * len(image_shape)))
+                moving = active.repeat_interleave(per_group).view(-1, *pixel_dims)
                 x.copy_(torch.where(moving, x.clamp(-1.0, 1.0), before))
             steps += active
             bar.update(1)
-    finally:
-        bar.close()
-        model.train(was_training)
-        for p, flag in zip(model.parameters(), requires_grad):
-            p.requires_grad_(flag)
     return SynthesisResult(x.detach().view(groups, per_group, *image_shape), steps, gap)

@@ -181,7 +181,7 @@ class Trainer:
         result = synthesize(self.model, start, torch.arange(k, device=self.device), tau,
                             lr=cfg.synthesis_lr, betas=(cfg.synthesis_beta1, cfg.synthesis_beta2),
                             max_steps=cfg.synthesis_max_steps, tolerance=cfg.synthesis_tolerance,
-                            ce_weight=cfg.synthesis_ce_weight, amp=cfg.amp, progress=self.progress,
+                            ce_weight=cfg.synthesis_ce_weight, progress=self.progress,
                             desc=f"epoch {self.epoch} synthesize")
         self.pool.append(result.images)
         steps = result.steps.float()
