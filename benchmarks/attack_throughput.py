@@ -51,6 +51,8 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from winn_robust.device import devices_to_measure  # noqa: E402
+from winn_robust.errors import UserError  # noqa: E402
 from winn_robust.evaluation.harness import cross_evaluate  # noqa: E402
 from winn_robust.models import build_model  # noqa: E402
 
@@ -359,11 +361,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no GPU")
-    devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
-    if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
-        devices.append(torch.device("cuda"))
+    devices = devices_to_measure(args.device)
     images, labels, source = load_images(args.n, args.data_dir, args.seed)
     k = len(args.archs)
     print(f"cross-evaluation throughput: {k} models ({', '.join(args.archs)}, random weights), FGSM eps {args.eps} "
@@ -412,4 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -43,6 +43,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from winn_robust.device import devices_to_measure  # noqa: E402
+from winn_robust.errors import UserError  # noqa: E402
 from winn_robust.checkpoint import load_checkpoint  # noqa: E402
 from winn_robust.data import load_dataset  # noqa: E402
 from winn_robust.training import TrainConfig, train  # noqa: E402
@@ -263,11 +265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no GPU")
-    devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
-    if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
-        devices.append(torch.device("cuda"))
+    devices = devices_to_measure(args.device)
     begin = time.perf_counter()
     dataset = None
     if args.methods:
@@ -335,4 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -67,6 +67,20 @@ def test_attack_writes_the_four_reports(tmp_path, trained):
     assert results["provenance"]["eps_unit"].startswith("[0, 1] pixel units")
 
 
+def test_report_rebuilds_identical_tables_from_per_example(tmp_path, trained, capsys):
+    out = tmp_path / "report"
+    assert main(["attack", "--baseline", str(trained["baseline"]), "--model", str(trained["winn"]),
+                 "--eps", "0.0625,0.5", "--limit", "40", "--no-progress", "--out", str(out)]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "rebuilt")]) == 0
+    for name in ("table.md", "table.csv"):
+        assert (tmp_path / "rebuilt" / name).read_text() == (out / name).read_text(), name
+    assert (tmp_path / "rebuilt" / "error_vs_eps.png").stat().st_size > 0
+    one_line_error(capsys, ["report", str(out), "--baseline", "nobody"], "nobody", "its models are")
+    one_line_error(capsys, ["report", str(tmp_path / "empty")], "no per_example.csv")
+    (tmp_path / "bad.csv").write_text("label,whatever\n1,2\n")
+    one_line_error(capsys, ["report", str(tmp_path / "bad.csv")], "bad.csv")
+
+
 def test_sample_writes_a_grid(tmp_path, trained):
     out = tmp_path / "grid.png"
     assert main(["sample", "--checkpoint", str(trained["winn"].parent / "last.pt"), "--per-class", "2",
@@ -139,3 +153,9 @@ def test_console_script_exits_2_without_traceback(tmp_path):
 def test_resume_without_a_run_is_one_line(capsys, tmp_path):
     one_line_error(capsys, ["train", "--method", "winn", *TINY_TRAIN, "--resume", "--out", str(tmp_path / "fresh")],
                    "--resume")
+
+
+@pytest.mark.parametrize("module", ["winn_robust.reporting", "winn_robust.evaluation.run", "winn_robust.reproduce"])
+def test_each_module_imports_first_without_a_cycle(module):
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""The one entry point: `winn-robust train | attack | sample | reproduce`.
+"""The one entry point: `winn-robust train | attack | report | sample | reproduce`.
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ TRAIN_HELP = {
                 "capped at 10%% of the training set for small datasets)",
     "train_limit": "use only the first N training images (quick runs)",
     "seed": "seed for weights, shuffling, pools and synthesis",
-    "amp": "bfloat16 autocast for forward passes (off by default; see README)",
+    "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
 }
 
 
@@ -93,6 +93,16 @@ def add_attack_parser(sub: Any) -> None:
     add_common_options(parser)
 
 
+def add_report_parser(sub: Any) -> None:
+    parser = sub.add_parser("report", help="rebuild the tables and the eps plot from a report's per_example.csv",
+                            description="Recompute table.md, table.csv and error_vs_eps.png from per_example.csv "
+                                        "alone (provenance from results.json when it is beside it): a check that "
+                                        "every figure follows from the per-image predictions.")
+    parser.add_argument("report", type=Path, help="a report folder holding per_example.csv, or the CSV itself")
+    parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the first model]")
+    parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]")
+
+
 def add_sample_parser(sub: Any) -> None:
     parser = sub.add_parser("sample", help="synthesize images from a trained WINN/ICN model",
                             description="The classifier is also a generator: run the training-time synthesis.")
@@ -139,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(sub)
     add_attack_parser(sub)
+    add_report_parser(sub)
     add_sample_parser(sub)
     add_reproduce_parser(sub)
     return parser

@@ -45,6 +45,13 @@ def run_attack(args: argparse.Namespace) -> None:
     print(f"report written to {args.out} (table.md, table.csv, results.json, per_example.csv)")
 
 
+def run_report(args: argparse.Namespace) -> None:
+    from winn_robust.reporting import rebuild_tables
+
+    files = rebuild_tables(args.report, baseline=args.baseline, out_dir=args.out)
+    print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
+
+
 def run_sample(args: argparse.Namespace) -> None:
     from torchvision.utils import save_image
 

@@ -17,3 +17,15 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise UserError(f"--device {name} asked for a GPU but torch sees none; use --device cpu or auto")
         return torch.device(name)
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+
+
+def devices_to_measure(choice: str) -> list[torch.device]:
+    """For benchmarks: 'cpu', 'cuda', or 'all' (the CPU, plus CUDA when present)."""
+    if choice not in ("cpu", "cuda", "all"):
+        raise UserError(f"unknown --device {choice!r}; choose cpu, cuda or all")
+    devices = [torch.device("cpu")] if choice in ("cpu", "all") else []
+    if choice != "cpu" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if not devices:
+        raise UserError("--device cuda: torch sees no GPU; use --device cpu or all")
+    return devices

@@ -15,14 +15,14 @@ SVHN_SWEEP = [0.0, 0.0025, 0.005, 0.01, 0.02]
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "scikit-learn's embedded 8x8 digits, vanilla CNN; minutes on a 2-core CPU, no download",
-        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 20,
-        "val_size": 200, "negatives_per_class": 20, "initial_negatives_per_class": 20,
+        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 40,
+        "val_size": 200, "negatives_per_class": 40, "initial_negatives_per_class": 40,
         "synthesis_max_steps": 300, "eps": [0.125], "sweep": [0.0, 0.03125, 0.0625, 0.125, 0.25],
     },
     "fashion-mnist": {
         "description": "Fashion-MNIST (real 28x28 IDX files from --data-dir), vanilla CNN, reduced for a CPU",
-        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 5,
-        "val_size": 5000, "train_limit": 10000, "test_limit": 2000, "negatives_per_class": 50,
+        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 8,
+        "val_size": 5000, "train_limit": 20000, "negatives_per_class": 50,
         "initial_negatives_per_class": 50, "synthesis_max_steps": 300,
         "eps": [0.125], "sweep": MNIST_SWEEP,
         "data_dir_candidates": ["/usr/share/datasets/fashion-mnist"],

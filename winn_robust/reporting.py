@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from winn_robust.evaluation.harness import CrossEvalResult
+from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import McNemar, Metrics, Rate, compute_metrics
 
 EPS_UNIT = "[0, 1] pixel units (model inputs in [-1, 1]; model-space step 2*eps)"
@@ -169,6 +170,45 @@ def metrics_from_per_example(path: str | Path, baseline: str) -> Metrics:
     """Recompute every table figure from per_example.csv alone."""
     result = result_from_per_example(path)
     return compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
+
+
+def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """table.md, table.csv (and error_vs_eps.png with several eps) recomputed from per_example.csv;
+    provenance, attack and baseline come from results.json when it sits beside the CSV."""
+    from winn_robust.plots import plot_error_vs_eps
+
+    report = Path(report)
+    csv_path = report / "per_example.csv" if report.is_dir() else report
+    if not csv_path.is_file():
+        raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
+    document: dict[str, Any] = {}
+    results_path = csv_path.parent / "results.json"
+    if results_path.is_file():
+        try:
+            document = dict(json.loads(results_path.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise UserError(f"{results_path} is not a results.json written by winn-robust; move it aside or fix it") from None
+    provenance = dict(document.get("provenance") or {})
+    try:
+        result = result_from_per_example(csv_path, attack=provenance.get("attack", "unknown"))
+    except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
+    result.unchanged_images = {float(row["eps"]): dict(row["counts"]) for row in document.get("unchanged_images", [])}
+    names = list(result.clean_preds)
+    if not names or not result.adv_preds:
+        raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
+    baseline = baseline or provenance.get("baseline") or names[0]
+    if baseline not in names:
+        raise UserError(f"--baseline {baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
+    metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
+    out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
+    files["table.md"].write_text(table_markdown(metrics, provenance, result))
+    table_frame(metrics, provenance).to_csv(files["table.csv"], index=False)
+    if len(metrics.by_eps) > 1:
+        files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png")
+    return files
 
 
 # ----------------------------------------------------------------------------- writing

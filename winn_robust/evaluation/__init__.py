@@ -6,7 +6,16 @@
 """
 from winn_robust.evaluation.metrics import EpsMetrics, McNemar, Metrics, ModelEpsMetrics, Rate, compute_metrics
 from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate
-from winn_robust.evaluation.run import evaluate_checkpoints
+
+
+def __getattr__(name: str):
+    # evaluate_checkpoints writes reports, and reporting imports this package: import it lazily
+    # so that importing winn_robust.reporting first does not go round in a circle.
+    if name == "evaluate_checkpoints":
+        from winn_robust.evaluation.run import evaluate_checkpoints
+        return evaluate_checkpoints
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["CrossEvalResult", "EpsMetrics", "McNemar", "Metrics", "ModelEpsMetrics", "Rate", "compute_metrics",
            "cross_evaluate", "evaluate_checkpoints"]
