@@ -15,7 +15,7 @@ SVHN_SWEEP = [0.0, 0.0025, 0.005, 0.01, 0.02]
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "scikit-learn's embedded 8x8 digits, vanilla CNN; minutes on a 2-core CPU, no download",
-        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 40,
+        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 30,
         "val_size": 200, "negatives_per_class": 40, "initial_negatives_per_class": 40,
         "synthesis_max_steps": 300, "eps": [0.125], "sweep": [0.0, 0.03125, 0.0625, 0.125, 0.25],
     },
