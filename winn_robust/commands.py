@@ -53,9 +53,8 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from torchvision.utils import save_image
-
     from winn_robust.checkpoint import load_checkpoint
+    from winn_robust.plots import save_image_grid
     from winn_robust.training import TrainConfig
     from winn_robust.training.synthesis import synthesize
     from winn_robust.training.trainer import generator_for
@@ -77,9 +76,7 @@ def run_sample(args: argparse.Namespace) -> None:
                         betas=(config.synthesis_beta1, config.synthesis_beta2),
                         max_steps=args.max_steps or config.synthesis_max_steps, tolerance=config.synthesis_tolerance,
                         ce_weight=config.synthesis_ce_weight, progress=not args.no_progress)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    images = result.images.reshape(-1, *meta["image_shape"]).cpu()
-    save_image((images + 1) / 2, args.out, nrow=args.per_class, padding=1)
+    save_image_grid(result.images.reshape(-1, *meta["image_shape"]), args.out, nrow=args.per_class)
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
 

@@ -263,13 +263,11 @@ class Trainer:
     def save_negatives_grid(self) -> None:
         if self.pool is None:
             return
-        from torchvision.utils import save_image
+        from winn_robust.plots import save_image_grid
 
         per_class = min(10, self.config.negatives_per_class)
         newest = self.pool.newest(per_class).reshape(-1, *self.data.image_shape)
-        path = self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image((newest.float().cpu() + 1) / 2, path, nrow=per_class, padding=1)
+        save_image_grid(newest, self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png", nrow=per_class)
 
 
 def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
