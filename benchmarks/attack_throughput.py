@@ -1,14 +1,16 @@
 """Cross-evaluation throughput: our harness against foolbox, torchattacks and a bare-torch floor.
 
 The same job is done four ways, on the same images, models, batch size and eps (pixel units,
-DESIGN.md: models see [-1, 1], so the FGSM step is 2 * eps in model space):
+docs/conventions.md: models see [-1, 1], so the FGSM step is units.eps_to_model(eps), twice eps,
+in model space):
 
-  harness       winn_robust.evaluation.harness.cross_evaluate(..., attack="fgsm")
+  harness       winn_robust.evaluation.cross_evaluate(..., EvalSpec(eps=(eps,), attack="fgsm"))
   foolbox       per batch: clean predictions of every model; for every model A, foolbox's FGSM
-                on foolbox.PyTorchModel(A, bounds=(-1, 1)) with epsilons=2*eps, then every model
-                predicts on A's adversarial batch (the natural foolbox user code)
-  torchattacks  the same with torchattacks.FGSM(m01, eps) where m01(u) = model(2u - 1) works in
-                [0, 1] pixel space; u = (x + 1) / 2 in, x_adv = 2 * u_adv - 1 out
+                on foolbox_adapter.foolbox_model(A) (foolbox.PyTorchModel with bounds (-1, 1))
+                with epsilons=eps_to_model(eps), then every model predicts on A's adversarial
+                batch (the natural foolbox user code)
+  torchattacks  the same with torchattacks.FGSM(m01, eps) where m01(u) = model(to_model_range(u))
+                works in [0, 1] pixel space; to_pixel_range in, to_model_range out
   floor         bare torch, the minimum passes per batch for K models: K forward+input-backward
                 passes (clean predictions come from those logits) and K^2 no-grad forwards
 
@@ -28,35 +30,44 @@ Reading the ratios (both from best times):
 The agreement check compares every pipeline's predictions with the harness's, and the
 adversarial images of the first batch pixel by pixel.
 
-    python benchmarks/attack_throughput.py                       # CPU, and CUDA when present
-    python benchmarks/attack_throughput.py --device cpu --n 500 --json out.json --profile
+    python -m benchmarks.attack_throughput                       # CPU, and CUDA when present
+    python -m benchmarks.attack_throughput --device cpu --n 500 --json out.json --profile
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import (
+    FASHION_DIR,
+    config_record,
+    environment_record,
+    load_fashion_mnist,
+    rule_table,
+    run_main,
+    runtime_note,
+    sync,
+    time_round_robin,
+    total_line,
+    write_json,
+)
+from winn_robust.attacks.fgsm import fgsm
+from winn_robust.attacks.foolbox_adapter import foolbox_model
+from winn_robust.device import devices_to_measure
+from winn_robust.environment import machine_description
+from winn_robust.evaluation import EvalSpec, cross_evaluate
+from winn_robust.models import build_model
+from winn_robust.models.base import frozen_eval
+from winn_robust.units import eps_to_model, to_model_range, to_pixel_range
 
-from winn_robust.device import devices_to_measure  # noqa: E402
-from winn_robust.errors import UserError  # noqa: E402
-from winn_robust.evaluation.harness import cross_evaluate  # noqa: E402
-from winn_robust.models import build_model  # noqa: E402
-
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 PIPELINES = ("harness", "foolbox", "torchattacks", "floor")
@@ -64,23 +75,20 @@ PIPELINES = ("harness", "foolbox", "torchattacks", "floor")
 # Predictions of one pipeline: clean[name] (N,), adv[source][target] (N,) as numpy int64.
 Preds = tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]
 Pipeline = Callable[[dict[str, nn.Module], torch.Tensor, torch.Tensor, float, int], Preds]
+# One library attack bound to one model: (images, labels, eps) -> adversarial images.
+AttackFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- inputs
 def load_images(n: int, data_dir: str | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """n Fashion-MNIST test images in [-1, 1] (tiled if n > 10,000), else seeded random images."""
-    folder = data_dir or FASHION_DIR
-    if Path(folder).is_dir():
-        try:
-            from winn_robust.data import load_dataset
-
-            ds = load_dataset("fashion-mnist", data_dir=folder)
-            reps = -(-n // len(ds.test_images))
-            images = ds.test_images.repeat(reps, 1, 1, 1)[:n].contiguous()
-            labels = ds.test_labels.repeat(reps)[:n].contiguous()
-            return images, labels, f"Fashion-MNIST test images from {folder}"
-        except Exception as exc:  # a broken folder must not stop a benchmark
-            print(f"note: could not read Fashion-MNIST from {folder} ({exc}); using random images")
+    found = load_fashion_mnist(data_dir, fallback="random images")
+    if found is not None:
+        ds, folder = found
+        reps = -(-n // len(ds.test_images))
+        images = ds.test_images.repeat(reps, 1, 1, 1)[:n].contiguous()
+        labels = ds.test_labels.repeat(reps)[:n].contiguous()
+        return images, labels, f"Fashion-MNIST test images from {folder}"
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n, *SHAPE, generator=g) * 2 - 1
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
@@ -88,6 +96,7 @@ def load_images(n: int, data_dir: str | None, seed: int) -> tuple[torch.Tensor, 
 
 
 def build_models(archs: list[str], device: torch.device, seed: int) -> dict[str, nn.Module]:
+    """One randomly initialised model per architecture (seeded; speed does not need training)."""
     models: dict[str, nn.Module] = {}
     for i, arch in enumerate(archs):
         torch.manual_seed(seed + i)
@@ -112,45 +121,48 @@ def collect(clean: dict[str, list[torch.Tensor]], adv: dict[str, dict[str, list[
 # ----------------------------------------------------------------------------- the four pipelines
 def run_harness(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, eps: float,
                 batch_size: int) -> Preds:
-    result = cross_evaluate(models, images, labels, [eps], attack="fgsm", batch_size=batch_size,
-                            device=images.device, progress=False)
+    spec = EvalSpec(eps=(eps,), attack="fgsm", batch_size=batch_size)
+    result = cross_evaluate(models, images, labels, spec, device=images.device, progress=False)
     return result.clean_preds, result.adv_preds[result.eps_values[0]]
 
 
-def fgsm_foolbox(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+def fgsm_foolbox(model: nn.Module, device: torch.device) -> AttackFn:
+    """foolbox's FGSM on the project's foolbox view of the model (bounds in model units)."""
     import foolbox
 
-    fmodel = foolbox.PyTorchModel(model, bounds=(-1.0, 1.0), device=device)
+    fmodel = foolbox_model(model, device)
     attack = foolbox.attacks.FGSM()
 
     def run(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        _, clipped, _ = attack(fmodel, x, y, epsilons=2 * eps)
+        _, clipped, _ = attack(fmodel, x, y, epsilons=eps_to_model(eps))
         return clipped
     return run
 
 
 class ZeroOne(nn.Module):
-    """m01(u) = model(2u - 1): a [-1, 1] model seen from [0, 1] pixel space (torchattacks' range)."""
+    """m01(u) = model(to_model_range(u)): a [-1, 1] model seen from [0, 1] pixel space
+    (torchattacks' range)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.model(2 * u - 1)
+        return self.model(to_model_range(u))
 
 
-def fgsm_torchattacks(model: nn.Module, eps: float) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+def fgsm_torchattacks(model: nn.Module, eps: float) -> AttackFn:
+    """torchattacks' FGSM in [0, 1] pixel space, converted at the boundary both ways."""
     import torchattacks
 
     attack = torchattacks.FGSM(ZeroOne(model).eval(), eps=eps)
 
     def run(x: torch.Tensor, y: torch.Tensor, eps_: float) -> torch.Tensor:
-        return 2 * attack((x + 1) / 2, y) - 1
+        return to_model_range(attack(to_pixel_range(x), y))
     return run
 
 
-def library_pipeline(make: Callable[[nn.Module, torch.device, float], Callable]) -> Pipeline:
+def library_pipeline(make: Callable[[nn.Module, torch.device, float], AttackFn]) -> Pipeline:
     """The natural user loop around a library attack: clean predictions, then for every model A
     the library's attack on A and every model's prediction on A's adversarial batch."""
 
@@ -158,8 +170,8 @@ def library_pipeline(make: Callable[[nn.Module, torch.device, float], Callable])
             batch_size: int) -> Preds:
         device = images.device
         names = list(models)
-        for m in models.values():
-            m.eval()
+        for model in models.values():
+            model.eval()
         attacks = {a: make(models[a], device, eps) for a in names}
         clean: dict[str, list[torch.Tensor]] = {m: [] for m in names}
         adv: dict[str, dict[str, list[torch.Tensor]]] = {s: {t: [] for t in names} for s in names}
@@ -183,17 +195,13 @@ run_torchattacks = library_pipeline(lambda model, device, eps: fgsm_torchattacks
 
 def run_floor(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, eps: float,
               batch_size: int) -> Preds:
-    """Bare torch: per batch K forward+input-backward passes and K^2 no-grad forwards."""
+    """Bare torch: per batch K forward+input-backward passes and K^2 no-grad forwards. Weights
+    are frozen (as the harness does) so autograd builds input gradients only."""
     names = list(models)
-    params = [p for m in models.values() for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    for m in models.values():
-        m.eval()
+    step = eps_to_model(eps)
     clean: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     adv: dict[str, dict[str, list[torch.Tensor]]] = {s: {t: [] for t in names} for s in names}
-    try:
+    with frozen_eval(*models.values()):
         for start in batches(len(images), batch_size):
             x, y = images[start:start + batch_size], labels[start:start + batch_size]
             crafted = {}
@@ -201,15 +209,12 @@ def run_floor(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.
                 xg = x.detach().requires_grad_(True)
                 logits = models[s](xg)
                 (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xg)
-                crafted[s] = (x + 2 * eps * grad.sign()).clamp_(-1.0, 1.0)
+                crafted[s] = (x + step * grad.sign()).clamp_(-1.0, 1.0)
                 clean[s].append(logits.detach().argmax(1))
             with torch.inference_mode():
                 for s in names:
                     for t in names:
                         adv[s][t].append(models[t](crafted[s]).argmax(1))
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
     return collect(clean, adv)
 
 
@@ -235,10 +240,10 @@ def agreement(reference: Preds, other: Preds) -> dict[str, float | int]:
 def pixel_agreement(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, dict[str, float]]:
     """Adversarial images of one batch from each library vs our FGSM: max |diff| and the fraction
     of pixels that are bit-identical (untimed)."""
-    from winn_robust.attacks.fgsm import fgsm
-
+    makers: dict[str, Callable[[nn.Module], AttackFn]] = {
+        "foolbox": lambda m: fgsm_foolbox(m, x.device), "torchattacks": lambda m: fgsm_torchattacks(m, eps)}
     out: dict[str, dict[str, float]] = {}
-    for lib, make in (("foolbox", lambda m: fgsm_foolbox(m, x.device)), ("torchattacks", lambda m: fgsm_torchattacks(m, eps))):
+    for lib, make in makers.items():
         diffs, equal, total = [], 0, 0
         for model in models.values():
             ours = fgsm(model, x, y, eps)
@@ -251,38 +256,28 @@ def pixel_agreement(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tens
 
 
 # ----------------------------------------------------------------------------- timing
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_device(device: torch.device, args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
-                ) -> dict:
+                ) -> dict[str, Any]:
+    """Every pipeline on one device: times (warm-up on one batch), agreement, optional profile."""
     models = build_models(args.archs, device, args.seed)
     x, y = images.to(device), labels.to(device)
     bs = args.batch_size
-    for name in PIPELINES:  # warm-up: one batch each (allocator, oneDNN/cuDNN plans, lazy imports)
-        RUNNERS[name](models, x[:bs], y[:bs], args.eps, bs)
-    sync(device)
-    times: dict[str, list[float]] = {p: [] for p in PIPELINES}
-    outputs: dict[str, Preds] = {}
-    for _ in range(args.repeats):
-        for name in PIPELINES:
-            sync(device)
-            t0 = time.perf_counter()
-            outputs[name] = RUNNERS[name](models, x, y, args.eps, bs)
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    best = {p: min(t) for p, t in times.items()}
-    rows = {}
-    for p in PIPELINES:
-        rows[p] = {"seconds_best": best[p], "seconds_median": statistics.median(times[p]), "seconds_all": times[p],
-                   "images_per_second": len(x) / best[p], "x_harness": best[p] / best["harness"],
-                   "x_floor": best[p] / best["floor"]}
+
+    def pipeline(name: str, n: int) -> Callable[[], Preds]:
+        return lambda: RUNNERS[name](models, x[:n], y[:n], args.eps, bs)
+
+    timings = time_round_robin({p: pipeline(p, len(x)) for p in PIPELINES}, device, args.repeats,
+                               warm_up={p: pipeline(p, bs) for p in PIPELINES})
+    best, median = timings.best, timings.median
+    rows = {p: {"seconds_best": best[p], "seconds_median": median[p], "seconds_all": timings.seconds[p],
+                "images_per_second": len(x) / best[p], "x_harness": best[p] / best["harness"],
+                "x_floor": best[p] / best["floor"]}
+            for p in PIPELINES}
+    outputs = timings.outputs
     agree = {p: agreement(outputs["harness"], outputs[p]) for p in PIPELINES if p != "harness"}
     pixels = pixel_agreement(models, x[:bs], y[:bs], args.eps)
     profile = profile_pipelines(models, x, y, args, device) if args.profile else None
-    return {"device": str(device), "device_name": device_name(device), "pipelines": rows,
+    return {"device": str(device), "machine": machine_description(device), "pipelines": rows,
             "agreement": agree, "pixels": pixels, "profile": profile}
 
 
@@ -302,25 +297,19 @@ def profile_pipelines(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
     return tables
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
 # ----------------------------------------------------------------------------- output
-def format_table(results: list[dict]) -> str:
+def format_table(results: list[dict[str, Any]]) -> str:
     header = f"{'pipeline':<13} {'device':<6} {'images/s':>9} {'s best':>8} {'s median':>9} {'x harness':>10} {'x floor':>8}"
-    lines = [header, "-" * len(header)]
+    rows = []
     for res in results:
         for p in PIPELINES:
             r = res["pipelines"][p]
-            lines.append(f"{p:<13} {res['device']:<6} {r['images_per_second']:>9.1f} {r['seconds_best']:>8.3f} "
-                         f"{r['seconds_median']:>9.3f} {r['x_harness']:>10.2f} {r['x_floor']:>8.2f}")
-    return "\n".join(lines)
+            rows.append(f"{p:<13} {res['device']:<6} {r['images_per_second']:>9.1f} {r['seconds_best']:>8.3f} "
+                        f"{r['seconds_median']:>9.3f} {r['x_harness']:>10.2f} {r['x_floor']:>8.2f}")
+    return rule_table(header, rows)
 
 
-def format_agreement(res: dict, torchattacks_min: float) -> tuple[list[str], bool]:
+def format_agreement(res: dict[str, Any], torchattacks_min: float) -> tuple[list[str], bool]:
     lines, ok = [], True
     for p, a in res["agreement"].items():
         exact = a["predictions_equal"] == a["predictions"]
@@ -359,31 +348,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    devices = devices_to_measure(args.device)
-    images, labels, source = load_images(args.n, args.data_dir, args.seed)
+def print_header(args: argparse.Namespace, source: str) -> None:
     k = len(args.archs)
     print(f"cross-evaluation throughput: {k} models ({', '.join(args.archs)}, random weights), FGSM eps {args.eps} "
-          f"pixel units (step {2 * args.eps} in [-1, 1] model space), {args.n} images of {SHAPE}, batch {args.batch_size}")
-    print(f"data: {source}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"load average {os.getloadavg()[0]:.2f}; best of {args.repeats} repeats after 1 warm-up batch")
+          f"pixel units (step {eps_to_model(args.eps)} in [-1, 1] model space), {args.n} images of {SHAPE}, "
+          f"batch {args.batch_size}")
+    print(f"data: {source}; {runtime_note()}; best of {args.repeats} repeats after 1 warm-up batch")
     print(f"per batch: harness and floor do {k} fwd+input-bwd and {k * k} forwards; the library loops also do "
           f"{k} clean forwards (and foolbox one more forward per attack for its success flag)")
-    start = time.perf_counter()
-    results = []
-    for device in devices:
-        t0 = time.perf_counter()
-        results.append(time_device(device, args, images, labels))
-        results[-1]["wall_seconds"] = time.perf_counter() - t0
-        print(f"  {device}: {results[-1]['device_name']}, {results[-1]['wall_seconds']:.1f} s including warm-up and checks")
-    print()
-    print(format_table(results))
-    print()
+
+
+def print_verdicts(results: list[dict[str, Any]], torchattacks_min: float) -> tuple[bool, list[tuple[str, str]]]:
+    """Print the agreement lines and both verdicts; (agreement passed, (device, library) pairs
+    where the harness was slower)."""
     print("agreement (predictions of every pipeline vs the harness):")
     all_ok = True
     for res in results:
-        lines, ok = format_agreement(res, args.torchattacks_min_agreement)
+        lines, ok = format_agreement(res, torchattacks_min)
         all_ok &= ok
         print("\n".join(lines))
     print(f"agreement check: {'PASSED' if all_ok else 'FAILED'}")
@@ -393,25 +374,37 @@ def main(argv: list[str] | None = None) -> dict:
               + " (run with --profile to see where the time goes)")
     else:
         print("requirement met: the harness is not slower than either library pipeline")
+    return all_ok, slower
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    devices = devices_to_measure(args.device)
+    images, labels, source = load_images(args.n, args.data_dir, args.seed)
+    print_header(args, source)
+    start = time.perf_counter()
+    results = []
+    for device in devices:
+        t0 = time.perf_counter()
+        results.append(time_device(device, args, images, labels))
+        results[-1]["wall_seconds"] = time.perf_counter() - t0
+        print(f"  {device}: {results[-1]['machine']}, {results[-1]['wall_seconds']:.1f} s including warm-up and checks")
+    print()
+    print(format_table(results))
+    print()
+    all_ok, slower = print_verdicts(results, args.torchattacks_min_agreement)
     for res in results:
         for name, table in (res["profile"] or {}).items():
             print(f"\nprofile of {name} on {res['device']}:\n{table}")
     total = time.perf_counter() - start
-    print(f"\ntotal benchmark time {total:.1f} s; load average now {os.getloadavg()[0]:.2f}")
-    report = {"config": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
-              "data": source, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    print(total_line(total))
+    report = {"config": config_record(args), "data": source, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "environment": environment_record(devices),
               "results": results, "agreement_passed": all_ok, "harness_not_slower": not slower,
               "total_seconds": total}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    write_json(args.json, report)
     return report
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:
-        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -18,51 +18,58 @@ Reading the summary:
                  (WINN's forward sees positives, negatives and interpolates, plus the
                  gradient-penalty double backward).
 
---amp-check runs one synthesis batch with the trained WINN model twice, from the same start
-images and tau, in fp32 and under bf16 autocast, and prints the largest pixel difference, the
+--amp-check runs one synthesis batch (`synthesize_negatives`, the trainer's own entry point)
+with the trained WINN model twice, from the same start images and tau (the same rng seed),
+in fp32 and under bf16 autocast, and prints the largest pixel difference, the
 gap |mean f - tau| as the synthesis measured it and as fp32 re-measures it on the final
 images, and the steps used: whether autocast moves results beyond the 1e-3 tolerance.
 
-    python benchmarks/train_throughput.py                       # CPU, and CUDA when present
-    python benchmarks/train_throughput.py --device cpu --amp-check
+    python -m benchmarks.train_throughput                       # CPU, and CUDA when present
+    python -m benchmarks.train_throughput --device cpu --amp-check
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import (
+    FASHION_DIR,
+    config_record,
+    environment_record,
+    fashion_mnist_folder,
+    rule_table,
+    run_main,
+    runtime_note,
+    timed,
+    total_line,
+    write_json,
+)
+from winn_robust.checkpoint import load_checkpoint
+from winn_robust.data import ImageDataset, load_dataset
+from winn_robust.device import devices_to_measure
+from winn_robust.models import Classifier
+from winn_robust.models.generator import RandomGenerator
+from winn_robust.training import TrainConfig, train
+from winn_robust.training.inputs import make_train_data
+from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
 
-from winn_robust.device import devices_to_measure  # noqa: E402
-from winn_robust.errors import UserError  # noqa: E402
-from winn_robust.checkpoint import load_checkpoint  # noqa: E402
-from winn_robust.data import load_dataset  # noqa: E402
-from winn_robust.training import TrainConfig, train  # noqa: E402
-from winn_robust.training.inputs import make_train_data  # noqa: E402
-from winn_robust.training.synthesis import synthesize  # noqa: E402
-from winn_robust.training.trainer import generator_for  # noqa: E402
-
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 COLUMNS = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
            "synthesis_steps_mean", "synthesis_steps_max", "synthesis_unconverged", "negatives_per_second", "pool_size")
 
 
 def pick_data(args: argparse.Namespace) -> tuple[str, str | None]:
+    """--data when given, else Fashion-MNIST when its folder exists, else the bundled digits."""
     if args.data is not None:
         return args.data, args.data_dir
-    if Path(args.data_dir or FASHION_DIR).is_dir():
-        return "fashion-mnist", args.data_dir or FASHION_DIR
-    return "digits", None
+    folder = fashion_mnist_folder(args.data_dir)
+    return ("fashion-mnist", folder) if folder is not None else ("digits", None)
 
 
 # Defaults that differ by device, to keep the CPU run near 5 minutes on 2 cores.
@@ -99,8 +106,8 @@ def steady(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
 
 
-def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict:
-    out: dict = {"device": device}
+def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    out: dict[str, Any] = {"device": device}
     for method, frame in runs.items():
         s = steady(frame)
         out[method] = {c: float(s[c].mean()) for c in COLUMNS if c in s}
@@ -115,97 +122,150 @@ def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict:
 def format_epochs(device: str, runs: dict[str, pd.DataFrame]) -> str:
     header = (f"{'method':<9} {'device':<6} {'epoch':>5} {'s classify':>10} {'s synth':>8} {'s valid':>8} {'s total':>8} "
               f"{'steps mean':>10} {'steps max':>9} {'unconv':>6} {'neg/s':>7} {'pool':>6}")
-    lines = [header, "-" * len(header)]
+    rows = []
     for method, frame in runs.items():
         for _, r in frame.iterrows():
-            lines.append(f"{method:<9} {device:<6} {int(r['epoch']):>5} {r['seconds_classification']:>10.2f} "
-                         f"{r['seconds_synthesis']:>8.2f} {r['seconds_validation']:>8.2f} {r['seconds_total']:>8.2f} "
-                         f"{r['synthesis_steps_mean']:>10.1f} {r['synthesis_steps_max']:>9.0f} "
-                         f"{r['synthesis_unconverged']:>6.0f} {r['negatives_per_second']:>7.1f} {int(r['pool_size']):>6}")
-    return "\n".join(lines)
+            rows.append(f"{method:<9} {device:<6} {int(r['epoch']):>5} {r['seconds_classification']:>10.2f} "
+                        f"{r['seconds_synthesis']:>8.2f} {r['seconds_validation']:>8.2f} {r['seconds_total']:>8.2f} "
+                        f"{r['synthesis_steps_mean']:>10.1f} {r['synthesis_steps_max']:>9.0f} "
+                        f"{r['synthesis_unconverged']:>6.0f} {r['negatives_per_second']:>7.1f} {int(r['pool_size']):>6}")
+    return rule_table(header, rows)
 
 
-def format_summary(summaries: list[dict]) -> str:
+def format_summary(summaries: list[dict[str, Any]]) -> str:
     header = (f"{'device':<6} {'epochs':<7} {'neg/class':>9} {'baseline s/ep':>13} {'base classify':>13} {'WINN s/ep':>10} "
               f"{'WINN classify':>13} {'WINN synth':>10} {'neg/s':>7} {'steps':>7} {'WINN/base total':>15} "
               f"{'WINN/base classify':>18}")
-    lines = [header, "-" * len(header)]
+    rows = []
     for s in summaries:
         b, w = s.get("baseline"), s.get("winn")
         if b is None or w is None:
             continue
         epochs = ",".join(str(e) for e in w["epochs_averaged"])
-        lines.append(f"{s['device']:<6} {epochs:<7} {s.get('negatives_per_class', 0):>9} {b['seconds_total']:>13.2f} {b['seconds_classification']:>13.2f} "
-                     f"{w['seconds_total']:>10.2f} {w['seconds_classification']:>13.2f} {w['seconds_synthesis']:>10.2f} "
-                     f"{w['negatives_per_second']:>7.1f} {w['synthesis_steps_mean']:>7.1f} {s['ratio_total']:>15.2f} "
-                     f"{s['ratio_classification']:>18.2f}")
-    return "\n".join(lines)
+        rows.append(f"{s['device']:<6} {epochs:<7} {s.get('negatives_per_class', 0):>9} {b['seconds_total']:>13.2f} "
+                    f"{b['seconds_classification']:>13.2f} "
+                    f"{w['seconds_total']:>10.2f} {w['seconds_classification']:>13.2f} {w['seconds_synthesis']:>10.2f} "
+                    f"{w['negatives_per_second']:>7.1f} {w['synthesis_steps_mean']:>7.1f} {s['ratio_total']:>15.2f} "
+                    f"{s['ratio_classification']:>18.2f}")
+    return rule_table(header, rows)
 
 
 # ----------------------------------------------------------------------------- autocast check
-def amp_check(checkpoint: Path, device: torch.device, per_class: int, max_steps: int, seed: int) -> dict:
+class Fp32Starts:
+    """The frozen generator, sampling with autocast switched off. `synthesize_negatives` samples
+    its start images itself, so under the bf16 run's autocast the generator's linear and convs
+    would run in bf16 and hand that run other (bf16) starts than the fp32 run's. The check is
+    about the synthesis alone, so both runs must start from the same fp32 images. Duck-typed:
+    `synthesize_negatives` uses only `image_shape` and `sample`."""
+
+    def __init__(self, generator: RandomGenerator) -> None:
+        self.generator = generator
+        self.image_shape = generator.image_shape
+
+    def sample(self, n: int, rng: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+        device_type = (device or next(self.generator.parameters()).device).type
+        with torch.autocast(device_type, enabled=False):
+            return self.generator.sample(n, rng, device)
+
+
+def seeded_rng(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def replay_tau(generator: RandomGenerator, num_classes: int, per_class: int, tau_range: tuple[float, float],
+               seed: int, device: torch.device) -> torch.Tensor:
+    """The tau a run seeded with `seed` drew: the fp32 re-measurement of the gap needs it, and
+    `synthesize_negatives` documents its draw order (the starts, then one tau per class)."""
+    rng = seeded_rng(seed, device)
+    generator.sample(num_classes * per_class, rng, device)
+    low, high = tau_range
+    return low + (high - low) * torch.rand(num_classes, generator=rng, device=device)
+
+
+def synthesis_run(model: Classifier, generator: RandomGenerator, config: TrainConfig, num_classes: int, per_class: int,
+                  tau_range: tuple[float, float], max_steps: int, seed: int, device: torch.device,
+                  bf16: bool) -> tuple[SynthesisResult, float]:
+    """(result, seconds) of one synthesis batch; a fresh rng with `seed` gives every run the same
+    start images and tau."""
+    rng = seeded_rng(seed, device)
+    starts = cast(RandomGenerator, Fp32Starts(generator))
+
+    def run() -> SynthesisResult:
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:  # the trainer never does this: synthesis stays fp32 (this check is why)
+            return synthesize_negatives(model, starts, num_classes, per_class, tau_range, rng, config,
+                                        max_steps=max_steps, progress=False, desc="amp check")
+    return timed(run, device)
+
+
+def measure(model: Classifier, result: SynthesisResult, tau: torch.Tensor, tolerance: float) -> dict[str, Any]:
+    """Steps and gaps of one run: as the synthesis measured them, and re-measured in fp32 (and
+    bf16) on its final images, which shows whether autocast stopped groups too early."""
+    images = result.images
+    groups, per_class = images.shape[:2]
+    device_type = images.device.type
+    with torch.no_grad():  # re-measure the gap in fp32 on the final images
+        f32 = model.score(images.flatten(0, 1))[1].float().view(groups, per_class)
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            f16 = model.score(images.flatten(0, 1))[1].float().view(groups, per_class)
+    gap32 = (f32.mean(1) - tau).abs()
+    return {"steps_mean": float(result.steps.float().mean()), "steps_max": int(result.steps.max()),
+            "gap_as_measured_mean": float(result.final_gap.mean()),
+            "gap_as_measured_max": float(result.final_gap.max()),
+            "gap_fp32_mean": float(gap32.mean()), "gap_fp32_max": float(gap32.max()),
+            "groups_over_tolerance_fp32": int((gap32 > tolerance).sum()),
+            "false_stops": int(((result.final_gap <= tolerance) & (gap32 > tolerance)).sum()),
+            "max_abs_f_bf16_minus_fp32": float((f16 - f32).abs().max()),
+            "max_abs_groupmean_f_bf16_minus_fp32": float((f16.mean(1) - f32.mean(1)).abs().max())}
+
+
+def check_replayed_tau(fp32: dict[str, Any]) -> None:
+    """The fp32 run measured its gap in fp32 on the same final images, so both gaps must agree;
+    if not, the replayed tau is not the one the synthesis drew and every gap above is wrong."""
+    if abs(fp32["gap_fp32_max"] - fp32["gap_as_measured_max"]) > 1e-4:
+        raise RuntimeError("amp check: the replayed tau differs from the one synthesize_negatives drew "
+                           "(has its draw order changed?)")
+
+
+def amp_check(checkpoint: Path, device: torch.device, per_class: int, max_steps: int, seed: int) -> dict[str, Any]:
     """One synthesis batch in fp32 and under bf16 autocast from the same start images and tau, with
     the checkpoint's synthesis hyper-parameters, start images from its frozen generator and tau
     drawn from its last epoch's tau range."""
     model, meta = load_checkpoint(checkpoint, device)
     config = TrainConfig.from_dict(meta["hparams"])
-    shape = tuple(meta["image_shape"])
     k = int(meta["num_classes"])
-    rng = torch.Generator(device=device).manual_seed(seed + 1)
-    start = generator_for(config, shape, device).sample(k * per_class, rng, device).view(k, per_class, *shape)
+    generator = generator_for(config, tuple(meta["image_shape"]), device)
     low, high = meta["tau_range"]
-    tau = low + (high - low) * torch.rand(k, generator=rng, device=device)
-    targets = torch.arange(k, device=device)
-    kwargs = dict(lr=config.synthesis_lr, betas=(config.synthesis_beta1, config.synthesis_beta2), max_steps=max_steps,
-                  tolerance=config.synthesis_tolerance, ce_weight=config.synthesis_ce_weight)
-    out: dict = {"device": str(device), "checkpoint_epoch": int(meta["epoch"]), "images": k * per_class, "groups": k, "max_steps": max_steps,
-                 "tolerance": config.synthesis_tolerance, "tau_range": [low, high]}
+    tau_range = (low, high)
+    tau = replay_tau(generator, k, per_class, tau_range, seed + 1, device)
+    out: dict[str, Any] = {"device": str(device), "checkpoint_epoch": int(meta["epoch"]), "images": k * per_class, "groups": k,
+                           "max_steps": max_steps, "tolerance": config.synthesis_tolerance, "tau_range": [low, high]}
     finals = {}
-    for name, amp in (("fp32", False), ("bf16", True)):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with autocast:  # the trainer never does this: synthesis stays fp32 (this check is why)
-            result = synthesize(model, start, targets, tau, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        images = result.images
-        with torch.no_grad():  # re-measure the gap in fp32 on the final images
-            f32 = model.score(images.flatten(0, 1))[1].float().view(k, per_class)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                f16 = model.score(images.flatten(0, 1))[1].float().view(k, per_class)
-        gap32 = (f32.mean(1) - tau).abs()
-        finals[name] = images
-        out[name] = {"seconds": seconds, "steps_mean": float(result.steps.float().mean()),
-                     "steps_max": int(result.steps.max()),
-                     "gap_as_measured_mean": float(result.final_gap.mean()),
-                     "gap_as_measured_max": float(result.final_gap.max()),
-                     "gap_fp32_mean": float(gap32.mean()), "gap_fp32_max": float(gap32.max()),
-                     "groups_over_tolerance_fp32": int((gap32 > config.synthesis_tolerance).sum()),
-                     "false_stops": int(((result.final_gap <= config.synthesis_tolerance)
-                                         & (gap32 > config.synthesis_tolerance)).sum()),
-                     "max_abs_f_bf16_minus_fp32": float((f16 - f32).abs().max()),
-                     "max_abs_groupmean_f_bf16_minus_fp32": float((f16.mean(1) - f32.mean(1)).abs().max())}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        result, seconds = synthesis_run(model, generator, config, k, per_class, tau_range, max_steps, seed + 1, device, bf16)
+        finals[name] = result.images
+        out[name] = {"seconds": seconds, **measure(model, result, tau, config.synthesis_tolerance)}
+    check_replayed_tau(out["fp32"])
     out["max_abs_image_diff"] = float((finals["fp32"] - finals["bf16"]).abs().max())
     out["mean_abs_image_diff"] = float((finals["fp32"] - finals["bf16"]).abs().mean())
     return out
 
 
-def format_amp(check: dict) -> str:
+def format_amp(check: dict[str, Any]) -> str:
     lines = [f"autocast check on {check['device']}: one synthesis batch of {check['images']} images "
-             f"({check['groups']} groups) with the WINN model of epoch {check['checkpoint_epoch']}, max {check['max_steps']} steps, tolerance {check['tolerance']:g}, "
+             f"({check['groups']} groups) with the WINN model of epoch {check['checkpoint_epoch']}, "
+             f"max {check['max_steps']} steps, tolerance {check['tolerance']:g}, "
              f"tau range [{check['tau_range'][0]:.4f}, {check['tau_range'][1]:.4f}]"]
-    header = (f"  {'run':<5} {'seconds':>8} {'steps mean':>10} {'steps max':>9} {'gap (as run) mean/max':>22} "
+    header = (f"{'run':<5} {'seconds':>8} {'steps mean':>10} {'steps max':>9} {'gap (as run) mean/max':>22} "
               f"{'gap (fp32) mean/max':>20} {'groups > tol (fp32)':>19} {'max|f bf16-f32|':>15} {'max|mean f diff|':>16}")
-    lines += [header, "  " + "-" * (len(header) - 2)]
+    rows = []
     for name in ("fp32", "bf16"):
         r = check[name]
-        lines.append(f"  {name:<5} {r['seconds']:>8.2f} {r['steps_mean']:>10.1f} {r['steps_max']:>9d} "
-                     f"{r['gap_as_measured_mean']:>11.2e}/{r['gap_as_measured_max']:<10.2e} "
-                     f"{r['gap_fp32_mean']:>10.2e}/{r['gap_fp32_max']:<9.2e} {r['groups_over_tolerance_fp32']:>19d} "
-                     f"{r['max_abs_f_bf16_minus_fp32']:>15.2e} {r['max_abs_groupmean_f_bf16_minus_fp32']:>16.2e}")
+        rows.append(f"{name:<5} {r['seconds']:>8.2f} {r['steps_mean']:>10.1f} {r['steps_max']:>9d} "
+                    f"{r['gap_as_measured_mean']:>11.2e}/{r['gap_as_measured_max']:<10.2e} "
+                    f"{r['gap_fp32_mean']:>10.2e}/{r['gap_fp32_max']:<9.2e} {r['groups_over_tolerance_fp32']:>19d} "
+                    f"{r['max_abs_f_bf16_minus_fp32']:>15.2e} {r['max_abs_groupmean_f_bf16_minus_fp32']:>16.2e}")
+    lines.append(rule_table(header, rows, indent="  "))
     lines.append(f"  final images fp32 vs bf16: max |diff| {check['max_abs_image_diff']:.4g}, "
                  f"mean |diff| {check['mean_abs_image_diff']:.4g} (pixels in [-1, 1])")
     tol, groups = check["tolerance"], check["groups"]
@@ -247,7 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--amp-train-epochs", type=int, default=1, help="WINN epochs to train for --amp-check-only")
     ap.add_argument("--amp-checkpoint", type=Path, default=None, help="a WINN last.pt to run the amp check on (no training)")
     ap.add_argument("--amp-negatives-per-class", type=int, default=None,
-                    help=f"amp check batch per class (default: --negatives-per-class on CUDA, at most {CPU_AMP_NEGATIVES_PER_CLASS} on CPU)")
+                    help=f"amp check batch per class (default: --negatives-per-class on CUDA, "
+                         f"at most {CPU_AMP_NEGATIVES_PER_CLASS} on CPU)")
     ap.add_argument("--amp-max-steps", type=int, default=None,
                     help=f"amp check step cap (default: --synthesis-max-steps on CUDA, at most {CPU_AMP_MAX_STEPS} on CPU)")
     ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
@@ -263,50 +324,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    devices = devices_to_measure(args.device)
-    begin = time.perf_counter()
-    dataset = None
-    if args.methods:
-        data_name, data_dir = pick_data(args)
-        dataset = load_dataset(data_name, data_dir)
-        epochs = args.amp_train_epochs if args.amp_check_only else args.epochs
-        negatives = ", ".join(f"{negatives_for(args, d)} on {d.type}" for d in devices)
-        print(f"training throughput: {args.arch} on {dataset.name} {tuple(dataset.image_shape)}, train limit "
-              f"{args.train_limit}, {epochs} epochs, batch 100, negatives per class (initial pool and per epoch) "
-              f"{negatives}, synthesis max {args.synthesis_max_steps} steps, validation {args.val_size} images; "
-              f"methods {', '.join(args.methods)}")
-        if args.negatives_per_class is None and any(d.type == "cpu" for d in devices):
-            print(f"note: on CPU the default is {CPU_NEGATIVES_PER_CLASS} negatives per class, not the paper's 100, "
-                  "to keep the run near 5 minutes on 2 cores (--negatives-per-class 100 for the paper's value)")
-        if args.val_size != 5000:
-            print(f"note: validation uses {args.val_size} images instead of the paper's 5000 to keep the run short")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.2f}; "
-          f"seconds are the trainer's own metrics.csv columns")
-    summaries, frames, checks = [], {}, []
-    with tempfile.TemporaryDirectory(prefix="winn-train-bench-") as tmp:
-        root = args.keep_dir or Path(tmp)
-        for device in devices:
-            runs: dict[str, pd.DataFrame] = {}
-            if args.methods:
-                data = make_train_data(dataset, args.val_size, args.seed, args.train_limit, device)
-                for method in args.methods:
-                    out_dir = root / device.type / method
-                    config = config_for(method, args, dataset.name, device,
-                                        args.amp_train_epochs if args.amp_check_only else None)
-                    t0 = time.perf_counter()
-                    train(config, data, out_dir, device, progress=False)
-                    runs[method] = pd.read_csv(out_dir / "metrics.csv")
-                    print(f"  {method} on {device}: {time.perf_counter() - t0:.1f} s wall for {config.epochs} epochs")
-                frames[device.type] = runs
-                if not args.amp_check_only:
-                    summaries.append(summarize(device.type, runs))
-                    summaries[-1]["negatives_per_class"] = negatives_for(args, device)
-            if args.amp_check:
-                per_class, steps = amp_sizes(args, device)
-                checkpoint = args.amp_checkpoint or root / device.type / "winn" / "last.pt"
-                checks.append(amp_check(checkpoint, device, per_class, steps, args.seed))
+def train_epochs(args: argparse.Namespace) -> int | None:
+    """Epochs per training run: --amp-train-epochs for --amp-check-only, else --epochs (None)."""
+    return args.amp_train_epochs if args.amp_check_only else None
+
+
+def print_header(args: argparse.Namespace, dataset: ImageDataset, devices: list[torch.device]) -> None:
+    epochs = train_epochs(args) or args.epochs
+    negatives = ", ".join(f"{negatives_for(args, d)} on {d.type}" for d in devices)
+    print(f"training throughput: {args.arch} on {dataset.name} {tuple(dataset.image_shape)}, train limit "
+          f"{args.train_limit}, {epochs} epochs, batch 100, negatives per class (initial pool and per epoch) "
+          f"{negatives}, synthesis max {args.synthesis_max_steps} steps, validation {args.val_size} images; "
+          f"methods {', '.join(args.methods)}")
+    if args.negatives_per_class is None and any(d.type == "cpu" for d in devices):
+        print(f"note: on CPU the default is {CPU_NEGATIVES_PER_CLASS} negatives per class, not the paper's 100, "
+              "to keep the run near 5 minutes on 2 cores (--negatives-per-class 100 for the paper's value)")
+    if args.val_size != 5000:
+        print(f"note: validation uses {args.val_size} images instead of the paper's 5000 to keep the run short")
+
+
+def train_methods(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, root: Path) -> dict[str, pd.DataFrame]:
+    """Train every method on one device; each method's per-epoch metrics.csv as a frame."""
+    data = make_train_data(dataset, args.val_size, args.seed, args.train_limit, device)
+    runs: dict[str, pd.DataFrame] = {}
+    for method in args.methods:
+        out_dir = root / device.type / method
+        config = config_for(method, args, dataset.name, device, train_epochs(args))
+        t0 = time.perf_counter()
+        train(config, data, out_dir, device, progress=False)
+        runs[method] = pd.read_csv(out_dir / "metrics.csv")
+        print(f"  {method} on {device}: {time.perf_counter() - t0:.1f} s wall for {config.epochs} epochs")
+    return runs
+
+
+def print_results(args: argparse.Namespace, frames: dict[str, dict[str, pd.DataFrame]], summaries: list[dict[str, Any]],
+                  checks: list[dict[str, Any]]) -> None:
     print()
     for device_type, runs in frames.items():
         print(format_epochs(device_type, runs))
@@ -318,23 +370,42 @@ def main(argv: list[str] | None = None) -> dict:
     for check in checks:
         print()
         print(format_amp(check))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    devices = devices_to_measure(args.device)
+    begin = time.perf_counter()
+    dataset = None
+    if args.methods:
+        data_name, data_dir = pick_data(args)
+        dataset = load_dataset(data_name, data_dir)
+        print_header(args, dataset, devices)
+    print(f"{runtime_note()}; seconds are the trainer's own metrics.csv columns")
+    summaries: list[dict[str, Any]] = []
+    frames: dict[str, dict[str, pd.DataFrame]] = {}
+    checks: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="winn-train-bench-") as tmp:
+        root = args.keep_dir or Path(tmp)
+        for device in devices:
+            if dataset is not None:
+                runs = frames[device.type] = train_methods(args, dataset, device, root)
+                if not args.amp_check_only:
+                    summaries.append({**summarize(device.type, runs), "negatives_per_class": negatives_for(args, device)})
+            if args.amp_check:
+                per_class, steps = amp_sizes(args, device)
+                checkpoint = args.amp_checkpoint or root / device.type / "winn" / "last.pt"
+                checks.append(amp_check(checkpoint, device, per_class, steps, args.seed))
+    print_results(args, frames, summaries, checks)
     total = time.perf_counter() - begin
-    print(f"\ntotal benchmark time {total:.1f} s; load average now {os.getloadavg()[0]:.2f}")
-    report = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "dataset": dataset.name if dataset else None, "torch": torch.__version__,
-              "threads": torch.get_num_threads(),
+    print(total_line(total))
+    report = {"config": config_record(args), "dataset": dataset.name if dataset else None, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "environment": environment_record(devices),
               "epochs": {d: {m: f.to_dict(orient="records") for m, f in runs.items()} for d, runs in frames.items()},
               "summary": summaries, "amp_check": checks, "total_seconds": total}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=float))
-        print(f"wrote {args.json}")
+    write_json(args.json, report, default=float)
     return report
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as exc:
-        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -1,13 +1,14 @@
 """Shared fixtures: tiny models and generated data, so every test runs in seconds on a CPU."""
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from winn_robust.training.trainer import TrainData
 
 
-def pattern_data(n_per_class: int = 30, classes: int = 4, size: int = 8, noise: float = 0.3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pattern_data(n_per_class: int = 30, classes: int = 4, size: int = 8, noise: float = 0.3,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Generated images with a learnable signal: each class is a bright bar at its own row."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(classes).repeat_interleave(n_per_class)

@@ -1,4 +1,4 @@
-"""FGSM convention (DESIGN.md): eps in [0, 1] pixel units, step 2*eps in [-1, 1] model space,
+"""FGSM convention (docs/conventions.md): eps in [0, 1] pixel units, step 2*eps in [-1, 1] model space,
 clip to [-1, 1], CE gradient on the true label in eval mode; equal to foolbox's FGSM."""
 from __future__ import annotations
 

@@ -2,22 +2,11 @@
 their own agreement check. No timing is asserted."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import attack_throughput, train_throughput
 
 
 def table_rows(text: str, first_words: tuple[str, ...]) -> list[str]:
@@ -25,7 +14,7 @@ def table_rows(text: str, first_words: tuple[str, ...]) -> list[str]:
 
 
 def test_attack_throughput_smoke(capsys, tmp_path):
-    bench = load("attack_throughput")
+    bench = attack_throughput
     out_json = tmp_path / "attack.json"
     report = bench.main(["--n", "64", "--batch-size", "32", "--repeats", "1", "--device", "cpu",
                          "--archs", "vanilla,resnet20", "--data-dir", str(tmp_path / "no-data"),
@@ -44,7 +33,7 @@ def test_attack_throughput_smoke(capsys, tmp_path):
 
 
 def test_train_throughput_smoke(capsys, tmp_path):
-    bench = load("train_throughput")
+    bench = train_throughput
     report = bench.main(["--device", "cpu", "--data", "digits", "--train-limit", "100", "--epochs", "1",
                          "--negatives-per-class", "2", "--synthesis-max-steps", "5", "--val-size", "50",
                          "--amp-check", "--json", str(tmp_path / "train.json")])

@@ -153,9 +153,3 @@ def test_console_script_exits_2_without_traceback(tmp_path):
 def test_resume_without_a_run_is_one_line(capsys, tmp_path):
     one_line_error(capsys, ["train", "--method", "winn", *TINY_TRAIN, "--resume", "--out", str(tmp_path / "fresh")],
                    "--resume")
-
-
-@pytest.mark.parametrize("module", ["winn_robust.reporting", "winn_robust.evaluation.run", "winn_robust.reproduce"])
-def test_each_module_imports_first_without_a_cycle(module):
-    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr

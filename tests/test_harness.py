@@ -11,8 +11,8 @@ import torch
 from winn_robust.attacks import get_attack
 from winn_robust.checkpoint import save_checkpoint
 from winn_robust.errors import UserError
-from winn_robust.evaluation import compute_metrics, cross_evaluate, evaluate_checkpoints
-from winn_robust.evaluation.run import model_names
+from winn_robust.evaluation import EvalSpec, compute_metrics, cross_evaluate
+from winn_robust.experiments.evaluate import evaluate_checkpoints, model_names
 from winn_robust.models import build_model
 
 SHAPE = (1, 8, 8)
@@ -37,7 +37,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(models, data):
-    return cross_evaluate(models, *data, eps_values=[0.0, 0.1], batch_size=10, progress=False)
+    return cross_evaluate(models, *data, EvalSpec(eps=(0.0, 0.1), batch_size=10), progress=False)
 
 
 def test_shapes_and_dtypes(result):
@@ -79,7 +79,7 @@ def test_eps_zero_adversarial_error_equals_clean_error(result):
 
 
 def test_batch_size_does_not_change_results(models, data, result):
-    other = cross_evaluate(models, *data, eps_values=[0.0, 0.1], batch_size=N, progress=False)
+    other = cross_evaluate(models, *data, EvalSpec(eps=(0.0, 0.1), batch_size=N), progress=False)
     assert other.adv_preds[0.1]["winn"]["base"].tolist() == result.adv_preds[0.1]["winn"]["base"].tolist()
     assert other.clean_preds["winn"].tolist() == result.clean_preds["winn"].tolist()
 
@@ -88,7 +88,7 @@ def test_flags_restored_and_no_weight_gradients(data):
     model = tiny_model(2).train()
     frozen = next(model.parameters())
     frozen.requires_grad_(False)
-    cross_evaluate({"m": model}, *data, eps_values=[0.1], batch_size=N, progress=False)
+    cross_evaluate({"m": model}, *data, EvalSpec(eps=(0.1,), batch_size=N), progress=False)
     assert model.training
     params = list(model.parameters())
     assert not params[0].requires_grad and all(p.requires_grad for p in params[1:])
@@ -98,16 +98,16 @@ def test_flags_restored_and_no_weight_gradients(data):
 @pytest.mark.parametrize("eps", [-0.01, 1.5])
 def test_bad_eps_is_a_user_error(models, data, eps):
     with pytest.raises(UserError, match="pixel units"):
-        cross_evaluate(models, *data, eps_values=[eps], progress=False)
+        cross_evaluate(models, *data, EvalSpec(eps=(eps,)), progress=False)
 
 
 def test_unknown_attack_is_a_user_error(models, data):
     with pytest.raises(UserError, match="unknown attack"):
-        cross_evaluate(models, *data, eps_values=[0.1], attack="nope", progress=False)
+        cross_evaluate(models, *data, EvalSpec(eps=(0.1,), attack="nope"), progress=False)
 
 
 def test_foolbox_fgsm_gives_the_same_table(models, data, result):
-    fool = cross_evaluate(models, *data, eps_values=[0.0, 0.1], attack="foolbox-fgsm", batch_size=10, progress=False)
+    fool = cross_evaluate(models, *data, EvalSpec(eps=(0.0, 0.1), attack="foolbox-fgsm", batch_size=10), progress=False)
     np.testing.assert_array_equal(fool.clean_preds["base"], result.clean_preds["base"])
     for eps in result.eps_values:
         for s in result.model_names:
@@ -127,8 +127,8 @@ def save(path: Path, seed: int, method: str, dataset: str = "digits") -> Path:
 
 def test_evaluate_checkpoints_end_to_end(tmp_path):
     base, winn = save(tmp_path / "base.pt", 0, "baseline"), save(tmp_path / "winn.pt", 1, "winn")
-    out = evaluate_checkpoints(base, [winn, base], [0.05, 0.125], "fgsm", tmp_path / "report", limit=20,
-                               batch_size=8, device="cpu", progress=False)
+    out = evaluate_checkpoints(base, [winn, base], EvalSpec(eps=(0.05, 0.125), limit=20, batch_size=8),
+                               tmp_path / "report", device="cpu", progress=False)
     assert out["names"] == ["baseline", "winn"]  # baseline listed twice is evaluated once
     for name in ("table.md", "table.csv", "results.json", "per_example.csv", "error_vs_eps.png", "adversarial_examples.png"):
         assert out["files"][name].is_file() and out["files"][name].stat().st_size > 0
@@ -147,7 +147,7 @@ def test_evaluate_checkpoints_end_to_end(tmp_path):
 def test_mismatched_datasets_are_a_user_error(tmp_path):
     base, other = save(tmp_path / "base.pt", 0, "baseline"), save(tmp_path / "other.pt", 1, "winn", dataset="mnist")
     with pytest.raises(UserError) as err:
-        evaluate_checkpoints(base, [other], [0.1], "fgsm", tmp_path / "r", progress=False, plots=False)
+        evaluate_checkpoints(base, [other], EvalSpec(eps=(0.1,)), tmp_path / "r", progress=False, plots=False)
     message = str(err.value)
     assert "base.pt" in message and "other.pt" in message and "digits" in message and "mnist" in message
     assert not (tmp_path / "r").exists()
@@ -156,7 +156,7 @@ def test_mismatched_datasets_are_a_user_error(tmp_path):
 def test_data_other_than_the_checkpoints_is_a_user_error(tmp_path):
     base = save(tmp_path / "base.pt", 0, "baseline")
     with pytest.raises(UserError, match="mnist"):
-        evaluate_checkpoints(base, [], [0.1], "fgsm", tmp_path / "r", data="mnist", progress=False)
+        evaluate_checkpoints(base, [], EvalSpec(eps=(0.1,)), tmp_path / "r", data="mnist", progress=False)
 
 
 def test_model_names_are_unique_and_readable():

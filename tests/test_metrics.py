@@ -1,4 +1,4 @@
-"""Metrics against numbers worked out by hand (DESIGN.md "Conventions")."""
+"""Metrics against numbers worked out by hand (docs/conventions.md)."""
 from __future__ import annotations
 
 from math import comb

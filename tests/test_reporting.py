@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from winn_robust.evaluation import CrossEvalResult, compute_metrics, cross_evaluate
+from winn_robust.evaluation import CrossEvalResult, EvalSpec, compute_metrics, cross_evaluate
+from winn_robust.images import save_image_grid
 from winn_robust.models import build_model
-from winn_robust.plots import plot_adversarial_examples, plot_eps_sweep, save_image_grid
-from winn_robust.reporting import (EPS_UNIT, check_model_names, metrics_from_per_example, result_from_per_example,
-                                   table_frame, write_reports)
+from winn_robust.reporting import metrics_from_per_example, result_from_per_example, table_frame, write_reports
+from winn_robust.reporting.per_example import check_model_names
+from winn_robust.reporting.plots import plot_adversarial_examples, plot_eps_sweep
+from winn_robust.units import EPS_UNIT
 
 LABELS = np.arange(10)
 
@@ -60,7 +62,7 @@ def test_per_example_reproduces_a_real_sweep(tmp_path):
     torch.manual_seed(0)
     models = {"baseline": build_model("vanilla", (1, 8, 8), 10), "winn-resnet": build_model("vanilla", (1, 8, 8), 10)}
     images, labels = torch.rand(16, 1, 8, 8) * 2 - 1, torch.randint(0, 10, (16,))
-    result = cross_evaluate(models, images, labels, [0.1, 0.0, 1 / 3], batch_size=16, progress=False)
+    result = cross_evaluate(models, images, labels, EvalSpec(eps=(0.1, 0.0, 1 / 3), batch_size=16), progress=False)
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, "baseline")
     files = write_reports(tmp_path, result, metrics, {})
     recomputed = metrics_from_per_example(files["per_example.csv"], "baseline")
@@ -88,7 +90,8 @@ def test_table_md_rows_and_na(hand_reports):
     assert "| base | 20.00% [2.52, 55.61] | - |" in text  # Table 2
     # Table 3/4: base row has "-" for corrections and McNemar; meth row by hand (see test_metrics.py)
     assert "| base | 20.00% [2.52, 55.61] | 60.00% [26.24, 87.84] | - | - | - |" in text
-    assert "| meth | 30.00% [6.67, 65.25] | 40.00% [12.16, 73.76] | 66.67% [22.28, 95.67] | 50.00% [6.76, 93.24] | 0.727 (b=5, c=3) |" in text
+    assert ("| meth | 30.00% [6.67, 65.25] | 40.00% [12.16, 73.76] | 66.67% [22.28, 95.67] | 50.00% [6.76, 93.24] "
+            "| 0.727 (b=5, c=3) |") in text
     robust_row = next(line for line in text.splitlines() if line.startswith("| robust | 0.00%") and "100.00%" in line)
     assert robust_row.split(" | ")[4] == "n/a"  # correction by baseline: robust made no mistakes
     assert "meth: 2" in text  # unchanged-image sanity note

@@ -13,7 +13,7 @@ from winn_robust.models import build_model
 from winn_robust.models.base import Classifier
 from winn_robust.training import TrainConfig, TrainingDiverged, train
 from winn_robust.training import trainer as trainer_module
-from winn_robust.training.losses import input_gradient_norm, winn_loss, icn_loss
+from winn_robust.training.losses import icn_loss, input_gradient_norm, winn_loss
 from winn_robust.training.pool import NegativePool
 from winn_robust.training.synthesis import synthesize
 
@@ -162,7 +162,7 @@ def test_baseline_never_synthesizes(tmp_path, tiny_data, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("baseline must not synthesize")
 
-    monkeypatch.setattr(trainer_module, "synthesize", forbidden)
+    monkeypatch.setattr(trainer_module, "synthesize_negatives", forbidden)
     monkeypatch.setattr(trainer_module.NegativePool, "from_generator", forbidden)
     train(TrainConfig(method="baseline", **TINY), tiny_data, tmp_path, progress=False)
     rows = read_rows(tmp_path / "metrics.csv")

@@ -2,9 +2,9 @@
 
 Public API:
     load_checkpoint(path) -> (model, metadata)   model in eval mode, [-1, 1] images -> logits
-"""
-__version__ = "0.1.0"
 
-from winn_robust.checkpoint import load_checkpoint  # noqa: E402
+The conventions every number follows (pixel range, eps unit, FGSM, metrics): docs/conventions.md."""
+from winn_robust.checkpoint import load_checkpoint
+from winn_robust.version import __version__
 
-__all__ = ["load_checkpoint", "__version__"]
+__all__ = ["__version__", "load_checkpoint"]

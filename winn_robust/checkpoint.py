@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from winn_robust.errors import UserError
+from winn_robust.models import Classifier, build_model
 
 FORMAT = "winn-robust-checkpoint"
 FORMAT_VERSION = 1
@@ -56,7 +57,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} is unreadable (truncated or not a winn-robust checkpoint: {reason[:120]}); re-run training or pick another file") from None
+        raise UserError(f"checkpoint {path} is unreadable (truncated or not a winn-robust checkpoint: {reason[:120]}); "
+                        "re-run training or pick another file") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a winn-robust checkpoint; pass a .pt file written by `winn-robust train`")
     if payload.get("format_version", 0) > FORMAT_VERSION:
@@ -64,11 +66,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model from a checkpoint: (model in eval mode taking [-1, 1] images and
     returning logits, metadata). Never executes pickled code."""
-    from winn_robust.models import build_model
-
     payload = read_checkpoint(path)
     metadata = payload["metadata"]
     model = build_model(metadata["arch"], tuple(metadata["image_shape"]), int(metadata["num_classes"]))

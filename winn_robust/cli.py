@@ -4,38 +4,18 @@ Bad input never shows a traceback: it is one line on stderr and exit status 2.""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from winn_robust import commands
 from winn_robust.errors import UserError
-
-TRAIN_HELP = {
-    "method": "baseline (CE only), icn (logistic introspective loss) or winn (Wasserstein)",
-    "arch": "vanilla, resnet20, resnet32, resnet44 or resnet56",
-    "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download)",
-    "epochs": "training epochs (paper: 200)",
-    "batch_size": "positives per batch; WINN pairs each with a same-label negative (paper: 100)",
-    "lr": "Adam learning rate (paper: 1e-3)",
-    "beta1": "Adam beta1 (paper: 0.0)",
-    "beta2": "Adam beta2 (paper: 0.9)",
-    "alpha": "weight of the introspective term (paper: 0.01)",
-    "gp_lambda": "gradient-penalty weight lambda (paper: 10)",
-    "negatives_per_class": "pseudo-negatives synthesized per class each epoch (paper: 100)",
-    "initial_negatives_per_class": "pool entries per class drawn from the frozen random generator",
-    "synthesis_lr": "Adam learning rate on the pixels during synthesis (paper: 0.02)",
-    "synthesis_beta1": "synthesis Adam beta1 (paper: 0.9)",
-    "synthesis_beta2": "synthesis Adam beta2 (paper: 0.9)",
-    "synthesis_max_steps": "step budget per synthesis batch (paper: 2000)",
-    "synthesis_tolerance": "stop when |mean f(x) - tau| <= this (paper: 1e-3)",
-    "synthesis_ce_weight": "weight of CE(target class) in the synthesis loss (paper: 0.5)",
-    "val_size": "validation images held out of training for model selection (paper: 5000; "
-                "capped at 10%% of the training set for small datasets)",
-    "train_limit": "use only the first N training images (quick runs)",
-    "seed": "seed for weights, shuffling, pools and synthesis",
-    "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
-}
+from winn_robust.experiments.presets import PRESETS
+from winn_robust.training.config import FIELD_HELP, TrainConfig
+from winn_robust.version import __version__
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--data", required=required, help=TRAIN_HELP["data"])
+    parser.add_argument("--data", required=required, help=FIELD_HELP["data"])
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
 
@@ -57,8 +37,6 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(sub: Any) -> None:
-    from winn_robust.training import TrainConfig
-
     parser = sub.add_parser("train", help="train one model (baseline, ICN or WINN)",
                             description="Train one model. Every default is the WINN paper's value.")
     defaults = TrainConfig()
@@ -69,10 +47,10 @@ def add_train_parser(sub: Any) -> None:
             continue
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=TRAIN_HELP[field.name])
+            parser.add_argument(flag, action="store_true", help=FIELD_HELP[field.name])
         else:
             kind = int if field.name in ("train_limit",) else type(default)
-            parser.add_argument(flag, type=kind, default=default, help=f"{TRAIN_HELP[field.name]} [default: {default}]")
+            parser.add_argument(flag, type=kind, default=default, help=f"{FIELD_HELP[field.name]} [default: {default}]")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
     add_common_options(parser)
@@ -114,36 +92,37 @@ def add_sample_parser(sub: Any) -> None:
     add_common_options(parser)
 
 
-def add_reproduce_parser(sub: Any) -> None:
-    from winn_robust.reproduce import add_reproduce_options
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
+
+def add_reproduce_parser(sub: Any) -> None:
     parser = sub.add_parser("reproduce", help="train, attack and report in one command (default: the quick preset)",
                             description="Train baseline and WINN (and ICN where the preset says), attack them, "
                                         "write the Table 2/3/4 report and plots.")
-    add_reproduce_options(parser)
+    parser.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} [default: quick]")
+    parser.add_argument("--out", type=Path, help="report folder [default: runs/<preset>]")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
+    parser.add_argument("--methods", type=comma_list, help="comma list of methods to train, baseline first")
+    parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables")
+    parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot")
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
+    parser.add_argument("--attack", help="attack name [default: fgsm]")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
+    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    for field in fields(TrainConfig):
+        if field.name == "method":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], int)
+            parser.add_argument(flag, type=kind, default=None, help=FIELD_HELP[field.name] + " [default: the preset's]")
     add_common_options(parser)
 
 
-def parse_eps(values: Sequence[str]) -> list[float]:
-    from winn_robust.attacks.registry import check_eps
-
-    eps: list[float] = []
-    for value in values:
-        for part in str(value).split(","):
-            if not part.strip():
-                continue
-            try:
-                eps.append(check_eps(float(part)))
-            except ValueError:
-                raise UserError(f"--eps {part!r} is not a number; give eps in [0, 1] pixel units, e.g. --eps 0.125") from None
-    if not eps:
-        raise UserError("give at least one --eps, in [0, 1] pixel units (e.g. --eps 0.125)")
-    return sorted(set(eps), key=eps.index)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from winn_robust import __version__
-
     parser = OneLineParser(prog="winn-robust", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"winn-robust {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -156,17 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    from winn_robust import commands
-
     getattr(commands, f"run_{args.command}")(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
         return int(exc.code or 0)
+    args.command_line = shlex.join(["winn-robust", *argv])  # provenance: recorded in reports
     try:
         dispatch(args)
     except UserError as exc:

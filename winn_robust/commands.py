@@ -1,4 +1,5 @@
-"""What each CLI sub-command does, separated from argument parsing."""
+"""What each CLI sub-command does, separated from argument parsing: turn the parsed options into
+validated settings objects and call the layers below."""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +8,22 @@ from dataclasses import fields
 
 import torch
 
+from winn_robust.checkpoint import load_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
+from winn_robust.evaluation.spec import EvalSpec
+from winn_robust.experiments.evaluate import evaluate_checkpoints
+from winn_robust.experiments.presets import describe_presets
+from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
+from winn_robust.images import save_image_grid
+from winn_robust.reporting.files import rebuild_tables
+from winn_robust.training import TrainConfig, train
+from winn_robust.training.inputs import load_train_data
+from winn_robust.training.synthesis import generator_for, synthesize_negatives
+from winn_robust.units import parse_eps
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from winn_robust.training import TrainConfig, train
-    from winn_robust.training.inputs import load_train_data
-
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
     device = resolve_device(args.device)
     if args.resume and not (args.out / "last.pt").is_file():
@@ -29,36 +38,19 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> None:
-    from winn_robust.attacks.registry import get_attack
-    from winn_robust.cli import parse_eps
-    from winn_robust.evaluation.run import evaluate_checkpoints
-
-    eps = parse_eps(args.eps)
-    get_attack(args.attack)
-    if args.limit is not None and args.limit <= 0:
-        raise UserError(f"--limit must be positive, got {args.limit}")
-    if args.batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    evaluate_checkpoints(args.baseline, list(args.model), eps, args.attack, args.out, data=args.data,
-                         data_dir=args.data_dir, download=args.download, limit=args.limit,
-                         batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    spec = EvalSpec(eps=tuple(parse_eps(args.eps)), attack=args.attack, batch_size=args.batch_size, limit=args.limit)
+    evaluate_checkpoints(args.baseline, list(args.model), spec, args.out, data=args.data, data_dir=args.data_dir,
+                         download=args.download, device=args.device, progress=not args.no_progress,
+                         command=args.command_line)
     print(f"report written to {args.out} (table.md, table.csv, results.json, per_example.csv)")
 
 
 def run_report(args: argparse.Namespace) -> None:
-    from winn_robust.reporting import rebuild_tables
-
     files = rebuild_tables(args.report, baseline=args.baseline, out_dir=args.out)
     print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
 
 
 def run_sample(args: argparse.Namespace) -> None:
-    from winn_robust.checkpoint import load_checkpoint
-    from winn_robust.plots import save_image_grid
-    from winn_robust.training import TrainConfig
-    from winn_robust.training.synthesis import synthesize
-    from winn_robust.training.trainer import generator_for
-
     if args.per_class <= 0:
         raise UserError(f"--per-class must be positive, got {args.per_class}")
     device = resolve_device(args.device)
@@ -66,22 +58,23 @@ def run_sample(args: argparse.Namespace) -> None:
     if meta["method"] not in ("winn", "icn"):
         raise UserError(f"{args.checkpoint} is a {meta['method']} model; sampling needs a WINN or ICN checkpoint")
     config = TrainConfig.from_dict(meta.get("hparams", {}))
-    generator = generator_for(config, tuple(meta["image_shape"]), device)
+    shape = tuple(meta["image_shape"])
+    generator = generator_for(config, (int(shape[0]), int(shape[1]), int(shape[2])), device)
     rng = torch.Generator(device=device).manual_seed(args.seed)
     k = int(meta["num_classes"])
-    start = generator.sample(k * args.per_class, rng, device).view(k, args.per_class, *meta["image_shape"])
     low, high = meta.get("tau_range", [0.0, 0.0])
-    tau = low + (high - low) * torch.rand(k, generator=rng, device=device)
-    result = synthesize(model, start, torch.arange(k, device=device), tau, lr=config.synthesis_lr,
-                        betas=(config.synthesis_beta1, config.synthesis_beta2),
-                        max_steps=args.max_steps or config.synthesis_max_steps, tolerance=config.synthesis_tolerance,
-                        ce_weight=config.synthesis_ce_weight, progress=not args.no_progress)
-    save_image_grid(result.images.reshape(-1, *meta["image_shape"]), args.out, nrow=args.per_class)
+    result = synthesize_negatives(model, generator, k, args.per_class, (low, high), rng, config,
+                                  max_steps=args.max_steps or None, progress=not args.no_progress)
+    save_image_grid(result.images.reshape(-1, *shape), args.out, nrow=args.per_class)
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
-    from winn_robust.reproduce import reproduce
-
-    reproduce(args)
+    if args.list_presets:
+        print("\n".join(describe_presets()))
+        return
+    overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
+    settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
+                                progress=not args.no_progress, command=args.command_line)
+    reproduce(settings)

@@ -30,14 +30,15 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from winn_robust.errors import UserError
+from winn_robust.units import MODEL_LOW, MODEL_SCALE
 
 DATASETS = ("mnist", "svhn", "fashion-mnist", "cifar10", "digits")
 
@@ -45,7 +46,7 @@ DATA_ENV_VAR = "WINN_ROBUST_DATA"
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
-_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 _CIFAR_META = "batches.meta"
 # Used when batches.meta is absent; identical to the names the official file holds.
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -73,11 +74,11 @@ class ImageDataset:
 
 
 def to_model_range(pixels: torch.Tensor | np.ndarray, max_value: float = 255.0) -> torch.Tensor:
-    """x = 2 * u - 1 with u = pixels / max_value in [0, 1] (DESIGN.md's pixel convention)."""
+    """x = 2 * u - 1 with u = pixels / max_value in [0, 1] (the pixel convention, docs/conventions.md)."""
     # A fresh contiguous copy (also for float32 input), so the in-place arithmetic never touches the caller's array.
     x = torch.as_tensor(np.asarray(pixels)).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     # In place: three fresh 200 MB temporaries made SVHN/MNIST loading several times slower.
-    return x.div_(max_value).mul_(2.0).sub_(1.0)
+    return x.div_(max_value).mul_(MODEL_SCALE).add_(MODEL_LOW)
 
 
 def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int
@@ -151,8 +152,8 @@ def _find(root: Path, source: _Source) -> tuple[dict[str, Path] | None, Path | N
             return found, None, []
         if len(found) > len(best[1]):
             best = (folder, found)
-    folder, found = best
-    return None, folder, [f for f in source.files if f not in found]
+    partial, found = best
+    return None, partial, [f for f in source.files if f not in found]
 
 
 def _missing_error(source: _Source, root: Path, explicit: bool, partial: Path | None, missing: list[str],
@@ -218,7 +219,7 @@ def _check_labels(dataset: str, path: Path, labels: np.ndarray | torch.Tensor, n
 
 def _read_idx_dataset(name: str, class_names: tuple[str, ...]) -> Callable[[dict[str, Path]], ImageDataset]:
     def read(files: dict[str, Path]) -> ImageDataset:
-        splits = []
+        splits: list[torch.Tensor] = []
         for prefix in ("train", "t10k"):
             images_path, labels_path = files[f"{prefix}-images-idx3-ubyte"], files[f"{prefix}-labels-idx1-ubyte"]
             images = _read_idx(name, images_path, "images")
@@ -228,7 +229,8 @@ def _read_idx_dataset(name: str, class_names: tuple[str, ...]) -> Callable[[dict
             labels = _read_idx(name, labels_path, "labels")
             _check_labels(name, labels_path, labels, len(images), len(class_names))
             splits += [to_model_range(images[:, None]), labels.to(torch.int64)]
-        return ImageDataset(name, *splits, class_names)
+        train_x, train_y, test_x, test_y = splits
+        return ImageDataset(name, train_x, train_y, test_x, test_y, class_names)
 
     return read
 
@@ -289,7 +291,7 @@ def _read_cifar_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
 def _read_cifar10(files: dict[str, Path]) -> ImageDataset:
     train = _read_cifar_batches([files[f"data_batch_{i}"] for i in range(1, 6)])
     test = _read_cifar_batches([files["test_batch"]])
-    class_names = _CIFAR10_CLASSES
+    class_names: tuple[str, ...] = _CIFAR10_CLASSES
     meta = files["test_batch"].parent / _CIFAR_META
     if meta.is_file():
         names = _unpickle(meta).get("label_names")
@@ -352,7 +354,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     source = _sources()[key]
     explicit = data_dir is not None
-    root = Path(data_dir).expanduser() if explicit else default_data_root()
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_root()
 
     files, partial, missing = _find(root, source)
     if files is None and download:

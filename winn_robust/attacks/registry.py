@@ -1,17 +1,17 @@
 """A small attack registry so the harness never knows which attack it runs.
 
-Convention (DESIGN.md): models see images in [-1, 1]; `eps` is in [0, 1] pixel units, so an
-L-inf budget of eps is a step of 2 * eps in model space. Every attack returns adversarial
-images of the input's shape, clipped to [-1, 1], crafted on the model in eval mode."""
+Convention (docs/conventions.md): models see images in [-1, 1]; `eps` is in [0, 1] pixel
+units (`winn_robust.units`). Every attack returns adversarial images of the input's shape,
+clipped to [-1, 1], crafted on the model in eval mode. Registered attacks trust their eps:
+it was checked once where it entered (the CLI, or `EvalSpec`)."""
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
 from winn_robust.errors import UserError
-
-MODEL_SCALE = 2.0  # [0, 1] pixel units -> [-1, 1] model units
 
 
 class Attack(Protocol):
@@ -32,11 +32,3 @@ def get_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise UserError(f"unknown attack {name!r}; choose one of {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name]
-
-
-def check_eps(eps: float) -> float:
-    """eps is in [0, 1] pixel units; anything else is almost surely a unit mistake."""
-    eps = float(eps)
-    if not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps {eps} is outside [0, 1]; eps is in [0, 1] pixel units (the paper's MNIST value is 0.125)")
-    return eps

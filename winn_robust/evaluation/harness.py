@@ -7,8 +7,8 @@ attacking so autograd never builds weight gradients; predictions stay on the dev
 the end so a GPU run has no per-batch host sync."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from winn_robust.attacks import get_attack
 from winn_robust.attacks.fgsm import fgsm_with_logits
-from winn_robust.attacks.registry import check_eps
 from winn_robust.errors import UserError
+from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.models.base import frozen_eval
 
 
@@ -51,29 +51,23 @@ class CrossEvalResult:
         return int(self.labels.shape[0])
 
 
-def _validate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
-              eps_values: list[float], batch_size: int) -> list[float]:
+def _check_inputs(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor) -> None:
     if not models:
         raise UserError("cross-evaluation needs at least one model")
     if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise UserError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match: need (N, C, H, W) and (N,)")
-    if batch_size < 1:
-        raise UserError(f"batch size {batch_size} must be at least 1")
-    if not eps_values:
-        raise UserError("give at least one eps")
-    checked = [check_eps(e) for e in eps_values]
-    return list(dict.fromkeys(checked))  # dedupe, keep the user's order
 
 
-def cross_evaluate(models: dict[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
-                   eps_values: list[float], attack: str = "fgsm", batch_size: int = 500,
-                   device: torch.device | str = "cpu", progress: bool = True) -> CrossEvalResult:
+def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                   spec: EvalSpec, device: torch.device | str = "cpu", progress: bool = True) -> CrossEvalResult:
     """Craft `attack` on every model at every eps and record every model's prediction on
     every adversarial example (the N x N transfer matrix), plus clean predictions.
 
     Models are moved to `device` (in place, like `Module.to`) and run in eval mode; their
-    training flags and requires_grad flags are restored afterwards. eps is in [0, 1] pixel units."""
-    eps_values = _validate(models, images, labels, eps_values, batch_size)
+    training flags and requires_grad flags are restored afterwards. `spec` was validated when
+    built (eps in [0, 1] pixel units); `spec.limit` is applied by the caller that loads the data."""
+    _check_inputs(models, images, labels)
+    eps_values, attack, batch_size = list(spec.eps), spec.attack, spec.batch_size
     attack_fn = get_attack(attack)
     fast_fgsm = attack == "fgsm"
     device = torch.device(device)

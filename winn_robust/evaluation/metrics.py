@@ -1,8 +1,8 @@
 """The numbers of the WINN paper's Tables 2-4, computed from prediction arrays alone.
 
 Everything here takes integer predictions and labels (never models), so every figure in a
-report can be recomputed by hand from `per_example.csv`. Definitions follow DESIGN.md
-"Conventions" exactly:
+report can be recomputed by hand from `per_example.csv`. Definitions follow
+docs/conventions.md exactly:
 
 - adversarial error of A = N_A / N, N_A = #A's own adversarial examples that A misclassifies
   (clean mistakes that stay wrong count);
@@ -13,8 +13,9 @@ report can be recomputed by hand from `per_example.csv`. Definitions follow DESI
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -45,6 +46,13 @@ class Rate:
             return cls(k, n, None, None, None)
         ci = binomtest(k, n).proportion_ci(CI_LEVEL, method="exact")
         return cls(k, n, k / n, float(ci.low), float(ci.high))
+
+    @property
+    def interval(self) -> tuple[float, float, float] | None:
+        """(value, low, high) when the rate is defined (n > 0), else None: one check covers all three."""
+        if self.value is None or self.low is None or self.high is None:
+            return None
+        return self.value, self.low, self.high
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,7 +2,7 @@
 1-d Wasserstein head (`critic`) that WINN/ICN training and synthesis use."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from winn_robust.errors import UserError
 from winn_robust.models.base import Classifier

@@ -1,8 +1,8 @@
 """The contract every architecture keeps: logits for attacks, logits plus critic score for WINN."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

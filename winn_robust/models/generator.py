@@ -5,6 +5,8 @@ size, tanh; every weight N(0, 0.1^2) and never trained. Its only job is to give 
 a structured, image-shaped starting point instead of i.i.d. noise."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +33,7 @@ class RandomGenerator(nn.Module):
         widths = [512, 256, 128, 64, channels]
         self.project = nn.Linear(NOISE_DIM, 512 * BASE_SIZE * BASE_SIZE)
         self.norms = nn.ModuleList(layer_norm(c) for c in widths[:-1])
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 5, padding=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 5, padding=2) for a, b in itertools.pairwise(widths))
         self.sizes = stage_sizes(height)
         for p in self.parameters():
             nn.init.normal_(p, 0.0, std)

@@ -1,12 +1,40 @@
-"""Every training hyper-parameter in one place; defaults are the WINN paper's (DESIGN.md)."""
+"""Every training hyper-parameter in one place; defaults are the WINN paper's (docs/conventions.md),
+and each has its help text here, next to it, for every command that exposes it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from winn_robust.errors import UserError
+from winn_robust.models import ARCHITECTURES
 
 METHODS = ("baseline", "icn", "winn")
+
+FIELD_HELP = {
+    "method": "baseline (CE only), icn (logistic introspective loss) or winn (Wasserstein)",
+    "arch": "vanilla, resnet20, resnet32, resnet44 or resnet56",
+    "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download)",
+    "epochs": "training epochs (paper: 200)",
+    "batch_size": "positives per batch; WINN pairs each with a same-label negative (paper: 100)",
+    "lr": "Adam learning rate (paper: 1e-3)",
+    "beta1": "Adam beta1 (paper: 0.0)",
+    "beta2": "Adam beta2 (paper: 0.9)",
+    "alpha": "weight of the introspective term (paper: 0.01)",
+    "gp_lambda": "gradient-penalty weight lambda (paper: 10)",
+    "negatives_per_class": "pseudo-negatives synthesized per class each epoch (paper: 100)",
+    "initial_negatives_per_class": "pool entries per class drawn from the frozen random generator",
+    "synthesis_lr": "Adam learning rate on the pixels during synthesis (paper: 0.02)",
+    "synthesis_beta1": "synthesis Adam beta1 (paper: 0.9)",
+    "synthesis_beta2": "synthesis Adam beta2 (paper: 0.9)",
+    "synthesis_max_steps": "step budget per synthesis batch (paper: 2000)",
+    "synthesis_tolerance": "stop when |mean f(x) - tau| <= this (paper: 1e-3)",
+    "synthesis_ce_weight": "weight of CE(target class) in the synthesis loss (paper: 0.5)",
+    "val_size": "validation images held out of training for model selection (paper: 5000; "
+                "capped at 10%% of the training set for small datasets)",
+    "train_limit": "use only the first N training images (quick runs)",
+    "seed": "seed for weights, shuffling, pools and synthesis",
+    "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
+}
 
 
 @dataclass
@@ -38,10 +66,9 @@ class TrainConfig:
     def introspective(self) -> bool:
         return self.method in ("icn", "winn")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        from winn_robust.models import ARCHITECTURES
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         positive = ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
@@ -59,10 +86,14 @@ class TrainConfig:
             raise UserError(f"--train-limit must be positive, got {self.train_limit}")
         return self
 
+    def with_method(self, method: str) -> TrainConfig:
+        """The same settings for another method (how `reproduce` trains every method alike)."""
+        return replace(self, method=method).validate()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

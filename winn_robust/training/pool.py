@@ -17,7 +17,7 @@ class NegativePool:
 
     @classmethod
     def from_generator(cls, generator: RandomGenerator, num_classes: int, per_class: int,
-                       rng: torch.Generator | None, device: torch.device) -> "NegativePool":
+                       rng: torch.Generator | None, device: torch.device) -> NegativePool:
         images = generator.sample(num_classes * per_class, rng, device)
         return cls(images.view(num_classes, per_class, *images.shape[1:]))
 

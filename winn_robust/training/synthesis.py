@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from winn_robust.models.base import Classifier, frozen_eval
+from winn_robust.models.generator import RandomGenerator
+from winn_robust.training.config import TrainConfig
 
 
 @dataclass
@@ -83,3 +85,29 @@ def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, ta
             steps += active
             bar.update(1)
     return SynthesisResult(x.detach().view(groups, per_group, *image_shape), steps, gap)
+
+
+def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device: torch.device) -> RandomGenerator:
+    """The frozen random generator, rebuilt from the seed alone (so `sample` can rebuild it)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 7919)
+        generator = RandomGenerator(image_shape)
+    return generator.to(device).eval()
+
+
+def synthesize_negatives(model: Classifier, generator: RandomGenerator, num_classes: int, per_class: int,
+                         tau_range: tuple[float, float], rng: torch.Generator, config: TrainConfig, *,
+                         max_steps: int | None = None, progress: bool = False,
+                         desc: str = "synthesis") -> SynthesisResult:
+    """The one synthesis entry point (trainer, `sample`, benchmarks): fresh generator images as
+    starts, one tau ~ U[tau_range] per class, then `synthesize` with the config's settings.
+    Draws from `rng` in that order (starts, then tau), so a seeded rng gives the same images."""
+    device = rng.device
+    start = generator.sample(num_classes * per_class, rng, device).view(num_classes, per_class, *generator.image_shape)
+    low, high = tau_range
+    tau = low + (high - low) * torch.rand(num_classes, generator=rng, device=device)
+    return synthesize(model, start, torch.arange(num_classes, device=device), tau, lr=config.synthesis_lr,
+                      betas=(config.synthesis_beta1, config.synthesis_beta2),
+                      max_steps=config.synthesis_max_steps if max_steps is None else max_steps,
+                      tolerance=config.synthesis_tolerance, ce_weight=config.synthesis_ce_weight,
+                      progress=progress, desc=desc)

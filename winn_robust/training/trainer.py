@@ -10,23 +10,26 @@ from __future__ import annotations
 import csv
 import platform
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-import winn_robust
 from winn_robust.checkpoint import read_checkpoint, save_checkpoint
 from winn_robust.errors import UserError
-from winn_robust.models import Classifier, RandomGenerator, build_model
+from winn_robust.images import save_image_grid
+from winn_robust.models import Classifier, build_model
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.losses import TERM_NAMES, LossTerms, baseline_loss, icn_loss, winn_loss
 from winn_robust.training.pool import NegativePool
-from winn_robust.training.synthesis import synthesize
+from winn_robust.training.synthesis import generator_for, synthesize_negatives
+from winn_robust.version import __version__
 
+BEST_NAME, LAST_NAME, METRICS_NAME = "best.pt", "last.pt", "metrics.csv"
 LOSS_LIMIT = 1e8
 CHECK_EVERY = 50  # steps between host-side finiteness checks
 METRIC_FIELDS = ("epoch", "method", "loss", "ce", "introspective", "wasserstein_estimate", "gradient_penalty",
@@ -66,13 +69,15 @@ class TrainResult:
     last_epoch: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def best_checkpoint(self) -> Path:
+        """Weights of the epoch with the lowest validation error (what reports evaluate)."""
+        return self.out_dir / BEST_NAME
 
-def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device: torch.device) -> RandomGenerator:
-    """The frozen random generator, rebuilt from the seed alone (so `sample` can rebuild it)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 7919)
-        generator = RandomGenerator(image_shape)
-    return generator.to(device).eval()
+    @property
+    def last_checkpoint(self) -> Path:
+        """The full training state of the last finished epoch (what --resume reads)."""
+        return self.out_dir / LAST_NAME
 
 
 def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
@@ -174,15 +179,10 @@ class Trainer:
         """New negatives for every class in one batch, started from fresh generator images."""
         cfg = self.config
         assert self.pool is not None and self.generator is not None
-        k, n = self.data.num_classes, cfg.negatives_per_class
-        start = self.generator.sample(k * n, self.rng, self.device).view(k, n, *self.data.image_shape)
         low, high = self.tau_range
-        tau = low + (high - low) * torch.rand(k, generator=self.rng, device=self.device)
-        result = synthesize(self.model, start, torch.arange(k, device=self.device), tau,
-                            lr=cfg.synthesis_lr, betas=(cfg.synthesis_beta1, cfg.synthesis_beta2),
-                            max_steps=cfg.synthesis_max_steps, tolerance=cfg.synthesis_tolerance,
-                            ce_weight=cfg.synthesis_ce_weight, progress=self.progress,
-                            desc=f"epoch {self.epoch} synthesize")
+        result = synthesize_negatives(self.model, self.generator, self.data.num_classes, cfg.negatives_per_class,
+                                      self.tau_range, self.rng, cfg, progress=self.progress,
+                                      desc=f"epoch {self.epoch} synthesize")
         self.pool.append(result.images)
         steps = result.steps.float()
         return {"tau_low": low, "tau_high": high, "synthesis_steps_mean": steps.mean().item(),
@@ -214,7 +214,7 @@ class Trainer:
                 "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
                 "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
                 "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
-                "winn_robust_version": winn_robust.__version__, "torch_version": str(torch.__version__),
+                "winn_robust_version": __version__, "torch_version": str(torch.__version__),
                 "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def save(self, row: dict[str, Any]) -> None:
@@ -228,8 +228,8 @@ class Trainer:
         if self.pool is not None:
             state["pool"] = self.pool.images.detach().cpu()
         if improved:
-            save_checkpoint(self.out_dir / "best.pt", self.model, {**metadata, "role": "best"})
-        save_checkpoint(self.out_dir / "last.pt", self.model, {**metadata, "role": "last"}, **state)
+            save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
+        save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"}, **state)
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, map_location=self.device)
@@ -248,11 +248,12 @@ class Trainer:
             self.pool = NegativePool(payload["pool"].to(self.device))
         self.epoch = int(meta["epoch"])
         self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
-        self.tau_range = tuple(meta["tau_range"])  # type: ignore[assignment]
+        low, high = meta["tau_range"]
+        self.tau_range = (float(low), float(high))
 
     # ---- outputs -----------------------------------------------------------------------
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        path = self.out_dir / "metrics.csv"
+        path = self.out_dir / METRICS_NAME
         tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
@@ -263,8 +264,6 @@ class Trainer:
     def save_negatives_grid(self) -> None:
         if self.pool is None:
             return
-        from winn_robust.plots import save_image_grid
-
         per_class = min(10, self.config.negatives_per_class)
         newest = self.pool.newest(per_class).reshape(-1, *self.data.image_shape)
         save_image_grid(newest, self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png", nrow=per_class)
@@ -286,13 +285,14 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     trainer = Trainer(config, data, out_dir, torch.device(device), progress)
     rows: list[dict[str, Any]] = []
     if resume:
-        last = out_dir / "last.pt"
+        last = out_dir / LAST_NAME
         if not last.is_file():
             raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
         trainer.resume(last)
-        rows = read_metrics(out_dir / "metrics.csv", trainer.epoch)
+        rows = read_metrics(out_dir / METRICS_NAME, trainer.epoch)
     if trainer.epoch >= config.epochs:
-        raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); raise --epochs to train on")
+        raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); "
+                        "raise --epochs to train on")
     bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}", disable=not progress, unit="epoch")
     try:
         while trainer.epoch < config.epochs:

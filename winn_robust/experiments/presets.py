@@ -44,20 +44,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# The paper's published numbers (DESIGN.md), keyed by (dataset, arch, method): percentages of
-# clean error, FGSM adversarial error, correction rate by method, correction rate by baseline.
-PAPER_NUMBERS: dict[tuple[str, str, str], tuple[float, float, float | None, float | None]] = {
-    ("mnist", "vanilla", "baseline"): (0.89, 32.41, None, None),
-    ("mnist", "vanilla", "icn"): (0.81, 19.02, 52.58, 58.68),
-    ("mnist", "vanilla", "winn"): (0.67, 7.99, 90.00, 46.93),
-    ("mnist", "resnet32", "baseline"): (0.45, 11.28, None, None),
-    ("mnist", "resnet32", "winn"): (0.48, 2.05, 89.68, 43.69),
-    ("svhn", "resnet32", "baseline"): (4.64, 29.29, None, None),
-    ("svhn", "resnet32", "winn"): (4.50, 19.53, 74.39, 51.37),
-}
-
-
 def get_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def describe_presets() -> list[str]:
+    """Two lines a preset: its description, then its settings."""
+    lines = []
+    for name, preset in PRESETS.items():
+        lines.append(f"{name}: {preset['description']}")
+        lines.append("    " + ", ".join(f"{k}={v}" for k, v in preset.items() if k != "description"))
+    return lines

@@ -1,31 +1,30 @@
-"""Checkpoints in, reports out: load, check they are comparable, cross-evaluate on the TEST
-split, compute Tables 2-4, and write the reports with full provenance (which files, which
-data, which eps in which unit, which software, which device)."""
+"""`winn-robust attack`: checkpoints in, reports out. Load, check they are comparable,
+cross-evaluate on the TEST split, compute Tables 2-4, and write the reports with full
+provenance (which files, which data, which eps in which unit, which software, which device)."""
 from __future__ import annotations
 
-import platform
 import re
-import shlex
-import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import winn_robust
 from winn_robust.attacks import get_attack
-from winn_robust.attacks.registry import check_eps
 from winn_robust.checkpoint import file_sha256, load_checkpoint
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
+from winn_robust.environment import device_description, software_versions
 from winn_robust.errors import UserError
 from winn_robust.evaluation.harness import cross_evaluate
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
-from winn_robust.reporting import EPS_UNIT, write_reports
+from winn_robust.evaluation.spec import EvalSpec
+from winn_robust.reporting.files import write_reports
+from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
+from winn_robust.units import EPS_UNIT
 
 SPLIT = "test"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+()-]")
@@ -65,23 +64,6 @@ def check_comparable(paths: list[Path], metadatas: list[dict[str, Any]]) -> None
                 "data; compare only models trained on the same dataset")
 
 
-def software_versions() -> dict[str, str]:
-    versions = {"winn_robust": winn_robust.__version__, "python": platform.python_version()}
-    for package in ("torch", "torchvision", "foolbox", "numpy", "scipy", "pandas"):
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    versions["cuda"] = str(torch.version.cuda)
-    return versions
-
-
-def device_description(device: torch.device) -> dict[str, str]:
-    if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "index": str(device.index or 0)}
-    return {"type": device.type, "name": platform.processor() or platform.machine() or device.type}
-
-
 def _checkpoint_provenance(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, (str, int, float, bool)) or value is None:
@@ -96,12 +78,10 @@ def _checkpoint_provenance(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "seed": meta.get("seed"), "metadata": plain(meta)}
 
 
-def write_figures(out_dir: Path, metrics: Metrics, networks: dict[str, torch.nn.Module], images: torch.Tensor,
+def write_figures(out_dir: Path, metrics: Metrics, networks: Mapping[str, torch.nn.Module], images: torch.Tensor,
                   labels: torch.Tensor, attack: str) -> dict[str, Path]:
     """error_vs_eps.png (when there are several eps) and adversarial_examples.png (a few
     images attacked on every model at the largest eps)."""
-    from winn_robust.plots import plot_adversarial_examples, plot_error_vs_eps
-
     files = {}
     if len(metrics.by_eps) > 1:
         files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png")
@@ -112,23 +92,17 @@ def write_figures(out_dir: Path, metrics: Metrics, networks: dict[str, torch.nn.
     return files
 
 
-def evaluate_checkpoints(baseline: Path, models: list[Path], eps_values: list[float], attack: str, out_dir: Path,
+def evaluate_checkpoints(baseline: Path, models: list[Path], spec: EvalSpec, out_dir: Path,
                          data: str | None = None, data_dir: Path | None = None, download: bool = False,
-                         limit: int | None = None, batch_size: int = 500, device: str = "auto",
-                         progress: bool = True, plots: bool = True) -> dict[str, Any]:
-    """Evaluate `baseline` and `models` against `attack` at every eps ([0, 1] pixel units) on the
-    first `limit` test images, and write table.md / table.csv / results.json / per_example.csv
-    (plus PNG figures when `plots`) to out_dir.
+                         device: str = "auto", progress: bool = True, plots: bool = True,
+                         command: str | None = None) -> dict[str, Any]:
+    """Evaluate `baseline` and `models` as `spec` says (eps in [0, 1] pixel units) on the first
+    `spec.limit` test images, and write table.md / table.csv / results.json / per_example.csv
+    (plus PNG figures when `plots`) to out_dir. `command` is recorded as the provenance.
 
     Returns {"names", "result" (CrossEvalResult), "metrics" (Metrics), "provenance", "files"}."""
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
-    if not eps_values:
-        raise UserError("give at least one eps")
-    eps_values = list(dict.fromkeys(check_eps(e) for e in eps_values))
-    get_attack(attack)  # unknown attack: fail before loading anything
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit} must be at least 1")
     dev = resolve_device(device)
 
     paths, seen = [], set()
@@ -148,21 +122,22 @@ def evaluate_checkpoints(baseline: Path, models: list[Path], eps_values: list[fl
     if tuple(dataset.image_shape) != image_shape or dataset.num_classes != num_classes:
         raise UserError(f"dataset {dataset_name} has images {list(dataset.image_shape)} and {dataset.num_classes} classes, "
                         f"but the checkpoints expect {list(image_shape)} and {num_classes}")
-    images, labels = dataset.test_images[:limit], dataset.test_labels[:limit]
+    images, labels = dataset.test_images[:spec.limit], dataset.test_labels[:spec.limit]
 
     names = model_names(metadatas, paths)
     networks = {name: model for name, (model, _) in zip(names, loaded)}
-    result = cross_evaluate(networks, images, labels, eps_values, attack=attack, batch_size=batch_size,
-                            device=dev, progress=progress)
+    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress)
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline=names[0])
     provenance = {
-        "command": shlex.join(sys.argv), "command_timestamp": timestamp,
+        "command": command, "command_timestamp": timestamp,
         "wall_time_s": round(time.perf_counter() - started, 3),
-        "dataset": dataset_name, "split": SPLIT, "n": result.n, "limit": limit,
-        "eps": eps_values, "eps_unit": EPS_UNIT, "attack": attack, "baseline": names[0], "batch_size": batch_size,
+        "dataset": dataset_name, "split": SPLIT, "n": result.n, "limit": spec.limit,
+        "eps": list(spec.eps), "eps_unit": EPS_UNIT, "attack": spec.attack, "baseline": names[0],
+        "batch_size": spec.batch_size,
         "models": {name: _checkpoint_provenance(path, meta) for name, path, meta in zip(names, paths, metadatas)},
         "versions": software_versions(), "device": device_description(dev)}
     files = write_reports(out_dir, result, metrics, provenance)
     if plots:
-        files.update(write_figures(Path(out_dir), metrics, networks, images[:8].to(dev), labels[:8].to(dev), attack))
+        files.update(write_figures(Path(out_dir), metrics, networks, images[:8].to(dev), labels[:8].to(dev),
+                                   spec.attack))
     return {"names": names, "result": result, "metrics": metrics, "provenance": provenance, "files": files}

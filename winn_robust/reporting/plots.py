@@ -1,34 +1,21 @@
-"""PNG figures: adversarial error vs eps with 95% CI bands, adversarial-example grids, and the
-image-grid helper the trainer uses for pseudo-negatives.
+"""PNG figures of a report: adversarial error vs eps with 95% CI bands, adversarial-example grids.
 
 Uses matplotlib's object API with the Agg canvas (never pyplot), so importing this module
 never changes the process-wide backend or needs a display."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
-from winn_robust.reporting import PIXEL_UNITS
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """Model inputs in [-1, 1] -> displayable [0, 1] (u = (x + 1) / 2)."""
-    return ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10) -> Path:
-    """Save a batch of [-1, 1] images (N, C, H, W) as one PNG grid, `nrow` images per row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_unit_range(images), path, nrow=nrow, padding=2, pad_value=1.0)
-    return path
+from winn_robust.images import to_unit_range
+from winn_robust.units import PIXEL_UNITS
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -45,13 +32,13 @@ def plot_error_vs_eps(sweep_metrics: Metrics, path: str | Path, title: str | Non
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     for name in sweep_metrics.models:
-        rates = [sweep_metrics.by_eps[e].models[name].adv_error for e in eps_values]
-        defined = [(e, r) for e, r in zip(eps_values, rates) if r.value is not None]
+        intervals = [(e, sweep_metrics.by_eps[e].models[name].adv_error.interval) for e in eps_values]
+        defined = [(e, iv) for e, iv in intervals if iv is not None]
         if not defined:
             continue
         xs = [e for e, _ in defined]
-        line, = ax.plot(xs, [100 * r.value for _, r in defined], marker="o", label=name)
-        ax.fill_between(xs, [100 * r.low for _, r in defined], [100 * r.high for _, r in defined],
+        line, = ax.plot(xs, [100 * iv[0] for _, iv in defined], marker="o", label=name)
+        ax.fill_between(xs, [100 * iv[1] for _, iv in defined], [100 * iv[2] for _, iv in defined],
                         color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel(f"eps, {PIXEL_UNITS}")
     ax.set_ylabel("adversarial error (%), 95% CI")

@@ -1,0 +1,2 @@
+"""Orchestration above training and evaluation: `attack` (checkpoints -> report) and
+`reproduce` (preset -> trained models -> report)."""

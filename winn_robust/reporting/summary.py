@@ -1,0 +1,64 @@
+"""summary.md of a `reproduce` run: the command, the machine, stage timings, and our headline
+numbers beside the paper's (Tables 2-4) where the paper has this dataset and architecture."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from winn_robust.evaluation.metrics import Metrics, Rate
+from winn_robust.paper import PAPER_NUMBERS
+
+
+@dataclass(frozen=True)
+class RunDescription:
+    """What a summary says about the run that produced the report."""
+    preset: str
+    command: str
+    machine: str
+    data: str
+    arch: str
+    epochs: int
+    eps: Sequence[float]
+    sweep: Sequence[float]
+
+
+def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], methods: list[str]) -> list[str]:
+    """Our headline numbers beside the paper's, where the paper has this dataset and arch."""
+    eps = run.eps[0]
+    lines = [f"| model | ours: clean | paper: clean | ours: adv. error (eps {eps:g}) | paper: adv. error | "
+             "ours: corr. by method | paper | ours: corr. by baseline | paper |", "|---" * 9 + "|"]
+
+    def pct(rate: Rate | None) -> str:
+        return "n/a" if rate is None or rate.value is None else f"{100 * rate.value:.2f}%"
+
+    def paper(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}%"
+
+    for name, method in zip(names, methods):
+        row = metrics.by_eps[eps].models[name]
+        ref = PAPER_NUMBERS.get((run.data, run.arch, method)) or (None, None, None, None)
+        lines.append(f"| {name} | {pct(row.clean_error)} | {paper(ref[0])} | {pct(row.adv_error)} | {paper(ref[1])} | "
+                     f"{pct(row.correction_by_method) if method != 'baseline' else '-'} | {paper(ref[2])} | "
+                     f"{pct(row.correction_by_baseline) if method != 'baseline' else '-'} | {paper(ref[3])} |")
+    if not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
+        lines.append("")
+        lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
+    return lines
+
+
+def write_summary(out: Path, run: RunDescription, timings: dict[str, float], metrics: Metrics,
+                  names: list[str], methods: list[str]) -> Path:
+    lines = [f"# winn-robust reproduce: preset `{run.preset}`", "",
+             f"- command: `{run.command}`", f"- machine: {run.machine}",
+             f"- data: {run.data}, arch {run.arch}, methods {', '.join(methods)}, "
+             f"{run.epochs} epochs; test images N = {metrics.n}",
+             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
+             f"sweep {list(run.sweep)}",
+             "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",
+             "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
+             "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
+             ""]
+    path = Path(out) / "summary.md"
+    path.write_text("\n".join(lines))
+    return path

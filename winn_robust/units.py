@@ -1,0 +1,64 @@
+"""The conventions every number in winn-robust rests on, in one place (docs/conventions.md).
+
+- Pixels: models see images in [-1, 1] (x = 2u - 1 for pixels u in [0, 1]).
+- Epsilon: users give eps in [0, 1] pixel units, the unit of every attack library and paper;
+  a budget of eps is a step of ``MODEL_SCALE * eps`` (= 2 eps) in model space.
+
+Everything else imports these names instead of re-deriving ``2 * eps`` or the bounds."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from winn_robust.errors import UserError
+
+MODEL_LOW, MODEL_HIGH = -1.0, 1.0          # the pixel box the models see
+MODEL_BOUNDS = (MODEL_LOW, MODEL_HIGH)
+MODEL_SCALE = MODEL_HIGH - MODEL_LOW       # [0, 1] pixel units -> model units
+PIXEL_UNITS = "[0, 1] pixel units"
+EPS_UNIT = f"{PIXEL_UNITS} (model inputs in [-1, 1]; model-space step 2*eps)"
+PAPER_MNIST_EPS = 0.125
+
+
+def eps_to_model(eps: float) -> float:
+    """An L-inf budget in pixel units as a distance in model space."""
+    return MODEL_SCALE * eps
+
+
+def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> [-1, 1] model inputs (x = 2u - 1); a new tensor."""
+    return pixels * MODEL_SCALE + MODEL_LOW
+
+
+def to_pixel_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] model inputs -> [0, 1] pixels (u = (x + 1) / 2); a new tensor."""
+    return (images - MODEL_LOW) / MODEL_SCALE
+
+
+def check_eps(eps: float) -> float:
+    """eps is in [0, 1] pixel units; anything else is almost surely a unit mistake."""
+    eps = float(eps)
+    if not 0.0 <= eps <= 1.0:
+        raise UserError(f"eps {eps} is outside [0, 1]; eps is in [0, 1] pixel units "
+                        f"(the paper's MNIST value is {PAPER_MNIST_EPS})")
+    return eps
+
+
+def parse_eps(values: Iterable[str | float]) -> list[float]:
+    """eps values as the user typed them (repeated and/or comma-separated), checked, de-duplicated
+    in the user's order. At least one is required."""
+    eps: list[float] = []
+    for value in values:
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            try:
+                eps.append(check_eps(float(part)))
+            except ValueError:
+                raise UserError(f"--eps {part!r} is not a number; give eps in [0, 1] pixel units, "
+                                f"e.g. --eps {PAPER_MNIST_EPS}") from None
+    if not eps:
+        raise UserError(f"give at least one --eps, in [0, 1] pixel units (e.g. --eps {PAPER_MNIST_EPS})")
+    return sorted(set(eps), key=eps.index)
+
