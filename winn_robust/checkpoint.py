@@ -20,20 +20,13 @@ from winn_robust.errors import UserError
 from winn_robust.models import Classifier, build_model
 
 FORMAT = "winn-robust-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.pt
 REQUIRED_METADATA = ("arch", "dataset", "image_shape", "num_classes", "method")
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any], **state: Any) -> None:
-    """Atomically write weights + metadata (+ optional training state such as optimizer, pool, rng)."""
-    missing = [k for k in REQUIRED_METADATA if k not in metadata]
-    if missing:
-        raise ValueError(f"checkpoint metadata lacks {missing}")
-    # a JSON round trip keeps metadata to plain types, which weights_only loading accepts
-    plain_metadata = json.loads(json.dumps(metadata, default=str))
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": plain_metadata,
-               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    payload.update(state)
+def atomic_save(payload: Any, path: str | Path) -> int:
+    """torch.save to a temporary file beside `path`, fsync, then rename over it: a kill at any
+    moment leaves either the old file or the new one, never half of one. Returns the bytes written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,23 +35,44 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+            size = handle.tell()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return size
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any], **state: Any) -> int:
+    """Atomically write weights + metadata (+ optional training state such as optimizer, rng);
+    returns the bytes written."""
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {missing}")
+    # a JSON round trip keeps metadata to plain types, which weights_only loading accepts
+    plain_metadata = json.loads(json.dumps(metadata, default=str))
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": plain_metadata,
+               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    payload.update(state)
+    return atomic_save(payload, path)
+
+
+def load_tensors(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """torch.load with weights_only=True (never runs pickled code); a damaged file is one UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist; pass the .pt file written by `winn-robust train`")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {path} is unreadable (truncated or not a winn-robust {what}: {reason[:120]}); "
+                        "re-run training or pick another file") from None
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw payload, validated; every failure is one UserError line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the .pt file written by `winn-robust train`")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} is unreadable (truncated or not a winn-robust checkpoint: {reason[:120]}); "
-                        "re-run training or pick another file") from None
+    payload = load_tensors(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a winn-robust checkpoint; pass a .pt file written by `winn-robust train`")
     if payload.get("format_version", 0) > FORMAT_VERSION:

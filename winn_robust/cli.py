@@ -38,21 +38,25 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def add_train_parser(sub: Any) -> None:
     parser = sub.add_parser("train", help="train one model (baseline, ICN or WINN)",
-                            description="Train one model. Every default is the WINN paper's value.")
+                            description="Train one model. Every default is the WINN paper's value. With --resume the "
+                                        "run's saved settings are restored: give only --epochs (a flag given with "
+                                        "another value than the run's is refused).")
     defaults = TrainConfig()
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.name == "data":
-            add_data_options(parser, required=True)
+            add_data_options(parser)
             continue
+        # default None: the command must know which settings the user gave (--resume restores the rest)
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=FIELD_HELP[field.name])
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
             kind = int if field.name in ("train_limit",) else type(default)
-            parser.add_argument(flag, type=kind, default=default, help=f"{FIELD_HELP[field.name]} [default: {default}]")
-    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
+            parser.add_argument(flag, type=kind, default=None, help=f"{FIELD_HELP[field.name]} [default: {default}]")
+    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/last.pt exactly where it stopped, with the run's own settings")
     add_common_options(parser)
 
 

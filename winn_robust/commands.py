@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import torch
 
-from winn_robust.checkpoint import load_checkpoint
+from winn_robust.checkpoint import load_checkpoint, read_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.evaluation.spec import EvalSpec
@@ -20,14 +20,30 @@ from winn_robust.reporting.files import rebuild_tables
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
+from winn_robust.training.trainer import LAST_NAME, check_same_settings
 from winn_robust.units import parse_eps
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The settings given on the command line; with --resume, the run's saved settings with the
+    given ones on top (the trainer then refuses any that differ from the run's)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.resume:
+        last = args.out / LAST_NAME
+        if not last.is_file():
+            raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
+        meta = read_checkpoint(last)["metadata"]
+        config = TrainConfig.from_dict({**meta.get("hparams", {}), **given}).validate()
+        check_same_settings(last, meta, config)  # before loading any data
+        return config
+    if "data" not in given:
+        raise UserError("train needs --data (mnist, svhn, fashion-mnist, cifar10 or digits)")
+    return TrainConfig(**given).validate()
+
+
 def run_train(args: argparse.Namespace) -> None:
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
+    config = train_config(args)
     device = resolve_device(args.device)
-    if args.resume and not (args.out / "last.pt").is_file():
-        raise UserError(f"--resume: no {args.out / 'last.pt'} to resume from; run without --resume to start fresh")
     data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
                            config.train_limit, device)
     print(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "

@@ -135,7 +135,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     timings["attack + evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     run = RunDescription(preset=settings.preset, command=settings.command, machine=machine_description(device),
-                         data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep)
+                         data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
+                         train_size=len(data.train_images), val_size=len(data.val_images))
     summary = write_summary(out, run, timings, evaluation["metrics"], evaluation["names"], methods)
     print((out / "table.md").read_text())
     print(f"report: {out}/ (summary.md, table.md, table.csv, results.json, per_example.csv, plots); "

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+CRITIC_INIT_STD = 0.02
+
 
 class Classifier(nn.Module):
     """A classifier whose `forward` gives logits and whose `critic` head (10 -> 1 linear on the
@@ -17,6 +19,9 @@ class Classifier(nn.Module):
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.critic = nn.Linear(num_classes, 1)
+        # the official code's `linear(..., 'wass')`: weights N(0, 0.02^2), bias 0
+        nn.init.normal_(self.critic.weight, 0.0, CRITIC_INIT_STD)
+        nn.init.zeros_(self.critic.bias)
 
     def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, f) in one pass: f is the critic on the logits, shape (N,)."""

@@ -21,6 +21,8 @@ class RunDescription:
     epochs: int
     eps: Sequence[float]
     sweep: Sequence[float]
+    train_size: int = 0
+    val_size: int = 0
 
 
 def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], methods: list[str]) -> list[str]:
@@ -53,6 +55,8 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              f"- command: `{run.command}`", f"- machine: {run.machine}",
              f"- data: {run.data}, arch {run.arch}, methods {', '.join(methods)}, "
              f"{run.epochs} epochs; test images N = {metrics.n}",
+             f"- split: {run.train_size:,} training / {run.val_size:,} validation images (a seeded random split of the "
+             f"dataset's training set; the test set is only evaluated)",
              f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
              f"sweep {list(run.sweep)}",
              "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",

@@ -7,6 +7,7 @@ from typing import Any
 
 from winn_robust.errors import UserError
 from winn_robust.models import ARCHITECTURES
+from winn_robust.models.generator import GENERATOR_INITS
 
 METHODS = ("baseline", "icn", "winn")
 
@@ -33,6 +34,9 @@ FIELD_HELP = {
                 "capped at 10%% of the training set for small datasets)",
     "train_limit": "use only the first N training images (quick runs)",
     "seed": "seed for weights, shuffling, pools and synthesis",
+    "generator_init": "the frozen random generator's initialisation: official (conv/linear weights std 0.1, "
+                      "biases 0, layer-norm gain 1: diverse starts) or legacy (every parameter N(0, 0.1^2), "
+                      "winn-robust 0.1: nearly identical starts)",
     "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
 }
 
@@ -60,6 +64,7 @@ class TrainConfig:
     val_size: int = 5000
     train_limit: int | None = None
     seed: int = 0
+    generator_init: str = "official"
     amp: bool = False
 
     @property
@@ -71,6 +76,8 @@ class TrainConfig:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.generator_init not in GENERATOR_INITS:
+            raise UserError(f"unknown --generator-init {self.generator_init!r}; choose one of {', '.join(GENERATOR_INITS)}")
         positive = ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
                     "synthesis_lr", "synthesis_max_steps", "val_size")
         for name in positive:

@@ -1,12 +1,23 @@
-"""Class-conditional pools of pseudo-negatives, kept on the training device.
+"""Class-conditional pools of pseudo-negatives, kept on the training device, and their files.
 
-Stored as one tensor (classes, per_class, C, H, W): every class grows by the same count each
-epoch, so a same-label negative for every positive is one gather, with no host round trip."""
+Stored in memory as one tensor (classes, per_class, C, H, W): every class grows by the same
+count each epoch, so a same-label negative for every positive is one gather, with no host
+round trip. On disk the pool is one file per epoch's new entries (`pool/epoch_NNN.pt`, epoch 0
+= the generator's initial images), each written atomically: an epoch writes only what it adds,
+and `last.pt` lists (with sha256) the files that belong to it, so a resume reads exactly the
+pool of the last finished epoch, even after a kill in the middle of a save."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from winn_robust.checkpoint import atomic_save, file_sha256, load_tensors
+from winn_robust.errors import UserError
 from winn_robust.models.generator import RandomGenerator
+
+POOL_DIR = "pool"
 
 
 class NegativePool:
@@ -43,3 +54,26 @@ class NegativePool:
 
     def newest(self, n: int) -> torch.Tensor:
         return self.images[:, -n:]
+
+
+def save_pool_part(run_dir: Path, epoch: int, images: torch.Tensor) -> tuple[dict[str, Any], int]:
+    """Write one epoch's new negatives (classes, n, C, H, W) atomically; return the record
+    `last.pt` keeps for it and the bytes written."""
+    name = f"{POOL_DIR}/epoch_{epoch:03d}.pt"
+    size = atomic_save({"epoch": epoch, "images": images.detach().cpu().contiguous()}, run_dir / name)
+    return {"file": name, "epoch": epoch, "per_class": int(images.shape[1]), "sha256": file_sha256(run_dir / name)}, size
+
+
+def load_pool(run_dir: Path, records: list[dict[str, Any]], device: torch.device) -> NegativePool:
+    """The pool of the epoch whose `last.pt` lists `records`, checked file by file."""
+    parts = []
+    for record in records:
+        path = run_dir / record["file"]
+        if not path.is_file():
+            raise UserError(f"cannot resume: {path} (pseudo-negatives of epoch {record['epoch']}) is missing; "
+                            "restore it or start the run afresh in a new --out")
+        if file_sha256(path) != record["sha256"]:
+            raise UserError(f"cannot resume: {path} differs from the file last.pt recorded (sha256 mismatch); "
+                            "restore the run's own pool files or start afresh in a new --out")
+        parts.append(load_tensors(path, device, what="pool file")["images"])
+    return NegativePool(torch.cat(parts, dim=1))

@@ -7,13 +7,16 @@ Starting from the frozen random generator's images, Adam on the pixels minimises
 All classes are synthesized as ONE batch of groups (one group = one class's new negatives,
 with its own tau). Adam keeps per-pixel state and the group losses share no pixels, so one
 optimizer over the batch takes exactly the steps separate per-class optimizers would; a
-group that reaches its tolerance is frozen where it stands while the others go on. The stop
-test runs on the device every step; the host looks only every `check_every` steps, to decide
+group that reaches its tolerance is frozen where it stands while the others go on. As in the
+official code every group takes at least one step, and the stop test runs after each step.
+The stop test runs on the device every step; the host looks only every `check_every` steps, to decide
 whether every group is done and to drop finished groups from the forward/backward pass
 (compaction: late steps cost only what the slow groups need).
 
 Synthesis always runs in float32: the stop test compares f with tau to 1e-3, and bfloat16
-autocast moved f by more than that in our check (see README, "Mixed precision")."""
+autocast moved f by more than that in our check (see README, "Mixed precision"). A non-finite
+critic score stops the synthesis with `SynthesisDiverged` (NaN would otherwise pass the stop
+test, since NaN > tolerance is false)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from tqdm.auto import tqdm
 from winn_robust.models.base import Classifier, frozen_eval
 from winn_robust.models.generator import RandomGenerator
 from winn_robust.training.config import TrainConfig
+from winn_robust.training.divergence import SynthesisDiverged
+from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
 
 @dataclass
@@ -55,14 +60,24 @@ def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, ta
         logits, f = model.score(batch)
         return logits.to(tau.dtype), f.to(tau.dtype).view(len(live), per_group)
 
+    first_bad = torch.full((), -1, dtype=torch.long, device=x.device)  # first step with a non-finite score
+
+    def raise_if_diverged() -> None:
+        if int(first_bad) >= 0:
+            bad_groups = (~torch.isfinite(gap)).nonzero().squeeze(1)
+            raise SynthesisDiverged(int(first_bad), [int(targets[g]) for g in bad_groups.tolist()])
+
     bar = tqdm(total=max_steps, desc=desc, leave=False, disable=not progress, unit="step")
     with frozen_eval(model), bar:
         for step in range(max_steps + 1):
             logits, f = score_live()
             live_gap = torch.where(active[live], (f.mean(dim=1) - tau[live]).abs().detach(), gap[live])
             gap = gap.index_copy(0, live, live_gap)
-            active = active & (gap > tolerance)
-            if step % check_every == 0:
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(live_gap).all(), step, first_bad)
+            if step > 0:  # the official loop tests after a step, never before the first one
+                active = active & (gap > tolerance)
+            if step % check_every == 0 or step == max_steps:
+                raise_if_diverged()
                 remaining = int(active.sum())
                 bar.set_postfix(active_groups=remaining)
                 if remaining == 0:
@@ -81,9 +96,10 @@ def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, ta
             optimizer.step()
             with torch.no_grad():
                 moving = active.repeat_interleave(per_group).view(-1, *pixel_dims)
-                x.copy_(torch.where(moving, x.clamp(-1.0, 1.0), before))
+                x.copy_(torch.where(moving, x.clamp(MODEL_LOW, MODEL_HIGH), before))
             steps += active
             bar.update(1)
+    raise_if_diverged()
     return SynthesisResult(x.detach().view(groups, per_group, *image_shape), steps, gap)
 
 
@@ -91,7 +107,7 @@ def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device
     """The frozen random generator, rebuilt from the seed alone (so `sample` can rebuild it)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 7919)
-        generator = RandomGenerator(image_shape)
+        generator = RandomGenerator(image_shape, init=config.generator_init)
     return generator.to(device).eval()
 
 

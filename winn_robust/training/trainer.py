@@ -4,10 +4,12 @@ Each epoch: a classification pass (positives; for ICN/WINN paired with same-labe
 from the pool), then for ICN/WINN a synthesis pass that appends new negatives per class,
 then validation. The validation split alone picks the best checkpoint; the trainer is never
 given the test set. `last.pt` holds everything needed to resume exactly (weights, optimizer,
-pool, RNG state); `best.pt` holds the weights with the lowest validation error."""
+RNG state, the settings and a fingerprint of the data, and the list of pool files under
+`pool/`, one per epoch); `best.pt` holds the weights with the lowest validation error."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import platform
 import time
 from collections.abc import Callable
@@ -19,27 +21,27 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from winn_robust.checkpoint import read_checkpoint, save_checkpoint
+from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from winn_robust.errors import UserError
 from winn_robust.images import save_image_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.training.config import TrainConfig
+from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
 from winn_robust.training.losses import TERM_NAMES, LossTerms, baseline_loss, icn_loss, winn_loss
-from winn_robust.training.pool import NegativePool
+from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
 from winn_robust.version import __version__
 
 BEST_NAME, LAST_NAME, METRICS_NAME = "best.pt", "last.pt", "metrics.csv"
-LOSS_LIMIT = 1e8
 CHECK_EVERY = 50  # steps between host-side finiteness checks
+# settings that may differ on --resume because they cannot change what the run computes
+RESUMABLE_CHANGES = ("epochs",)
 METRIC_FIELDS = ("epoch", "method", "loss", "ce", "introspective", "wasserstein_estimate", "gradient_penalty",
                  "train_error", "val_error", "tau_low", "tau_high", "synthesis_steps_mean", "synthesis_steps_max",
                  "synthesis_unconverged", "pool_size", "seconds_classification", "seconds_synthesis",
-                 "seconds_validation", "seconds_total", "negatives_per_second")
+                 "seconds_validation", "seconds_total", "negatives_per_second", "bytes_written")
 
-
-class TrainingDiverged(UserError):
-    """A NaN/Inf or exploding loss: the message names epoch, step and term."""
+__all__ = ["TrainData", "TrainResult", "Trainer", "TrainingDiverged", "train"]
 
 
 @dataclass
@@ -59,6 +61,14 @@ class TrainData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Enough to tell whether a resumed run sees the same split of the same data."""
+        digest = hashlib.sha256()
+        for tensor in (self.train_labels, self.val_labels, self.train_images[:256], self.val_images[:256]):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return {"dataset": self.dataset, "train_size": len(self.train_images), "val_size": len(self.val_images),
+                "sha256": digest.hexdigest()}
 
 
 @dataclass
@@ -92,18 +102,30 @@ def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, ba
     return wrong.item() / max(1, len(images))
 
 
-def check_finite(terms: list[torch.Tensor], first_step: int, epoch: int) -> None:
-    """One host sync per CHECK_EVERY steps; names the first bad step and term."""
-    if not terms:
-        return
-    block = torch.stack(terms)
-    bad = ~torch.isfinite(block) | (block.abs() > LOSS_LIMIT)
-    if bool(bad.any()):
-        row, col = (int(i) for i in bad.nonzero()[0])
-        value = block[row, col].item()
-        raise TrainingDiverged(f"training diverged at epoch {epoch}, step {first_step + row + 1}: "
-                               f"{TERM_NAMES[col]} = {value:.4g}; the last good checkpoint stays; "
-                               "try a lower --lr or --alpha")
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_same_settings(path: Path, meta: dict[str, Any], config: TrainConfig) -> None:
+    """--resume continues one run: every setting that changes what it computes must be the run's
+    own. Only `RESUMABLE_CHANGES` may differ."""
+    saved = TrainConfig.from_dict(meta.get("hparams", {})).to_dict()
+    for name, value in config.to_dict().items():
+        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
+            raise UserError(f"cannot resume: {path} was trained with {flag(name)} {saved.get(name)}, this run asks "
+                            f"for {flag(name)} {value}; resume with the run's own settings (only --epochs may change) "
+                            "or train into a new --out")
+
+
+def check_same_run(path: Path, meta: dict[str, Any], config: TrainConfig, data: TrainData) -> None:
+    """The run's own settings (`check_same_settings`) and the very data it trained on."""
+    check_same_settings(path, meta, config)
+    mine, theirs = data.fingerprint(), meta.get("data_fingerprint")
+    if theirs is not None and mine != theirs:
+        what = next((k for k in ("dataset", "train_size", "val_size") if mine[k] != theirs[k]), "sha256")
+        detail = f"{what} {theirs[what]} vs {mine[what]}" if what != "sha256" else "the same sizes but other images or labels"
+        raise UserError(f"cannot resume: the training data differs from the data {path} was trained on ({detail}); "
+                        "point --data-dir at the run's own dataset or train into a new --out")
 
 
 class Trainer:
@@ -127,6 +149,8 @@ class Trainer:
         self.best_val_error = float("inf")
         self.best_epoch = 0
         self.tau_range = (0.0, 0.0)
+        self.pool_files: list[dict[str, Any]] = []
+        self.new_negatives: torch.Tensor | None = None
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
     # ---- one epoch ---------------------------------------------------------------------
@@ -155,7 +179,7 @@ class Trainer:
             f_means.append(terms.f_pos_mean.float())
             wrong += (terms.logits_pos.detach().argmax(1) != labels).sum()
             if len(pending) == CHECK_EVERY or step == steps - 1:
-                check_finite(pending, step + 1 - len(pending), self.epoch)
+                check_finite(pending, TERM_NAMES, step + 1 - len(pending), self.epoch)
                 pending = []
                 bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
         means = (sums / steps).tolist()
@@ -180,10 +204,14 @@ class Trainer:
         cfg = self.config
         assert self.pool is not None and self.generator is not None
         low, high = self.tau_range
-        result = synthesize_negatives(self.model, self.generator, self.data.num_classes, cfg.negatives_per_class,
-                                      self.tau_range, self.rng, cfg, progress=self.progress,
-                                      desc=f"epoch {self.epoch} synthesize")
+        try:
+            result = synthesize_negatives(self.model, self.generator, self.data.num_classes, cfg.negatives_per_class,
+                                          self.tau_range, self.rng, cfg, progress=self.progress,
+                                          desc=f"epoch {self.epoch} synthesize")
+        except SynthesisDiverged as exc:
+            raise TrainingDiverged(f"training diverged at epoch {self.epoch}, {exc}; {ADVICE}") from None
         self.pool.append(result.images)
+        self.new_negatives = result.images
         steps = result.steps.float()
         return {"tau_low": low, "tau_high": high, "synthesis_steps_mean": steps.mean().item(),
                 "synthesis_steps_max": int(result.steps.max().item()),
@@ -193,6 +221,7 @@ class Trainer:
         self.epoch += 1
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": self.epoch, "method": self.config.method}
+        self.new_negatives = None
         row.update(self.classification_pass())
         t1 = time.perf_counter()
         if self.config.introspective:
@@ -217,35 +246,48 @@ class Trainer:
                 "winn_robust_version": __version__, "torch_version": str(torch.__version__),
                 "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    def save(self, row: dict[str, Any]) -> None:
+    def save(self, row: dict[str, Any]) -> int:
+        """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
+        so last.pt never lists a file that is not on disk). Returns the bytes written."""
         metadata = self.metadata(row)
         improved = row["val_error"] < self.best_val_error
         if improved:
             self.best_val_error, self.best_epoch = row["val_error"], self.epoch
-        metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error)
-        state = {"optimizer": self.optimizer.state_dict(), "rng_state": self.rng.get_state(),
-                 "cpu_rng_state": torch.get_rng_state()}
-        if self.pool is not None:
-            state["pool"] = self.pool.images.detach().cpu()
+        metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error,
+                        data_fingerprint=self.data.fingerprint())
+        written = 0
         if improved:
-            save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
-        save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"}, **state)
+            written += save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
+        if self.pool is not None:
+            if not self.pool_files:  # epoch 0: the generator's initial images
+                record, size = save_pool_part(self.out_dir, 0, self.pool.images[:, :self.config.initial_negatives_per_class])
+                self.pool_files.append(record)
+                written += size
+            if self.new_negatives is not None:
+                record, size = save_pool_part(self.out_dir, self.epoch, self.new_negatives)
+                self.pool_files.append(record)
+                written += size
+        state = {"optimizer": self.optimizer.state_dict(), "rng_state": self.rng.get_state(),
+                 "cpu_rng_state": torch.get_rng_state(), "pool_files": list(self.pool_files)}
+        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"}, **state)
+        return written
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, map_location=self.device)
         meta = payload["metadata"]
         if meta.get("role") != "last" or "optimizer" not in payload:
             raise UserError(f"{path} holds no training state; resume from the run's last.pt")
-        for key in ("method", "arch", "dataset"):
-            mine = getattr(self.config, key if key != "dataset" else "data")
-            if meta[key] != mine:
-                raise UserError(f"cannot resume: {path} was trained with {key} {meta[key]!r}, this run asks for {mine!r}")
+        if payload.get("format_version", 1) < FORMAT_VERSION:
+            raise UserError(f"cannot resume {path}: it was written by an older winn-robust whose pool format "
+                            "this version does not read; start the run afresh in a new --out")
+        check_same_run(path, meta, self.config, self.data)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.rng.set_state(payload["rng_state"].cpu())
         torch.set_rng_state(payload["cpu_rng_state"].cpu())
+        self.pool_files = list(payload.get("pool_files", []))
         if self.pool is not None:
-            self.pool = NegativePool(payload["pool"].to(self.device))
+            self.pool = load_pool(self.out_dir, self.pool_files, self.device)
         self.epoch = int(meta["epoch"])
         self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
         low, high = meta["tau_range"]
@@ -297,7 +339,7 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     try:
         while trainer.epoch < config.epochs:
             row = trainer.run_epoch()
-            trainer.save(row)
+            row["bytes_written"] = trainer.save(row)
             rows.append(row)
             trainer.write_metrics(rows)
             trainer.save_negatives_grid()
