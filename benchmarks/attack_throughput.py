@@ -121,9 +121,9 @@ def collect(clean: dict[str, list[torch.Tensor]], adv: dict[str, dict[str, list[
 # ----------------------------------------------------------------------------- the four pipelines
 def run_harness(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, eps: float,
                 batch_size: int) -> Preds:
-    spec = EvalSpec(eps=(eps,), attack="fgsm", batch_size=batch_size)
+    spec = EvalSpec.build((eps,), ["fgsm"], batch_size=batch_size, probes=False)
     result = cross_evaluate(models, images, labels, spec, device=images.device, progress=False)
-    return result.clean_preds, result.adv_preds[result.eps_values[0]]
+    return result.clean_preds, result.adv_preds[("fgsm", eps)]
 
 
 def fgsm_foolbox(model: nn.Module, device: torch.device) -> AttackFn:

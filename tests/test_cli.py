@@ -144,7 +144,7 @@ def test_truncated_checkpoint_is_one_line(capsys, tmp_path):
 
 def test_console_script_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "winn_robust.cli", "attack", "--baseline", str(tmp_path / "no.pt"),
-                           "--model", str(tmp_path / "no.pt"), "--eps", "0.1", "--out", str(tmp_path)],
+                           "--model", str(tmp_path / "other.pt"), "--eps", "0.1", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

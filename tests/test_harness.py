@@ -12,11 +12,12 @@ from winn_robust.attacks import get_attack
 from winn_robust.checkpoint import save_checkpoint
 from winn_robust.errors import UserError
 from winn_robust.evaluation import EvalSpec, compute_metrics, cross_evaluate
-from winn_robust.experiments.evaluate import evaluate_checkpoints, model_names
+from winn_robust.experiments.evaluate import evaluate_models, model_names
 from winn_robust.models import build_model
 
 SHAPE = (1, 8, 8)
 N = 24
+FGSM01 = ("fgsm", 0.1)
 
 
 def tiny_model(seed: int) -> torch.nn.Module:
@@ -42,12 +43,13 @@ def result(models, data):
 
 def test_shapes_and_dtypes(result):
     assert result.model_names == ["base", "winn"] and result.eps_values == [0.0, 0.1]
+    assert result.runs == [("fgsm", 0.0), ("fgsm", 0.1)]
     assert result.labels.dtype == np.int64 and result.labels.shape == (N,)
-    for eps in result.eps_values:
+    for run in result.runs:
         for s in result.model_names:
             for t in result.model_names:
-                assert result.adv_preds[eps][s][t].shape == (N,)
-                assert result.adv_preds[eps][s][t].dtype == np.int64
+                assert result.adv_preds[run][s][t].shape == (N,)
+                assert result.adv_preds[run][s][t].dtype == np.int64
 
 
 def test_clean_preds_are_argmax_of_the_model(models, data, result):
@@ -63,24 +65,24 @@ def test_adversarial_predictions_match_the_attack_called_directly(models, data, 
         adv = get_attack("fgsm")(model, images, labels, 0.1)
         with torch.no_grad():
             for target, other in models.items():
-                np.testing.assert_array_equal(result.adv_preds[0.1][source][target], other(adv).argmax(1).numpy())
+                np.testing.assert_array_equal(result.adv_preds[FGSM01][source][target], other(adv).argmax(1).numpy())
     # the attack did something: FGSM raises the model's own error on random data
-    assert (result.adv_preds[0.1]["base"]["base"] != result.labels).sum() > (result.clean_preds["base"] != result.labels).sum()
+    assert (result.adv_preds[FGSM01]["base"]["base"] != result.labels).sum() > (result.clean_preds["base"] != result.labels).sum()
 
 
 def test_eps_zero_adversarial_error_equals_clean_error(result):
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, "base")
     for name in result.model_names:
-        assert metrics.by_eps[0.0].models[name].adv_error == metrics.clean_error[name]
+        assert metrics.by_run[("fgsm", 0.0)].models[name].adv_error == metrics.clean_error[name]
         for source in result.model_names:
-            np.testing.assert_array_equal(result.adv_preds[0.0][source][name], result.clean_preds[name])
-    assert result.unchanged_images[0.0] == {"base": N, "winn": N}
-    assert result.unchanged_images[0.1]["base"] < N
+            np.testing.assert_array_equal(result.adv_preds[("fgsm", 0.0)][source][name], result.clean_preds[name])
+    assert result.unchanged_images[("fgsm", 0.0)] == {"base": N, "winn": N}
+    assert result.unchanged_images[FGSM01]["base"] < N
 
 
 def test_batch_size_does_not_change_results(models, data, result):
     other = cross_evaluate(models, *data, EvalSpec(eps=(0.0, 0.1), batch_size=N), progress=False)
-    assert other.adv_preds[0.1]["winn"]["base"].tolist() == result.adv_preds[0.1]["winn"]["base"].tolist()
+    assert other.adv_preds[FGSM01]["winn"]["base"].tolist() == result.adv_preds[FGSM01]["winn"]["base"].tolist()
     assert other.clean_preds["winn"].tolist() == result.clean_preds["winn"].tolist()
 
 
@@ -96,26 +98,40 @@ def test_flags_restored_and_no_weight_gradients(data):
 
 
 @pytest.mark.parametrize("eps", [-0.01, 1.5])
-def test_bad_eps_is_a_user_error(models, data, eps):
+def test_bad_eps_is_a_user_error(eps):
     with pytest.raises(UserError, match="pixel units"):
-        cross_evaluate(models, *data, EvalSpec(eps=(eps,)), progress=False)
+        EvalSpec(eps=(eps,))
 
 
-def test_unknown_attack_is_a_user_error(models, data):
+def test_unknown_attack_is_a_user_error():
     with pytest.raises(UserError, match="unknown attack"):
-        cross_evaluate(models, *data, EvalSpec(eps=(0.1,), attack="nope"), progress=False)
+        EvalSpec.build((0.1,), ["nope"])
 
 
 def test_foolbox_fgsm_gives_the_same_table(models, data, result):
-    fool = cross_evaluate(models, *data, EvalSpec(eps=(0.0, 0.1), attack="foolbox-fgsm", batch_size=10), progress=False)
+    fool = cross_evaluate(models, *data, EvalSpec.build((0.0, 0.1), ["foolbox-fgsm"], batch_size=10), progress=False)
     np.testing.assert_array_equal(fool.clean_preds["base"], result.clean_preds["base"])
     for eps in result.eps_values:
         for s in result.model_names:
             for t in result.model_names:
-                np.testing.assert_array_equal(fool.adv_preds[eps][s][t], result.adv_preds[eps][s][t])
-    ours = compute_metrics(result.labels, result.clean_preds, result.adv_preds, "base")
-    theirs = compute_metrics(fool.labels, fool.clean_preds, fool.adv_preds, "base")
-    assert ours == theirs
+                np.testing.assert_array_equal(fool.adv_preds[("foolbox-fgsm", eps)][s][t], result.adv_preds[("fgsm", eps)][s][t])
+
+
+def test_several_attacks_each_at_every_eps_with_subsets(models, data):
+    spec = EvalSpec.build((0.1, 0.0), ["fgsm", "pgd"], options={"pgd": {"steps": "5", "restarts": "1"}},
+                          batch_size=10, attack_limits={"pgd": 15})
+    both = cross_evaluate(models, *data, spec, progress=False)
+    assert both.runs == [("fgsm", 0.1), ("fgsm", 0.0), ("pgd", 0.1), ("pgd", 0.0)]
+    assert both.run_sizes[("pgd", 0.1)] == 15 and both.run_sizes[("fgsm", 0.1)] == N
+    metrics = compute_metrics(both.labels, both.clean_preds, both.adv_preds, "base")
+    robust = metrics.robust[0.1]
+    assert robust.n == 15 and robust.attacks == ("fgsm", "pgd")
+    for name in both.model_names:  # the worst case is at least as bad as every attack on the same images
+        fgsm_wrong = both.adv_preds[FGSM01][name][name][:15] != both.labels[:15]
+        pgd_wrong = both.adv_preds[("pgd", 0.1)][name][name] != both.labels[:15]
+        assert robust.error[name].k >= max(fgsm_wrong.sum(), pgd_wrong.sum())
+    assert both.loss_traces[("pgd", 0.1)]["base"][0]  # PGD reports its loss trace
+    assert set(both.probes) == {"base", "winn"} and both.probes["base"].n == 10
 
 
 # ----------------------------------------------------------------------------- checkpoints -> reports
@@ -125,11 +141,14 @@ def save(path: Path, seed: int, method: str, dataset: str = "digits") -> Path:
     return path
 
 
-def test_evaluate_checkpoints_end_to_end(tmp_path):
+def test_evaluate_models_end_to_end(tmp_path):
     base, winn = save(tmp_path / "base.pt", 0, "baseline"), save(tmp_path / "winn.pt", 1, "winn")
-    out = evaluate_checkpoints(base, [winn, base], EvalSpec(eps=(0.05, 0.125), limit=20, batch_size=8),
-                               tmp_path / "report", device="cpu", progress=False)
-    assert out["names"] == ["baseline", "winn"]  # baseline listed twice is evaluated once
+    with pytest.raises(UserError, match="given twice"):
+        evaluate_models([str(base), str(winn), str(base)], EvalSpec(eps=(0.1,)), None, device="cpu", progress=False)
+    report = evaluate_models([str(base), str(winn)], EvalSpec(eps=(0.05, 0.125), limit=20, batch_size=8),
+                             tmp_path / "report", device="cpu", progress=False)
+    out = {"names": report.names, "files": report.files, "metrics": report.metrics, "result": report.result}
+    assert out["names"] == ["baseline", "winn"]
     for name in ("table.md", "table.csv", "results.json", "per_example.csv", "error_vs_eps.png", "adversarial_examples.png"):
         assert out["files"][name].is_file() and out["files"][name].stat().st_size > 0
     assert out["files"]["error_vs_eps.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -147,7 +166,7 @@ def test_evaluate_checkpoints_end_to_end(tmp_path):
 def test_mismatched_datasets_are_a_user_error(tmp_path):
     base, other = save(tmp_path / "base.pt", 0, "baseline"), save(tmp_path / "other.pt", 1, "winn", dataset="mnist")
     with pytest.raises(UserError) as err:
-        evaluate_checkpoints(base, [other], EvalSpec(eps=(0.1,)), tmp_path / "r", progress=False, plots=False)
+        evaluate_models([str(base), str(other)], EvalSpec(eps=(0.1,)), tmp_path / "r", progress=False, plots=False)
     message = str(err.value)
     assert "base.pt" in message and "other.pt" in message and "digits" in message and "mnist" in message
     assert not (tmp_path / "r").exists()
@@ -156,7 +175,7 @@ def test_mismatched_datasets_are_a_user_error(tmp_path):
 def test_data_other_than_the_checkpoints_is_a_user_error(tmp_path):
     base = save(tmp_path / "base.pt", 0, "baseline")
     with pytest.raises(UserError, match="mnist"):
-        evaluate_checkpoints(base, [], EvalSpec(eps=(0.1,)), tmp_path / "r", data="mnist", progress=False)
+        evaluate_models([str(base)], EvalSpec(eps=(0.1,)), tmp_path / "r", data="mnist", progress=False)
 
 
 def test_model_names_are_unique_and_readable():

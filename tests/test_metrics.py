@@ -25,11 +25,14 @@ def preds(wrong: set[int]) -> np.ndarray:
 #   on robust's adv:        base {0, 1}            meth {1, 2, 3}          robust {}
 # Clean mistakes 0, 1 (base) and 1, 2, 3 (meth) stay wrong and count as adversarial mistakes.
 CLEAN = {"base": preds({0, 1}), "meth": preds({1, 2, 3}), "robust": preds(set())}
-ADV = {0.125: {
+ADV = {("fgsm", 0.125): {
     "base": {"base": preds({0, 1, 4, 5, 6, 7}), "meth": preds({1, 5}), "robust": preds(set())},
     "meth": {"base": preds({1, 2, 9}), "meth": preds({1, 2, 3, 8}), "robust": preds(set())},
     "robust": {"base": preds({0, 1}), "meth": preds({1, 2, 3}), "robust": preds(set())},
 }}
+
+
+RUN = ("fgsm", 0.125)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def test_clean_error_and_clean_mcnemar(metrics):
 
 
 def test_adversarial_error_counts_clean_mistakes_that_stay_wrong(metrics):
-    rows = metrics.by_eps[0.125].models
+    rows = metrics.by_run[RUN].models
     # N_base = |{0,1,4,5,6,7}| = 6 -> 0.6 (clean mistakes 0 and 1 included)
     assert (rows["base"].adv_error.k, rows["base"].adv_error.n, rows["base"].adv_error.value) == (6, 10, 0.6)
     # N_meth = |{1,2,3,8}| = 4 -> 0.4
@@ -66,19 +69,19 @@ def test_adversarial_error_counts_clean_mistakes_that_stay_wrong(metrics):
 
 
 def test_correction_rates_by_hand(metrics):
-    meth = metrics.by_eps[0.125].models["meth"]
+    meth = metrics.by_run[RUN].models["meth"]
     # by method, on base's adv: N_{base and meth} = |{0,1,4,5,6,7} & {1,5}| = 2 -> 1 - 2/6 = 4/6
     assert (meth.correction_by_method.k, meth.correction_by_method.n) == (4, 6)
     assert meth.correction_by_method.value == pytest.approx(4 / 6)
     # by baseline, on meth's adv: N_{meth and base} = |{1,2,3,8} & {1,2,9}| = 2 -> 1 - 2/4 = 0.5
     assert (meth.correction_by_baseline.k, meth.correction_by_baseline.n) == (2, 4)
     assert meth.correction_by_baseline.value == pytest.approx(0.5)
-    base = metrics.by_eps[0.125].models["base"]
+    base = metrics.by_run[RUN].models["base"]
     assert base.correction_by_method is None and base.correction_by_baseline is None and base.mcnemar_adv is None
 
 
 def test_zero_denominator_gives_none_not_a_crash(metrics):
-    robust = metrics.by_eps[0.125].models["robust"]
+    robust = metrics.by_run[RUN].models["robust"]
     # robust never errs on its own adv: N_robust = 0 -> correction by baseline undefined
     assert robust.correction_by_baseline.n == 0
     assert robust.correction_by_baseline.value is None
@@ -89,7 +92,7 @@ def test_zero_denominator_gives_none_not_a_crash(metrics):
 
 
 def test_adversarial_mcnemar_pairs_own_adversarial_examples(metrics):
-    test = metrics.by_eps[0.125].models["meth"].mcnemar_adv
+    test = metrics.by_run[RUN].models["meth"].mcnemar_adv
     # base wrong on own adv {0,1,4,5,6,7}, meth wrong on own adv {1,2,3,8}
     # b = {0,4,5,6,7} = 5, c = {2,3,8} = 3; p = 2 * (1 + 8 + 28 + 56) / 256 = 186/256
     assert (test.b, test.c) == (5, 3)
@@ -97,7 +100,7 @@ def test_adversarial_mcnemar_pairs_own_adversarial_examples(metrics):
 
 
 def test_transfer_and_correction_matrices(metrics):
-    at = metrics.by_eps[0.125]
+    at = metrics.by_run[RUN]
     assert at.transfer_error["meth"]["base"].value == pytest.approx(0.3)  # base on meth's adv: {1, 2, 9}
     assert at.transfer_error["base"]["meth"].value == pytest.approx(0.2)  # meth on base's adv: {1, 5}
     for name in metrics.models:
@@ -108,10 +111,11 @@ def test_transfer_and_correction_matrices(metrics):
 
 def test_empty_test_set_is_all_none():
     empty = np.zeros(0, np.int64)
-    m = compute_metrics(empty, {"a": empty, "b": empty}, {0.1: {s: {t: empty for t in "ab"} for s in "ab"}}, "a")
-    row = m.by_eps[0.1].models["b"]
+    m = compute_metrics(empty, {"a": empty, "b": empty}, {("fgsm", 0.1): {s: {t: empty for t in "ab"} for s in "ab"}}, "a")
+    row = m.by_run[("fgsm", 0.1)].models["b"]
     assert row.clean_error.value is None and row.adv_error.value is None and row.correction_by_method.value is None
-    assert row.mcnemar_adv.pvalue == 1.0
+    assert row.mcnemar_adv.pvalue == 1.0 and row.adv_difference is None
+    assert m.robust[0.1].error["b"].value is None
 
 
 def test_bad_inputs_raise():
@@ -147,3 +151,22 @@ def test_clopper_pearson_brackets_value_and_matches_scipy(k, n):
     assert rate.low <= rate.value <= rate.high
     assert rate.low < rate.high
     assert (rate.low == 0.0) == (k == 0) and (rate.high == 1.0) == (k == n)
+
+
+def test_robust_error_is_the_worst_case_over_clean_and_every_source(metrics):
+    # base: clean {0,1} + own {0,1,4,5,6,7} + meth's {1,2,9} + robust's {0,1} = {0,1,2,4,5,6,7,9}
+    robust = metrics.robust[0.125]
+    assert (robust.error["base"].k, robust.error["meth"].k, robust.error["robust"].k) == (8, 5, 0)
+    assert robust.n == 10 and robust.attacks == ("fgsm",)
+    # McNemar on the worst case: b = base wrong & meth right = {0,4,6,7,9}, c = base right & meth wrong = {3,8}
+    assert (robust.mcnemar["meth"].b, robust.mcnemar["meth"].c) == (5, 2)
+
+
+def test_difference_and_its_interval():
+    from winn_robust.evaluation.metrics import Difference
+
+    base, meth = np.array([1, 1, 1, 1, 0, 0, 0, 0] * 10, bool), np.array([1, 0, 0, 0, 0, 0, 0, 0] * 10, bool)
+    diff = Difference.of(base, meth)
+    assert diff.value == pytest.approx(-3 / 8)
+    assert diff.low < diff.value < diff.high < 0
+    assert Difference.of(base, meth) == diff  # a fixed seed: reproducible

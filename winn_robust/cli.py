@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from winn_robust import commands
+from winn_robust.attacks import ATTACKS
 from winn_robust.errors import UserError
 from winn_robust.experiments.presets import PRESETS
 from winn_robust.training.config import FIELD_HELP, TrainConfig
@@ -62,16 +63,32 @@ def add_train_parser(sub: Any) -> None:
 
 def add_attack_parser(sub: Any) -> None:
     parser = sub.add_parser("attack", help="attack every model, evaluate every attack on every model",
-                            description="Cross-evaluate checkpoints: Table 2/3/4-style reports in --out.")
-    parser.add_argument("--baseline", type=Path, required=True, help="the baseline checkpoint (.pt)")
-    parser.add_argument("--model", type=Path, action="append", required=True, help="a method checkpoint; repeat for more")
+                            description="Cross-evaluate models under every attack at every eps: Table 2/3/4-style "
+                                        "reports with the robust error and failure indicators in --out. A model is "
+                                        "NAME=SPEC or SPEC, where SPEC is a winn-robust checkpoint or run folder, a "
+                                        "TorchScript file, or FILE.py:FUNCTION returning a torch.nn.Module that maps "
+                                        "images in [0, 1] to logits.")
+    parser.add_argument("--baseline", help="the reference model every other is compared with (NAME=SPEC) "
+                                           "[default: the first --model]")
+    parser.add_argument("--model", action="append", default=[], help="a model to evaluate (NAME=SPEC); repeat for more")
     parser.add_argument("--eps", action="append", required=True,
-                        help="L-inf budget in [0, 1] pixel units (paper MNIST: 0.125); repeat or comma-separate")
-    parser.add_argument("--attack", default="fgsm", help="fgsm (ours), foolbox-fgsm or foolbox-pgd [default: fgsm]")
+                        help="L-inf budget in [0, 1] pixel units (paper MNIST: 0.125); repeat or comma-separate; the "
+                             "first is the table eps")
+    parser.add_argument("--attack", default="fgsm",
+                        help=f"comma list of attacks, each run at every eps: {', '.join(ATTACKS)} [default: fgsm]")
+    parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                        help="an attack's option, e.g. pgd.steps=100 or square.queries=1000; repeat for more")
+    parser.add_argument("--attack-limit", action="append", default=[], metavar="ATTACK=N",
+                        help="run ATTACK on the first N images only (e.g. autoattack=500); repeat for more")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
     add_data_options(parser)
-    parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
     parser.add_argument("--batch-size", type=int, default=500, help="images per batch [default: 500]")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--resume", action="store_true", help="continue a killed evaluation in --out")
+    parser.add_argument("--force", action="store_true", help="replace a report already in --out")
+    parser.add_argument("--fail-on-warn", action="store_true",
+                        help="exit with status 3 when a failure indicator warns (for CI); warnings never fail otherwise")
     add_common_options(parser)
 
 
@@ -111,7 +128,12 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables")
     parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot")
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
-    parser.add_argument("--attack", help="attack name [default: fgsm]")
+    parser.add_argument("--attack", help="comma list of attacks; fgsm runs at every eps, the others at the table eps "
+                                         "[default: the preset's, fgsm,pgd,autoattack]")
+    parser.add_argument("--strong-limit", type=int,
+                        help="run the attacks other than fgsm on the first N test images only [default: the preset's]")
+    parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                        help="an attack's option, e.g. pgd.steps=100; repeat for more")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     for field in fields(TrainConfig):
@@ -138,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dispatch(args: argparse.Namespace) -> None:
-    getattr(commands, f"run_{args.command}")(args)
+def dispatch(args: argparse.Namespace) -> int:
+    return int(getattr(commands, f"run_{args.command}")(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,14 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     args.command_line = shlex.join(["winn-robust", *argv])  # provenance: recorded in reports
     try:
-        dispatch(args)
+        return dispatch(args)
     except UserError as exc:
         print(f"winn-robust: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("winn-robust: interrupted; finished epochs and written reports are kept", file=sys.stderr)
+        print("winn-robust: interrupted; finished epochs and written reports are kept (attack: --resume continues)",
+              file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

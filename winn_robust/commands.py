@@ -8,11 +8,12 @@ from dataclasses import fields
 
 import torch
 
+from winn_robust.attacks import parse_attack_options
 from winn_robust.checkpoint import load_checkpoint, read_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.experiments.evaluate import evaluate_checkpoints
+from winn_robust.experiments.evaluate import evaluate_models
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 from winn_robust.images import save_image_grid
@@ -53,12 +54,47 @@ def run_train(args: argparse.Namespace) -> None:
           f"checkpoints in {result.out_dir} (best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'}")
 
 
-def run_attack(args: argparse.Namespace) -> None:
-    spec = EvalSpec(eps=tuple(parse_eps(args.eps)), attack=args.attack, batch_size=args.batch_size, limit=args.limit)
-    evaluate_checkpoints(args.baseline, list(args.model), spec, args.out, data=args.data, data_dir=args.data_dir,
-                         download=args.download, device=args.device, progress=not args.no_progress,
-                         command=args.command_line)
-    print(f"report written to {args.out} (table.md, table.csv, results.json, per_example.csv)")
+def parse_limits(items: list[str]) -> dict[str, int]:
+    limits = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            limits[name.strip().lower()] = int(value)
+        except ValueError:
+            raise UserError(f"--attack-limit {item!r} must look like ATTACK=N, e.g. autoattack=500") from None
+        if not sep:
+            raise UserError(f"--attack-limit {item!r} must look like ATTACK=N, e.g. autoattack=500")
+    return limits
+
+
+def eval_spec(args: argparse.Namespace) -> EvalSpec:
+    attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
+    if not attacks:
+        raise UserError("--attack needs at least one attack name")
+    return EvalSpec.build(parse_eps(args.eps), attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
+                          batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit))
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    sources = ([args.baseline] if args.baseline else []) + list(args.model)
+    if not sources:
+        raise UserError("give the models to evaluate: --model SPEC (repeat), and optionally --baseline SPEC")
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: --resume continues, --force starts over")
+    spec = eval_spec(args)
+    notes: list[str] = []
+    report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
+                             device=args.device, progress=not args.no_progress, command=args.command_line,
+                             resume=args.resume, force=args.force, notes=notes)
+    for note in notes:
+        print(note, file=sys.stderr)
+    print("\n".join(report.summary_lines()))
+    print(f"report written to {args.out}: {', '.join(sorted(p.name for p in report.files.values()))}")
+    if report.warnings and args.fail_on_warn:
+        print(f"winn-robust: {len(report.warnings)} failure indicator(s) warned (--fail-on-warn): see "
+              f"{args.out / 'table.md'}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -92,5 +128,6 @@ def run_reproduce(args: argparse.Namespace) -> None:
         return
     overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
-                                progress=not args.no_progress, command=args.command_line)
+                                progress=not args.no_progress, command=args.command_line,
+                                attack_options=parse_attack_options(args.attack_option))
     reproduce(settings)

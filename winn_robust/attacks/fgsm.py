@@ -3,10 +3,12 @@ x_adv = clip(x + 2 * eps * sign(grad_x CE(f(x), y)), -1, 1), model in eval mode,
 input gradients only (no weight gradients are computed); a zero gradient leaves the pixel."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from winn_robust.attacks.registry import register_attack
+from winn_robust.attacks.base import Attack, AttackOutput
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, check_eps, eps_to_model
 
@@ -24,9 +26,15 @@ def fgsm_with_logits(model: torch.nn.Module, images: torch.Tensor, labels: torch
     return adversarial, logits.detach()
 
 
-@register_attack("fgsm")
-def fgsm_unchecked(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    return fgsm_with_logits(model, images, labels, eps)[0]
+@dataclass(frozen=True)
+class FGSM(Attack):
+    name = "fgsm"
+    summary = "fast gradient sign method, one step of 2*eps (ours; the WINN paper's attack)"
+
+    def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+            generator: torch.Generator) -> AttackOutput:
+        adversarial, logits = fgsm_with_logits(model, images, labels, eps)
+        return AttackOutput(adversarial, clean_logits=logits)
 
 
 def fgsm(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,54 +1,97 @@
-"""Cross-evaluation: attack every model, evaluate every adversarial batch on every model.
+"""Cross-evaluation: every attack on every model at every eps, every adversarial batch evaluated
+on every model (the K x K transfer matrix), plus probes for the failure indicators.
 
-Cost per image and eps, for K models: K attacks (for FGSM one forward + input-backward each,
-which also yields the clean predictions) and K^2 no-grad forwards (each target sees all K
-sources' adversarial batches in one concatenated forward). Parameters are frozen while
-attacking so autograd never builds weight gradients; predictions stay on the device until
-the end so a GPU run has no per-batch host sync."""
+Work is cut into items, one per (attack, eps, batch). Each item's results are plain tensors,
+so a caller can store them as they finish (`ChunkStore`: `attack --resume` continues a killed
+run) and, later, split items across processes. Random attacks draw from a generator seeded by
+(evaluation seed, attack, eps, batch, model): a resumed or re-batched-free rerun gives the same
+numbers. Parameters are frozen while attacking so autograd never builds weight gradients;
+predictions stay on the device until an item ends, so a GPU run has no per-image host sync.
+
+Cost per image and eps, for K models and FGSM: K forward + input-backward passes (which also
+yield the clean predictions) and K^2 no-grad forwards."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from winn_robust.attacks import get_attack
-from winn_robust.attacks.fgsm import fgsm_with_logits
 from winn_robust.errors import UserError
-from winn_robust.evaluation.spec import EvalSpec
+from winn_robust.evaluation.probes import ProbeResult, probe_model
+from winn_robust.evaluation.spec import AttackRun, EvalSpec
 from winn_robust.models.base import frozen_eval
+
+RunKey = tuple[str, float]        # (attack name, eps)
+EXAMPLES_KEPT = 8                  # adversarial images kept per run and model, for the figure
+
+
+class ChunkStore(Protocol):
+    """Where finished work items are kept (a folder for `attack --resume`, or nothing)."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
 
 
 @dataclass
 class CrossEvalResult:
-    """Predictions only (numpy int64, length N), enough to recompute every metric.
+    """Predictions only (numpy int64), enough to recompute every metric.
 
-    adv_preds[eps][source][target] = target's prediction on source's adversarial example.
-    unchanged_images / unchanged_pixels[eps][source]: how many images (pixels) the attack left
-    exactly unchanged. For FGSM at eps > 0 an unchanged image means an all-zero input gradient
-    (gradient masking / saturated softmax); unchanged pixels bound the zero-gradient pixels
-    from above (a pixel already at the bound and pushed outward also stays)."""
+    adv_preds[(attack, eps)][source][target]: target's prediction on the adversarial example the
+    attack crafted on source, for the first run_sizes[(attack, eps)] images. unchanged_images /
+    unchanged_pixels[(attack, eps)][source]: images (pixels) the attack left exactly as they were
+    (for a gradient attack at eps > 0, an unchanged image means an all-zero input gradient).
+    loss_traces[(attack, eps)][source] = (per-step summed running-best loss over unfooled
+    images, their count), for iterative attacks that report it. probes[model]: one batch probed."""
 
     labels: np.ndarray
     clean_preds: dict[str, np.ndarray]
-    adv_preds: dict[float, dict[str, dict[str, np.ndarray]]]
-    attack: str = "fgsm"
-    unchanged_images: dict[float, dict[str, int]] = field(default_factory=dict)
-    unchanged_pixels: dict[float, dict[str, int]] = field(default_factory=dict)
+    adv_preds: dict[RunKey, dict[str, dict[str, np.ndarray]]]
+    run_sizes: dict[RunKey, int] = field(default_factory=dict)
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> settings
+    table_eps: float | None = None
+    unchanged_images: dict[RunKey, dict[str, int]] = field(default_factory=dict)
+    unchanged_pixels: dict[RunKey, dict[str, int]] = field(default_factory=dict)
+    loss_traces: dict[RunKey, dict[str, tuple[list[float], int]]] = field(default_factory=dict)
+    notes: dict[RunKey, dict[str, list[str]]] = field(default_factory=dict)
+    probes: dict[str, ProbeResult] = field(default_factory=dict)
+    examples: dict[RunKey, dict[str, torch.Tensor]] = field(default_factory=dict)
+    example_images: torch.Tensor | None = None
 
     @property
     def model_names(self) -> list[str]:
         return list(self.clean_preds)
 
     @property
-    def eps_values(self) -> list[float]:
+    def runs(self) -> list[RunKey]:
         return list(self.adv_preds)
+
+    @property
+    def eps_values(self) -> list[float]:
+        """Every eps, the table eps first, then ascending."""
+        values = sorted({eps for _, eps in self.adv_preds})
+        if self.table_eps in values:
+            values.remove(self.table_eps)
+            values.insert(0, self.table_eps)
+        return values
+
+    @property
+    def attack_names(self) -> list[str]:
+        return list(dict.fromkeys(attack for attack, _ in self.adv_preds))
 
     @property
     def n(self) -> int:
         return int(self.labels.shape[0])
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable seed for one (attack, eps, batch, model): the same in every process and rerun."""
+    return zlib.crc32(repr((seed, *parts)).encode()) & 0x7FFFFFFF
 
 
 def _check_inputs(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -58,71 +101,141 @@ def _check_inputs(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
         raise UserError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match: need (N, C, H, W) and (N,)")
 
 
-def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
-                   spec: EvalSpec, device: torch.device | str = "cpu", progress: bool = True) -> CrossEvalResult:
-    """Craft `attack` on every model at every eps and record every model's prediction on
-    every adversarial example (the N x N transfer matrix), plus clean predictions.
+def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Tensor, y: torch.Tensor, seed: int,
+             start: int, want_clean: bool, keep_examples: bool) -> dict[str, Any]:
+    """One attack at one eps on one batch: every model attacked, every model evaluated on every
+    adversarial batch. Returns plain tensors on the CPU (a chunk)."""
+    names = list(models)
+    attack, eps = run.attack, run.eps
+    crafted: list[torch.Tensor] = []
+    chunk: dict[str, dict[str, Any]] = {"clean": {}, "adv": {}, "unchanged_images": {}, "unchanged_pixels": {},
+                                        "trace_sum": {}, "trace_count": {}, "notes": {}, "examples": {}}
+    for source in names:
+        generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, attack.name, eps, start, source))
+        output = attack.run(models[source], x, y, eps, generator)
+        adversarial = output.adversarial.detach()
+        if adversarial.shape != x.shape:
+            raise RuntimeError(f"attack {attack.name!r} returned shape {tuple(adversarial.shape)} for input {tuple(x.shape)}")
+        if want_clean and output.clean_logits is not None:
+            chunk["clean"][source] = output.clean_logits.argmax(1).cpu()
+        unchanged = (adversarial == x).flatten(1)
+        chunk["unchanged_pixels"][source] = int(unchanged.sum())
+        chunk["unchanged_images"][source] = int(unchanged.all(1).sum())
+        if output.loss_trace_sum is not None:
+            chunk["trace_sum"][source] = output.loss_trace_sum.detach().cpu()
+            chunk["trace_count"][source] = output.loss_trace_count
+        chunk["notes"][source] = list(output.notes)
+        if keep_examples:
+            chunk["examples"][source] = adversarial[:EXAMPLES_KEPT].cpu()
+        crafted.append(adversarial)
+    batch = torch.cat(crafted)
+    with torch.inference_mode():
+        for target in names:
+            if want_clean and target not in chunk["clean"]:
+                chunk["clean"][target] = models[target](x).argmax(1).cpu()
+            for source, preds in zip(names, models[target](batch).argmax(1).split(x.shape[0])):
+                chunk["adv"].setdefault(source, {})[target] = preds.cpu()
+    return chunk
 
-    Models are moved to `device` (in place, like `Module.to`) and run in eval mode; their
-    training flags and requires_grad flags are restored afterwards. `spec` was validated when
-    built (eps in [0, 1] pixel units); `spec.limit` is applied by the caller that loads the data."""
+
+def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                   spec: EvalSpec, device: torch.device | str = "cpu", progress: bool = True,
+                   store: ChunkStore | None = None,
+                   on_item: Callable[[str], None] | None = None) -> CrossEvalResult:
+    """Craft every run of `spec` on every model and record every model's prediction on every
+    adversarial example, plus clean predictions and the probes.
+
+    Models are moved to `device` (in place, like `Module.to`) and run in eval mode; their training
+    and requires_grad flags are restored afterwards. `spec` was validated when built (eps in
+    [0, 1] pixel units); the caller applies `spec.limit` when it loads the images. `store`
+    keeps finished items (and hands them back on a rerun); `on_item` is told each finished key."""
     _check_inputs(models, images, labels)
-    eps_values, attack, batch_size = list(spec.eps), spec.attack, spec.batch_size
-    attack_fn = get_attack(attack)
-    fast_fgsm = attack == "fgsm"
     device = torch.device(device)
     names = list(models)
     for model in models.values():
         model.to(device)
-    n = images.shape[0]
-    starts = range(0, n, batch_size)
+    n_total = images.shape[0]
+    batch_size = spec.batch_size
+    runs = spec.runs
+    items = [(r, run, start) for r, run in enumerate(runs)
+             for start in range(0, min(n_total, run.n or n_total), batch_size)]
+    clean: dict[int, dict[str, torch.Tensor]] = {}
+    chunks: dict[tuple[int, int], dict[str, Any]] = {}
 
-    clean: dict[str, list[torch.Tensor]] = {m: [] for m in names}
-    adv: dict[float, dict[str, dict[str, list[torch.Tensor]]]] = {
-        e: {s: {t: [] for t in names} for s in names} for e in eps_values}
-    zero = torch.zeros((), dtype=torch.int64, device=device)
-    same_images = {e: {s: zero.clone() for s in names} for e in eps_values}
-    same_pixels = {e: {s: zero.clone() for s in names} for e in eps_values}
+    def batch_of(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        stop = start + batch_size
+        return (images[start:stop].to(device, non_blocking=True),
+                labels[start:stop].to(device, torch.int64, non_blocking=True))
 
-    bar = tqdm(total=len(eps_values) * len(starts), desc=f"{attack} x {len(names)} models", unit="batch",
+    bar = tqdm(total=len(items) + 1, desc=f"{'+'.join(spec.attack_names)} x {len(names)} models", unit="batch",
                disable=not progress, leave=False)
+    probes: dict[str, ProbeResult] = {}
     with frozen_eval(*models.values()), bar:
-        for i, eps in enumerate(eps_values):
-            bar.set_postfix(eps=eps)
-            for start in starts:
-                x = images[start:start + batch_size].to(device, non_blocking=True)
-                y = labels[start:start + batch_size].to(device, torch.int64, non_blocking=True)
-                crafted = []
-                for s in names:
-                    if fast_fgsm:
-                        x_adv, logits = fgsm_with_logits(models[s], x, y, eps)
-                        if i == 0:
-                            clean[s].append(logits.argmax(1))
-                    else:
-                        if i == 0:
-                            with torch.inference_mode():
-                                clean[s].append(models[s](x).argmax(1))
-                        x_adv = attack_fn(models[s], x, y, eps).detach()
-                    if x_adv.shape != x.shape:
-                        raise RuntimeError(f"attack {attack!r} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
-                    unchanged = (x_adv == x).flatten(1)
-                    same_pixels[eps][s] += unchanged.sum()
-                    same_images[eps][s] += unchanged.all(1).sum()
-                    crafted.append(x_adv)
-                batch = torch.cat(crafted)
-                with torch.inference_mode():
-                    for t in names:
-                        for s, preds in zip(names, models[t](batch).argmax(1).split(x.shape[0])):
-                            adv[eps][s][t].append(preds)
-                bar.update(1)
+        if spec.probes:
+            saved = store.get("probes") if store else None
+            if saved is None:
+                x, y = batch_of(0)
+                saved = {name: probe_model(models[name], x, y, derive_seed(spec.seed, "probe", name)).to_dict()
+                         for name in names}
+                if store:
+                    store.put("probes", saved)
+            probes = {name: ProbeResult(**values) for name, values in saved.items()}
+        bar.update(1)
+        for r, run, start in items:
+            key = f"run{r}-{run.attack.name}-eps{run.eps!r}-batch{start}"
+            chunk = store.get(key) if store else None
+            if chunk is None:
+                x, y = batch_of(start)
+                stop = min(start + batch_size, run.n or n_total)
+                x, y = x[:stop - start], y[:stop - start]
+                chunk = run_item(models, run, x, y, spec.seed, start, want_clean=start not in clean,
+                                 keep_examples=start == 0)
+                if store:
+                    store.put(key, chunk)
+            if chunk["clean"] and start not in clean:
+                clean[start] = chunk["clean"]
+            chunks[(r, start)] = chunk
+            bar.set_postfix(attack=run.attack.name, eps=run.eps)
+            bar.update(1)
+            if on_item:
+                on_item(key)
+        for start in range(0, n_total, batch_size):  # batches no run covered with clean predictions
+            if start not in clean:
+                saved_clean = store.get(f"clean-batch{start}") if store else None
+                if saved_clean is None:
+                    x, _ = batch_of(start)
+                    with torch.inference_mode():
+                        saved_clean = {name: models[name](x).argmax(1).cpu() for name in names}
+                    if store:
+                        store.put(f"clean-batch{start}", saved_clean)
+                clean[start] = saved_clean
+    return assemble(names, labels, spec, runs, clean, chunks, probes, images[:EXAMPLES_KEPT].detach().cpu())
 
-    def to_numpy(parts: list[torch.Tensor]) -> np.ndarray:
-        return torch.cat(parts).cpu().numpy().astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    return CrossEvalResult(
+def assemble(names: list[str], labels: torch.Tensor, spec: EvalSpec, runs: tuple[AttackRun, ...],
+             clean: dict[int, dict[str, torch.Tensor]], chunks: dict[tuple[int, int], dict[str, Any]],
+             probes: dict[str, ProbeResult], example_images: torch.Tensor) -> CrossEvalResult:
+    """Concatenate the items' chunks, in test-set order, into one result."""
+    def cat(parts: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat(parts).numpy().astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    starts = sorted(clean)
+    result = CrossEvalResult(
         labels=labels.detach().cpu().numpy().astype(np.int64),
-        clean_preds={m: to_numpy(clean[m]) for m in names},
-        adv_preds={e: {s: {t: to_numpy(adv[e][s][t]) for t in names} for s in names} for e in eps_values},
-        attack=attack,
-        unchanged_images={e: {s: int(v.item()) for s, v in row.items()} for e, row in same_images.items()},
-        unchanged_pixels={e: {s: int(v.item()) for s, v in row.items()} for e, row in same_pixels.items()})
+        clean_preds={m: cat([clean[s][m] for s in starts]) for m in names}, adv_preds={},
+        attacks={a.name: a.settings() for a in spec.attacks}, table_eps=spec.table_eps, probes=probes,
+        example_images=example_images)
+    for r, run in enumerate(runs):
+        mine = [chunks[(r, s)] for s in sorted(s for (i, s) in chunks if i == r)]
+        key = run.key
+        result.adv_preds[key] = {s: {t: cat([c["adv"][s][t] for c in mine]) for t in names} for s in names}
+        result.run_sizes[key] = int(result.adv_preds[key][names[0]][names[0]].shape[0])
+        result.unchanged_images[key] = {s: sum(c["unchanged_images"][s] for c in mine) for s in names}
+        result.unchanged_pixels[key] = {s: sum(c["unchanged_pixels"][s] for c in mine) for s in names}
+        result.notes[key] = {s: list(dict.fromkeys(n for c in mine for n in c["notes"][s])) for s in names}
+        traced = [s for s in names if all(s in c["trace_sum"] for c in mine) and mine]
+        result.loss_traces[key] = {s: (torch.stack([c["trace_sum"][s] for c in mine]).sum(0).tolist(),
+                                       sum(c["trace_count"][s] for c in mine)) for s in traced}
+        if mine and mine[0]["examples"]:
+            result.examples[key] = dict(mine[0]["examples"])
+    return result

@@ -18,12 +18,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
 
 CI_LEVEL = 0.95
+DIFFERENCE_RESAMPLES = 2000
+DIFFERENCE_SEED = 0
 
 Preds = Mapping[str, np.ndarray]
-AdvPreds = Mapping[float, Mapping[str, Mapping[str, np.ndarray]]]  # [eps][source][target]
+RunKey = tuple[str, float]  # (attack, eps)
+AdvPreds = Mapping[RunKey, Mapping[str, Mapping[str, np.ndarray]]]  # [(attack, eps)][source][target]
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,33 @@ def correction_rate(source_wrong: np.ndarray, corrector_wrong: np.ndarray) -> Ra
 
 
 @dataclass(frozen=True)
+class Difference:
+    """Method minus baseline error on the same images, with a 95% paired percentile bootstrap
+    interval over the images (scipy.stats.bootstrap, fixed seed: reproducible)."""
+
+    value: float
+    low: float
+    high: float
+    resamples: int
+
+    @classmethod
+    def of(cls, baseline_wrong: np.ndarray, method_wrong: np.ndarray) -> Difference | None:
+        diff = np.asarray(method_wrong, np.int8) - np.asarray(baseline_wrong, np.int8)
+        if diff.size == 0:
+            return None
+        value = float(diff.mean())
+        if diff.size < 2 or not diff.any():
+            return cls(value, value, value, 0)
+        ci = bootstrap((diff.astype(np.float64),), np.mean, n_resamples=DIFFERENCE_RESAMPLES, batch=200,
+                       confidence_level=CI_LEVEL, method="percentile", vectorized=True,
+                       rng=np.random.default_rng(DIFFERENCE_SEED)).confidence_interval
+        return cls(value, float(ci.low), float(ci.high), DIFFERENCE_RESAMPLES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ModelEpsMetrics:
     """One row of Table 3/4. The correction rates and McNemar tests are None for the baseline."""
 
@@ -103,6 +133,7 @@ class ModelEpsMetrics:
     correction_by_baseline: Rate | None
     mcnemar_clean: McNemar | None
     mcnemar_adv: McNemar | None
+    adv_difference: Difference | None = None   # adversarial error minus the baseline's
 
     def to_dict(self) -> dict[str, Any]:
         return {key: None if value is None else value.to_dict() for key, value in self.__dict__.items()}
@@ -110,11 +141,14 @@ class ModelEpsMetrics:
 
 @dataclass(frozen=True)
 class EpsMetrics:
-    """Everything at one eps. `transfer_error[S][T]` is T's error on S's adversarial examples
-    (diagonal = adversarial error); `correction[S][T]` is the correction rate by T of S's
-    mistakes. Table 3's two correction rates are correction[baseline][M] and correction[M][baseline]."""
+    """Everything for one attack at one eps, on its n images. `transfer_error[S][T]` is T's error
+    on S's adversarial examples (diagonal = adversarial error); `correction[S][T]` is the
+    correction rate by T of S's mistakes. Table 3's two correction rates are
+    correction[baseline][M] and correction[M][baseline]."""
 
+    attack: str
     eps: float
+    n: int
     models: dict[str, ModelEpsMetrics]
     transfer_error: dict[str, dict[str, Rate]]
     correction: dict[str, dict[str, Rate]]
@@ -122,31 +156,56 @@ class EpsMetrics:
     def to_dict(self) -> dict[str, Any]:
         def matrix(m: dict[str, dict[str, Rate]]) -> dict[str, dict[str, Any]]:
             return {s: {t: r.to_dict() for t, r in row.items()} for s, row in m.items()}
-        return {"eps": self.eps, "models": {k: v.to_dict() for k, v in self.models.items()},
+        return {"attack": self.attack, "eps": self.eps, "n": self.n,
+                "models": {k: v.to_dict() for k, v in self.models.items()},
                 "transfer_error": matrix(self.transfer_error), "correction": matrix(self.correction)}
 
 
 @dataclass(frozen=True)
+class RobustMetrics:
+    """The worst case at one eps over every attack run (white-box or transferred from any model),
+    on the first n images, where every attack at this eps ran: robust error = the fraction of
+    images the model gets wrong clean or on at least one adversarial example."""
+
+    eps: float
+    n: int
+    attacks: tuple[str, ...]
+    error: dict[str, Rate]
+    mcnemar: dict[str, McNemar]   # methods only, against the baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "n": self.n, "attacks": list(self.attacks),
+                "error": {k: v.to_dict() for k, v in self.error.items()},
+                "mcnemar": {k: v.to_dict() for k, v in self.mcnemar.items()}}
+
+
+@dataclass(frozen=True)
 class Metrics:
-    """Tables 2-4 for every eps. `models` is the row order: baseline first."""
+    """Tables 2-4 for every attack and eps, and the robust error. `models` is the row order:
+    baseline first."""
 
     baseline: str
     n: int
     models: tuple[str, ...]
     clean_error: dict[str, Rate]
     mcnemar_clean: dict[str, McNemar]  # methods only, each against the baseline
-    by_eps: dict[float, EpsMetrics]
+    by_run: dict[RunKey, EpsMetrics]
+    robust: dict[float, RobustMetrics]
 
     @property
-    def eps_values(self) -> list[float]:
-        return list(self.by_eps)
+    def attacks(self) -> list[str]:
+        return list(dict.fromkeys(attack for attack, _ in self.by_run))
+
+    def for_attack(self, attack: str) -> dict[float, EpsMetrics]:
+        return {eps: m for (a, eps), m in self.by_run.items() if a == attack}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (eps as a list entry, not a key; undefined values as None)."""
+        """JSON-ready (runs as list entries, not keys; undefined values as None)."""
         return {"baseline": self.baseline, "n": self.n, "models": list(self.models),
                 "clean_error": {k: v.to_dict() for k, v in self.clean_error.items()},
                 "mcnemar_clean": {k: v.to_dict() for k, v in self.mcnemar_clean.items()},
-                "by_eps": [m.to_dict() for m in self.by_eps.values()]}
+                "runs": [m.to_dict() for m in self.by_run.values()],
+                "robust": [m.to_dict() for m in self.robust.values()]}
 
 
 def _model_order(names: list[str], baseline: str) -> tuple[str, ...]:
@@ -160,43 +219,74 @@ def _check_inputs(labels: np.ndarray, clean_preds: Preds, adv_preds: AdvPreds, n
     for name, preds in clean_preds.items():
         if np.shape(preds) != (n,):
             raise ValueError(f"clean predictions of {name!r} have shape {np.shape(preds)}, expected ({n},)")
-    for eps, by_source in adv_preds.items():
+    for run, by_source in adv_preds.items():
         if set(by_source) != set(names):
-            raise ValueError(f"eps {eps}: adversarial sources {sorted(by_source)} differ from models {sorted(names)}")
+            raise ValueError(f"{run}: adversarial sources {sorted(by_source)} differ from models {sorted(names)}")
+        sizes = {np.shape(preds) for row in by_source.values() for preds in row.values()}
         for source, by_target in by_source.items():
             if set(by_target) != set(names):
-                raise ValueError(f"eps {eps}, source {source!r}: targets {sorted(by_target)} differ from models")
-            for target, preds in by_target.items():
-                if np.shape(preds) != (n,):
-                    raise ValueError(f"eps {eps}, {source!r} -> {target!r}: shape {np.shape(preds)}, expected ({n},)")
+                raise ValueError(f"{run}, source {source!r}: targets {sorted(by_target)} differ from models")
+        if len(sizes) != 1 or len(next(iter(sizes))) != 1 or next(iter(sizes))[0] > n:
+            raise ValueError(f"{run}: prediction arrays must share one length of at most {n}, got {sorted(sizes)}")
+
+
+def run_metrics(attack: str, eps: float, labels: np.ndarray, clean_wrong: Mapping[str, np.ndarray],
+                by_source: Mapping[str, Mapping[str, np.ndarray]], names: tuple[str, ...], baseline: str) -> EpsMetrics:
+    """Table 3/4 and the matrices for one attack at one eps, on the first len(predictions) images."""
+    n = len(next(iter(next(iter(by_source.values())).values())))
+    labels = labels[:n]
+    wrong = {s: {t: np.asarray(by_source[s][t]) != labels for t in names} for s in names}
+    transfer = {s: {t: error_rate(wrong[s][t]) for t in names} for s in names}
+    correction = {s: {t: correction_rate(wrong[s][s], wrong[s][t]) for t in names} for s in names}
+    rows = {}
+    for m in names:
+        is_base = m == baseline
+        rows[m] = ModelEpsMetrics(
+            clean_error=error_rate(clean_wrong[m][:n]),
+            adv_error=transfer[m][m],
+            correction_by_method=None if is_base else correction[baseline][m],
+            correction_by_baseline=None if is_base else correction[m][baseline],
+            mcnemar_clean=None if is_base else McNemar.from_errors(clean_wrong[baseline][:n], clean_wrong[m][:n]),
+            mcnemar_adv=None if is_base else McNemar.from_errors(wrong[baseline][baseline], wrong[m][m]),
+            adv_difference=None if is_base else Difference.of(wrong[baseline][baseline], wrong[m][m]))
+    return EpsMetrics(attack, float(eps), n, rows, transfer, correction)
+
+
+def worst_case_wrong(labels: np.ndarray, clean_preds: Preds, adv_preds: AdvPreds) -> dict[float, dict[str, np.ndarray]]:
+    """Per eps and model: wrong clean or on any adversarial example (any attack, any source), on the
+    first n images where every attack at that eps ran. The `worst[eps=E]:M` columns of per_example.csv."""
+    out: dict[float, dict[str, np.ndarray]] = {}
+    names = list(clean_preds)
+    for eps in dict.fromkeys(e for _, e in adv_preds):
+        runs = [by_source for (_, e), by_source in adv_preds.items() if e == eps]
+        n = min(len(next(iter(r.values()))[names[0]]) for r in runs)
+        out[float(eps)] = {}
+        for model in names:
+            wrong = np.asarray(clean_preds[model])[:n] != labels[:n]
+            for by_source in runs:
+                for source in names:
+                    wrong = wrong | (np.asarray(by_source[source][model])[:n] != labels[:n])
+            out[float(eps)][model] = wrong
+    return out
 
 
 def compute_metrics(labels: np.ndarray, clean_preds: Preds, adv_preds: AdvPreds, baseline: str) -> Metrics:
-    """Tables 2-4 plus the full transfer and correction matrices for every eps.
+    """Tables 2-4 plus the full transfer and correction matrices for every attack and eps, and the
+    robust (worst-case) error per eps.
 
-    labels: (N,) ints; clean_preds[model]: (N,); adv_preds[eps][source][target]: (N,) = target's
-    prediction on source's adversarial example of each image."""
+    labels: (N,) ints; clean_preds[model]: (N,); adv_preds[(attack, eps)][source][target]: (n,) =
+    target's prediction on source's adversarial example of each of the first n images."""
     labels = np.asarray(labels)
     names = _model_order(list(clean_preds), baseline)
     _check_inputs(labels, clean_preds, adv_preds, names)
     clean_wrong = {m: np.asarray(clean_preds[m]) != labels for m in names}
     clean_error = {m: error_rate(clean_wrong[m]) for m in names}
     mcnemar_clean = {m: McNemar.from_errors(clean_wrong[baseline], clean_wrong[m]) for m in names[1:]}
-
-    by_eps: dict[float, EpsMetrics] = {}
-    for eps, by_source in adv_preds.items():
-        wrong = {s: {t: np.asarray(by_source[s][t]) != labels for t in names} for s in names}
-        transfer = {s: {t: error_rate(wrong[s][t]) for t in names} for s in names}
-        correction = {s: {t: correction_rate(wrong[s][s], wrong[s][t]) for t in names} for s in names}
-        rows = {}
-        for m in names:
-            is_base = m == baseline
-            rows[m] = ModelEpsMetrics(
-                clean_error=clean_error[m],
-                adv_error=transfer[m][m],
-                correction_by_method=None if is_base else correction[baseline][m],
-                correction_by_baseline=None if is_base else correction[m][baseline],
-                mcnemar_clean=None if is_base else mcnemar_clean[m],
-                mcnemar_adv=None if is_base else McNemar.from_errors(wrong[baseline][baseline], wrong[m][m]))
-        by_eps[float(eps)] = EpsMetrics(float(eps), rows, transfer, correction)
-    return Metrics(baseline, int(labels.shape[0]), names, clean_error, mcnemar_clean, by_eps)
+    by_run = {(attack, float(eps)): run_metrics(attack, float(eps), labels, clean_wrong, by_source, names, baseline)
+              for (attack, eps), by_source in adv_preds.items()}
+    robust = {}
+    for eps, wrong in worst_case_wrong(labels, clean_preds, adv_preds).items():
+        attacks = tuple(a for a, e in adv_preds if e == eps)
+        robust[eps] = RobustMetrics(eps, len(wrong[baseline]), attacks, {m: error_rate(wrong[m]) for m in names},
+                                    {m: McNemar.from_errors(wrong[baseline], wrong[m]) for m in names[1:]})
+    return Metrics(baseline, int(labels.shape[0]), names, clean_error, mcnemar_clean, by_run, robust)

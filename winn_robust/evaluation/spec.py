@@ -1,23 +1,43 @@
 """What an evaluation is asked to do, validated once where it is built.
 
 The harness and the attacks trust an `EvalSpec`: eps values are in [0, 1] pixel units and
-de-duplicated, the attack exists, the batch size and limit are positive."""
+de-duplicated (the first one is the table eps), the attacks exist with valid options, the batch
+size and limits are positive. Each attack runs at every eps on the first `limit` images unless
+`attack_limits` / `attack_eps` narrow it (strong attacks on a subset, at the table eps only)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
-from winn_robust.attacks import get_attack
+from winn_robust.attacks import Attack, make_attack
 from winn_robust.errors import UserError
 from winn_robust.units import check_eps
 
 
 @dataclass(frozen=True)
+class AttackRun:
+    """One attack at one eps on the first `n` evaluated images (None = all of them)."""
+    attack: Attack
+    eps: float
+    n: int | None
+
+    @property
+    def key(self) -> tuple[str, float]:
+        return self.attack.name, self.eps
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     eps: tuple[float, ...]
-    attack: str = "fgsm"
+    attacks: tuple[Attack, ...] = ()
     batch_size: int = 500
     limit: int | None = None
+    seed: int = 0
+    attack_limits: Mapping[str, int] = field(default_factory=dict)
+    attack_eps: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    probes: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.eps, (int, float)):
@@ -26,12 +46,72 @@ class EvalSpec:
         if not eps:
             raise UserError("give at least one eps")
         object.__setattr__(self, "eps", eps)
-        get_attack(self.attack)
+        attacks = self.attacks or (make_attack("fgsm", seed=self.seed),)
+        names = [a.name for a in attacks]
+        if len(set(names)) != len(names):
+            raise UserError(f"attack listed twice in {', '.join(names)}; give each attack once")
+        object.__setattr__(self, "attacks", tuple(attacks))
         if int(self.batch_size) < 1:
             raise UserError(f"--batch-size must be positive, got {self.batch_size}")
         if self.limit is not None and int(self.limit) < 1:
             raise UserError(f"--limit must be positive, got {self.limit}")
+        for name, n in self.attack_limits.items():
+            if name not in names:
+                raise UserError(f"--attack-limit names {name!r}, which is not among the attacks ({', '.join(names)})")
+            if int(n) < 1:
+                raise UserError(f"--attack-limit {name}={n} must be positive")
+        checked_eps = {}
+        for name, values in self.attack_eps.items():
+            if name not in names:
+                raise UserError(f"attack eps given for {name!r}, which is not among the attacks ({', '.join(names)})")
+            chosen = tuple(dict.fromkeys(check_eps(e) for e in values))
+            missing = [e for e in chosen if e not in eps]
+            if missing or not chosen:
+                raise UserError(f"eps {missing or list(values)} for attack {name} must be among the evaluation's eps {list(eps)}")
+            checked_eps[name] = chosen
+        object.__setattr__(self, "attack_limits", MappingProxyType(dict(self.attack_limits)))
+        object.__setattr__(self, "attack_eps", MappingProxyType(checked_eps))
 
     @classmethod
-    def of(cls, eps: Iterable[float], **options: object) -> EvalSpec:
-        return cls(eps=tuple(eps), **options)  # type: ignore[arg-type]
+    def build(cls, eps: Iterable[float], attacks: Iterable[str | Attack] = ("fgsm",),
+              options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, **rest: Any) -> EvalSpec:
+        """From attack names (with `options[name]`) or Attack objects."""
+        options = options or {}
+        unknown = [name for name in options if name not in [a if isinstance(a, str) else a.name for a in attacks]]
+        if unknown:
+            raise UserError(f"options given for attack(s) {', '.join(unknown)} that are not run; add them to --attack")
+        built = tuple(a if not isinstance(a, str) else make_attack(a, options.get(a.strip().lower()), seed)
+                      for a in attacks)
+        return cls(eps=tuple(eps), attacks=built, seed=seed, **rest)
+
+    @property
+    def table_eps(self) -> float:
+        """The eps of the headline tables: the first one given."""
+        return self.eps[0]
+
+    @property
+    def ordered_eps(self) -> tuple[float, ...]:
+        """The table eps first, then the rest ascending (the order reports use)."""
+        return (self.table_eps, *sorted(e for e in self.eps if e != self.table_eps))
+
+    @property
+    def attack_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attacks)
+
+    @property
+    def runs(self) -> tuple[AttackRun, ...]:
+        """Every (attack, eps) pair this evaluation runs, attack by attack, eps in report order."""
+        out = []
+        for attack in self.attacks:
+            for eps in self.ordered_eps:
+                if eps in self.attack_eps.get(attack.name, self.eps):
+                    limit = self.attack_limits.get(attack.name)
+                    n = limit if self.limit is None else (self.limit if limit is None else min(limit, self.limit))
+                    out.append(AttackRun(attack, eps, n))
+        return tuple(out)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: what ran, with every setting (recorded in results.json and table.md)."""
+        return {"eps": list(self.eps), "table_eps": self.table_eps, "batch_size": self.batch_size, "limit": self.limit,
+                "seed": self.seed, "attacks": [a.settings() for a in self.attacks],
+                "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()}}

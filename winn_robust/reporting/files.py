@@ -1,10 +1,10 @@
-"""Writing a report folder (table.md, table.csv, results.json, per_example.csv, and the eps plot),
+"""Writing a report folder (table.md, table.csv, results.json, per_example.csv and the figures),
 and rebuilding its tables from per_example.csv alone."""
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,57 +13,35 @@ import pandas as pd
 
 from winn_robust.errors import UserError
 from winn_robust.evaluation.harness import CrossEvalResult
+from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.reporting.per_example import per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
 from winn_robust.reporting.tables import table_frame, table_markdown
 from winn_robust.units import EPS_UNIT
 
-
-def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """table.md, table.csv (and error_vs_eps.png with several eps) recomputed from per_example.csv;
-    provenance, attack and baseline come from results.json when it sits beside the CSV."""
-    report = Path(report)
-    csv_path = report / "per_example.csv" if report.is_dir() else report
-    if not csv_path.is_file():
-        raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
-    document: dict[str, Any] = {}
-    results_path = csv_path.parent / "results.json"
-    if results_path.is_file():
-        try:
-            document = dict(json.loads(results_path.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise UserError(f"{results_path} is not a results.json written by winn-robust; move it aside or fix it") from None
-    provenance = dict(document.get("provenance") or {})
-    try:
-        result = result_from_per_example(csv_path, attack=provenance.get("attack", "unknown"))
-    except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
-    result.unchanged_images = {float(row["eps"]): dict(row["counts"]) for row in document.get("unchanged_images", [])}
-    names = list(result.clean_preds)
-    if not names or not result.adv_preds:
-        raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
-    baseline = baseline or provenance.get("baseline") or names[0]
-    if baseline not in names:
-        raise UserError(f"--baseline {baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
-    metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
-    out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
-    files["table.md"].write_text(table_markdown(metrics, provenance, result))
-    table_frame(metrics, provenance).to_csv(files["table.csv"], index=False)
-    if len(metrics.by_eps) > 1:
-        files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png")
-    return files
+SCHEMA_VERSION = 2
+REPORT_FILES = ("table.md", "table.csv", "results.json", "per_example.csv", "error_vs_eps.png",
+                "adversarial_examples.png", "summary.md")
 
 
-def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """All numbers (tables, transfer and correction matrices, unchanged-input counts) + provenance."""
-    def by_eps(counts: Mapping[float, Mapping[str, int]]) -> list[dict[str, Any]]:
-        return [{"eps": eps, "counts": dict(row)} for eps, row in counts.items()]
-    return {"provenance": dict(provenance), "eps_unit": EPS_UNIT, "attack": result.attack,
-            "metrics": metrics.to_dict(), "unchanged_images": by_eps(result.unchanged_images),
-            "unchanged_pixels": by_eps(result.unchanged_pixels)}
+def _run_records(values: Mapping[tuple[str, float], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"attack": attack, "eps": eps, "counts": dict(row)} for (attack, eps), row in values.items()]
+
+
+def _runs_from_records(records: Sequence[Mapping[str, Any]], attack: str) -> dict[tuple[str, float], dict[str, int]]:
+    return {(str(r.get("attack", attack)), float(r["eps"])): dict(r["counts"]) for r in records}
+
+
+def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
+                     indicators: Sequence[Indicator] = ()) -> dict[str, Any]:
+    """Every number (tables, transfer and correction matrices, robust error, indicators, probes,
+    unchanged-input counts) with its provenance; `schema_version` says how to read it."""
+    return {"schema_version": SCHEMA_VERSION, "provenance": dict(provenance), "eps_unit": EPS_UNIT,
+            "attacks": dict(result.attacks), "indicators": [i.to_dict() for i in indicators],
+            "metrics": metrics.to_dict(), "probes": {m: p.to_dict() for m, p in result.probes.items()},
+            "unchanged_images": _run_records(result.unchanged_images),
+            "unchanged_pixels": _run_records(result.unchanged_pixels)}
 
 
 def _json_safe(value: Any) -> Any:
@@ -81,15 +59,62 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics,
-                  provenance: Mapping[str, Any]) -> dict[str, Path]:
+def write_json(path: Path, document: Mapping[str, Any]) -> Path:
+    path.write_text(json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
+                  indicators: Sequence[Indicator] = ()) -> dict[str, Path]:
     """Write table.md, table.csv, results.json and per_example.csv; return their paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("table.md", "table.csv", "results.json", "per_example.csv")}
     per_example_frame(result).to_csv(paths["per_example.csv"], index=False)
     table_frame(metrics, provenance).to_csv(paths["table.csv"], index=False)
-    paths["table.md"].write_text(table_markdown(metrics, provenance, result))
-    document = _json_safe(results_document(result, metrics, provenance))
-    paths["results.json"].write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    paths["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
+    write_json(paths["results.json"], results_document(result, metrics, provenance, indicators))
     return paths
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise UserError(f"{path} is not a results.json written by winn-robust; move it aside or fix it") from None
+
+
+def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
+    indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
+    report = Path(report)
+    csv_path = report / "per_example.csv" if report.is_dir() else report
+    if not csv_path.is_file():
+        raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
+    document = read_results(csv_path.parent / "results.json")
+    provenance = dict(document.get("provenance") or {})
+    attack = str(provenance.get("attack", "unknown"))
+    try:
+        result = result_from_per_example(csv_path, attack=attack)
+    except (KeyError, ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
+    result.unchanged_images = _runs_from_records(document.get("unchanged_images", []), attack)
+    result.attacks = dict(document.get("attacks") or {})
+    result.table_eps = provenance.get("table_eps")
+    names = list(result.clean_preds)
+    if not names or not result.adv_preds:
+        raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
+    baseline = baseline or provenance.get("baseline") or names[0]
+    if baseline not in names:
+        raise UserError(f"--baseline {baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
+    metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
+    indicators = [Indicator(**record) for record in document.get("indicators", [])]
+    out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
+    files["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
+    table_frame(metrics, provenance).to_csv(files["table.csv"], index=False)
+    files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png", provenance)
+    return files

@@ -1,6 +1,12 @@
 """per_example.csv: one row per test image holding every prediction the tables are computed
 from, so any figure can be recomputed by hand; `metrics_from_per_example` does exactly that,
-and the tests check that it reproduces table.csv byte for byte."""
+and the tests check that it reproduces table.csv byte for byte.
+
+Columns (schema 2): `index`, `label`, `clean:<model>`, then for every attack run
+`adv[attack=<a>,eps=<e>,src=<s>]:<t>` (t's prediction on the example attack a crafted on s at
+eps e; empty beyond the images that attack ran on), then `worst[eps=<e>]:<m>` (1 when m is wrong
+on the clean image or on any adversarial example at eps e: the robust error's indicator).
+Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read."""
 from __future__ import annotations
 
 import re
@@ -10,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from winn_robust.evaluation.harness import CrossEvalResult
-from winn_robust.evaluation.metrics import Metrics, compute_metrics
+from winn_robust.evaluation.metrics import Metrics, compute_metrics, worst_case_wrong
 
 FORBIDDEN_NAME_CHARS = "[],:="
-_ADV_COLUMN = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
+_ADV_COLUMN = re.compile(r"^adv\[attack=(?P<attack>[^,\]=]+),eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
+_ADV_COLUMN_V1 = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
 _CLEAN_PREFIX = "clean:"
 
 
@@ -26,41 +33,62 @@ def clean_column(model: str) -> str:
     return f"{_CLEAN_PREFIX}{model}"
 
 
-def adv_column(eps: float, source: str, target: str) -> str:
-    return f"adv[eps={format_eps(eps)},src={source}]:{target}"
+def adv_column(attack: str, eps: float, source: str, target: str) -> str:
+    return f"adv[attack={attack},eps={format_eps(eps)},src={source}]:{target}"
+
+
+def worst_column(eps: float, model: str) -> str:
+    return f"worst[eps={format_eps(eps)}]:{model}"
 
 
 def check_model_names(names: list[str]) -> None:
-    """Model names go into column headers; these characters would make them ambiguous."""
+    """Model and attack names go into column headers; these characters would make them ambiguous."""
     for name in names:
         if not name or any(ch in name for ch in FORBIDDEN_NAME_CHARS):
-            raise ValueError(f"model name {name!r} must be non-empty and free of {FORBIDDEN_NAME_CHARS!r}")
+            raise ValueError(f"name {name!r} must be non-empty and free of {FORBIDDEN_NAME_CHARS!r}")
+
+
+def _padded(values: np.ndarray, n: int) -> pd.array:
+    """Predictions of a run on its first len(values) images, as a nullable column of length n."""
+    column = pd.array([pd.NA] * n, dtype="Int64")
+    column[: len(values)] = values
+    return column
 
 
 def per_example_frame(result: CrossEvalResult) -> pd.DataFrame:
     """One row per test image: every clean and adversarial prediction behind the tables."""
     names = result.model_names
-    check_model_names(names)
-    columns: dict[str, np.ndarray] = {"index": np.arange(result.n), "label": result.labels}
+    check_model_names(names + result.attack_names)
+    n = result.n
+    columns: dict[str, object] = {"index": np.arange(n), "label": result.labels}
     columns.update({clean_column(m): result.clean_preds[m] for m in names})
-    for eps, by_source in result.adv_preds.items():
+    for (attack, eps), by_source in result.adv_preds.items():
         for source in names:
             for target in names:
-                columns[adv_column(eps, source, target)] = by_source[source][target]
+                values = by_source[source][target]
+                columns[adv_column(attack, eps, source, target)] = values if len(values) == n else _padded(values, n)
+    for eps, by_model in worst_case_wrong(result.labels, result.clean_preds, result.adv_preds).items():
+        for model in names:
+            values = by_model[model].astype(np.int64)
+            columns[worst_column(eps, model)] = values if len(values) == n else _padded(values, n)
     return pd.DataFrame(columns)
 
 
 def result_from_per_example(path: str | Path, attack: str = "unknown") -> CrossEvalResult:
-    """Parse per_example.csv back into predictions (the inverse of `per_example_frame`)."""
+    """Parse per_example.csv back into predictions (the inverse of `per_example_frame`);
+    `attack` names the single attack of a schema-1 file."""
     frame = pd.read_csv(path)
     labels = frame["label"].to_numpy(np.int64)
     clean = {c[len(_CLEAN_PREFIX):]: frame[c].to_numpy(np.int64) for c in frame.columns if c.startswith(_CLEAN_PREFIX)}
-    adv: dict[float, dict[str, dict[str, np.ndarray]]] = {}
+    adv: dict[tuple[str, float], dict[str, dict[str, np.ndarray]]] = {}
     for column in frame.columns:
-        match = _ADV_COLUMN.match(column)
+        match = _ADV_COLUMN.match(column) or _ADV_COLUMN_V1.match(column)
         if match:
-            adv.setdefault(float(match["eps"]), {}).setdefault(match["src"], {})[match["tgt"]] = frame[column].to_numpy(np.int64)
-    return CrossEvalResult(labels=labels, clean_preds=clean, adv_preds=adv, attack=attack)
+            name = match.groupdict().get("attack") or attack
+            values = frame[column].dropna().to_numpy(np.int64)
+            adv.setdefault((name, float(match["eps"])), {}).setdefault(match["src"], {})[match["tgt"]] = values
+    sizes = {key: len(next(iter(row.values()))) for key, by_source in adv.items() for row in [next(iter(by_source.values()))]}
+    return CrossEvalResult(labels=labels, clean_preds=clean, adv_preds=adv, run_sizes=sizes)
 
 
 def metrics_from_per_example(path: str | Path, baseline: str) -> Metrics:

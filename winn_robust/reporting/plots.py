@@ -1,21 +1,26 @@
-"""PNG figures of a report: adversarial error vs eps with 95% CI bands, adversarial-example grids.
+"""PNG figures of a report: error vs eps with 95% CI bands (one panel per attack, and one for the
+robust error), and the adversarial examples that were counted, each labelled with its true
+class and the clean and adversarial predictions.
 
-Uses matplotlib's object API with the Agg canvas (never pyplot), so importing this module
-never changes the process-wide backend or needs a display."""
+Uses matplotlib's object API with the Agg canvas (never pyplot), so importing this module never
+changes the process-wide backend or needs a display."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torchvision.utils import make_grid
 
-from winn_robust.evaluation.harness import CrossEvalResult
-from winn_robust.evaluation.metrics import Metrics, compute_metrics
+from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
 from winn_robust.units import PIXEL_UNITS
+
+# Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -26,56 +31,87 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_error_vs_eps(sweep_metrics: Metrics, path: str | Path, title: str | None = None) -> Path:
-    """Adversarial error (percent) vs eps for every model, with its 95% CI as a band."""
-    eps_values = sorted(sweep_metrics.by_eps)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    for name in sweep_metrics.models:
-        intervals = [(e, sweep_metrics.by_eps[e].models[name].adv_error.interval) for e in eps_values]
-        defined = [(e, iv) for e, iv in intervals if iv is not None]
-        if not defined:
+def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str]) -> None:
+    for index, name in enumerate(models):
+        points = [(eps, rate.interval) for eps, rate in series.get(name, []) if rate.interval is not None]
+        if not points:
             continue
-        xs = [e for e, _ in defined]
-        line, = ax.plot(xs, [100 * iv[0] for _, iv in defined], marker="o", label=name)
-        ax.fill_between(xs, [100 * iv[1] for _, iv in defined], [100 * iv[2] for _, iv in defined],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel(f"eps, {PIXEL_UNITS}")
-    ax.set_ylabel("adversarial error (%), 95% CI")
+        xs = [eps for eps, _ in points]
+        values = [100 * iv[0] for _, iv in points]
+        colour, marker = COLOURS[index % len(COLOURS)], MARKERS[index % len(MARKERS)]
+        ax.plot(xs, values, marker=marker, color=colour, label=name, linewidth=1.5, markersize=5)
+        ax.fill_between(xs, [100 * iv[1] for _, iv in points], [100 * iv[2] for _, iv in points],
+                        color=colour, alpha=0.15, linewidth=0)
+        if len(points) == 1:  # a single eps still shows its interval
+            low, high = 100 * points[0][1][1], 100 * points[0][1][2]
+            ax.errorbar(xs, values, yerr=[[values[0] - low], [high - values[0]]], color=colour, capsize=4)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"eps ({PIXEL_UNITS})")
+    ax.set_xlim(left=0)
     ax.set_ylim(0, 100)
-    ax.set_title(title or f"adversarial error vs eps (N = {sweep_metrics.n})")
     ax.grid(alpha=0.3)
-    ax.legend()
+
+
+def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[str, Any] | None = None) -> Path:
+    """Adversarial error (percent) vs eps per attack, and the robust error, with 95% CI bands."""
+    provenance = provenance or {}
+    dataset = provenance.get("dataset", "")
+    panels: list[tuple[str, dict[str, list[tuple[float, Rate]]]]] = []
+    for attack in metrics.attacks:
+        runs = sorted(metrics.for_attack(attack).items())
+        n = sorted({m.n for _, m in runs})
+        series = {name: [(eps, m.models[name].adv_error) for eps, m in runs] for name in metrics.models}
+        panels.append((f"{dataset} {attack}: adversarial error (N = {', '.join(map(str, n))})".strip(), series))
+    if len(metrics.attacks) > 1:
+        robust = sorted(metrics.robust.items())
+        n = sorted({m.n for _, m in robust})
+        series = {name: [(eps, m.error[name]) for eps, m in robust] for name in metrics.models}
+        panels.append((f"{dataset} robust error, worst of all attacks (N = {', '.join(map(str, n))})".strip(), series))
+    fig = Figure(figsize=(4.6 * len(panels), 3.8))
+    axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
+    for ax, (title, series) in zip(axes, panels):
+        _panel(ax, title, series, metrics.models)
+    axes[0].set_ylabel("error (%), 95% CI")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_eps_sweep(result: CrossEvalResult, path: str | Path, baseline: str | None = None,
-                   title: str | None = None) -> Path:
-    """The eps-sweep plot straight from a cross-evaluation over several eps (for `reproduce`)."""
-    baseline = baseline or result.model_names[0]
-    metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
-    return plot_error_vs_eps(metrics, path, title=title or f"{result.attack}: adversarial error vs eps (N = {result.n})")
+def plot_adversarial_examples(images: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor, Sequence[int]]],
+                              labels: Sequence[int], clean_preds: Mapping[str, Sequence[int]],
+                              class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """The first images, clean, then one row per (attack, model) with the adversarial example that
+    was counted: each tile says its true class (y), and the clean and adversarial predictions."""
+    count = images.shape[0]
+    grid_rows = 1 + len(rows)
+    fig = Figure(figsize=(1.25 * count + 1.6, 1.45 * grid_rows + 0.5))
 
+    def name(k: int) -> str:
+        return class_names[k] if 0 <= k < len(class_names) else str(k)
 
-def plot_adversarial_examples(images: torch.Tensor, adv_by_model: Mapping[str, torch.Tensor],
-                              path: str | Path, n: int = 8) -> Path:
-    """Grid of the first n images: a clean row, then per model its adversarial row and its
-    perturbation row (adv - clean, scaled so the largest |change| is full contrast; grey = 0)."""
-    clean = images[:n].detach().float().cpu()
-    advs = {name: adv[:n].detach().float().cpu() for name, adv in adv_by_model.items()}
-    max_change = max([float((a - clean).abs().max()) for a in advs.values()] + [1e-12])
-    rows, labels = [to_unit_range(clean)], ["clean"]
-    for name, adv in advs.items():
-        rows += [to_unit_range(adv), (0.5 + (adv - clean) / (2 * max_change)).clamp(0, 1)]
-        labels += [f"{name}: adversarial", f"{name}: perturbation"]
-    count = clean.shape[0]
-    grid = make_grid(torch.cat(rows), nrow=count, padding=2, pad_value=1.0)
-    height = clean.shape[-2]
-    fig = Figure(figsize=(max(4.0, 0.8 * count + 2), 0.8 * len(rows) + 0.6))
-    ax = fig.add_subplot()
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_yticks([2 + i * (height + 2) + height / 2 for i in range(len(rows))], labels)
-    ax.set_xticks([])
-    ax.set_title(f"perturbation rows: grey = unchanged, black/white = max |change| "
-                 f"{max_change / 2:.3g} in {PIXEL_UNITS}", fontsize=8)
+    def tile(row: int, col: int, image: torch.Tensor, caption: str, wrong: bool, row_label: str) -> None:
+        ax = fig.add_subplot(grid_rows, count, row * count + col + 1)
+        pixels = to_unit_range(image)
+        ax.imshow(pixels.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if pixels.shape[0] == 1 else None,
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(caption, fontsize=6, color="#D55E00" if wrong else "black")
+        if col == 0:
+            ax.set_ylabel(row_label, fontsize=7, rotation=0, ha="right", va="center")
+
+    first = next(iter(clean_preds.values()), [])
+    for col in range(count):
+        tile(0, col, images[col], f"y={name(labels[col])}" + (f"\nclean: {name(first[col])}" if len(first) > col else ""),
+             False, "clean")
+    for r, (label, adversarial, predictions) in enumerate(rows, start=1):
+        model = label.split(" on ")[-1]
+        for col in range(min(count, adversarial.shape[0])):
+            clean = clean_preds.get(model, [])
+            caption = (f"y={name(labels[col])}\n" + (f"clean {name(clean[col])} → " if len(clean) > col else "")
+                       + f"adv {name(predictions[col])}")
+            tile(r, col, adversarial[col], caption, predictions[col] != labels[col], label)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from winn_robust.evaluation.indicators import WARN, Indicator
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.paper import PAPER_NUMBERS
 
@@ -26,9 +27,12 @@ class RunDescription:
 
 
 def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], methods: list[str]) -> list[str]:
-    """Our headline numbers beside the paper's, where the paper has this dataset and arch."""
+    """Our headline numbers (FGSM, the paper's attack) beside the paper's, where the paper has
+    this dataset and arch; then the same rows under every stronger attack that ran."""
     eps = run.eps[0]
-    lines = [f"| model | ours: clean | paper: clean | ours: adv. error (eps {eps:g}) | paper: adv. error | "
+    attack = "fgsm" if ("fgsm", eps) in metrics.by_run else next(a for a, e in metrics.by_run if e == eps)
+    at_run = metrics.by_run[(attack, eps)]
+    lines = [f"| model | ours: clean | paper: clean | ours: {attack} error (eps {eps:g}) | paper: FGSM error | "
              "ours: corr. by method | paper | ours: corr. by baseline | paper |", "|---" * 9 + "|"]
 
     def pct(rate: Rate | None) -> str:
@@ -38,7 +42,7 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
         return "-" if value is None else f"{value:.2f}%"
 
     for name, method in zip(names, methods):
-        row = metrics.by_eps[eps].models[name]
+        row = at_run.models[name]
         ref = PAPER_NUMBERS.get((run.data, run.arch, method)) or (None, None, None, None)
         lines.append(f"| {name} | {pct(row.clean_error)} | {paper(ref[0])} | {pct(row.adv_error)} | {paper(ref[1])} | "
                      f"{pct(row.correction_by_method) if method != 'baseline' else '-'} | {paper(ref[2])} | "
@@ -46,11 +50,24 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     if not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
         lines.append("")
         lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
+    stronger = [(a, m) for (a, e), m in metrics.by_run.items() if e == eps and a != attack]
+    if stronger:
+        lines += ["", f"The same comparison under stronger attacks (eps {eps:g}; the paper used FGSM only):", "",
+                  "| model | attack | N | adversarial error | robust error (all attacks) |", "|---|---|---|---|---|"]
+        for name in names:
+            for other, m in stronger:
+                lines.append(f"| {name} | {other} | {m.n} | {pct(m.models[name].adv_error)} | "
+                             f"{pct(metrics.robust[eps].error[name])} |")
     return lines
 
 
 def write_summary(out: Path, run: RunDescription, timings: dict[str, float], metrics: Metrics,
-                  names: list[str], methods: list[str]) -> Path:
+                  names: list[str], methods: list[str], indicators: Sequence[Indicator] = ()) -> Path:
+    warned = [i for i in indicators if i.status == WARN]
+    trust = ["## Can these numbers be trusted?", "",
+             *(f"- {name}: " + ("no warnings" if not [i for i in warned if i.model == name] else "; ".join(
+                 sorted({i.title for i in warned if i.model == name}))) for name in names),
+             "", "Details, values and thresholds: table.md.", ""]
     lines = [f"# winn-robust reproduce: preset `{run.preset}`", "",
              f"- command: `{run.command}`", f"- machine: {run.machine}",
              f"- data: {run.data}, arch {run.arch}, methods {', '.join(methods)}, "
@@ -60,7 +77,7 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
              f"sweep {list(run.sweep)}",
              "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",
-             "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
+             *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
              "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
              ""]
     path = Path(out) / "summary.md"

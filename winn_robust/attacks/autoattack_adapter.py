@@ -1,0 +1,183 @@
+"""AutoAttack (Croce and Hein 2020) through the `pyautoattack` package, the code RobustBench uses.
+
+AutoAttack expects models on [0, 1] images; ours see [-1, 1], so the *model* is wrapped
+(u -> model(2u - 1)), never the images re-scaled behind the attack's back, and eps (already in
+[0, 1] pixel units) is passed unchanged. Single attacks run through AutoAttack's own driver
+(version 'custom') with the standard version's settings (APGD-CE 1 restart of 100 steps, APGD-T
+and FAB-T 9 target classes, Square 5,000 queries) unless an option changes them; `autoattack`
+is the standard ensemble. As in AutoAttack, an image the attack does not fool is returned
+unchanged. AutoAttack's own warnings (its flags: randomized or dynamic defence, probabilities
+instead of logits, Square beating the gradient attacks) are captured and reported as notes."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.errors import UserError
+from winn_robust.models.base import frozen_eval
+from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model, to_model_range, to_pixel_range
+
+STANDARD_TARGET_CLASSES = 9
+
+
+class PixelInputs(nn.Module):
+    """A [-1, 1] model seen from [0, 1] pixel space: u -> model(2u - 1)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(to_model_range(pixels))
+
+
+class _CaptureWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@dataclass(frozen=True)
+class AutoAttackBase(Attack):
+    """One AutoAttack run; subclasses name the attacks and their knobs."""
+
+    randomized = True
+    aa_attacks: ClassVar[tuple[str, ...] | None] = None  # None = the standard ensemble
+
+    def configure(self, adversary: Any, num_classes: int) -> None:
+        """Set the standard version's settings (and this attack's options) on AutoAttack's objects."""
+        targets = max(1, min(STANDARD_TARGET_CLASSES, num_classes - 1))
+        adversary.apgd.n_restarts = 1
+        adversary.apgd_targeted.n_target_classes = targets
+        adversary.fab.n_restarts = 1
+        adversary.fab.n_target_classes = targets
+        adversary.square.n_queries = 5000
+
+    def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+            generator: torch.Generator) -> AttackOutput:
+        from pyautoattack import AutoAttack
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        wrapped = PixelInputs(model).eval()
+        with frozen_eval(model), torch.no_grad():
+            num_classes = int(model(images[:1]).shape[-1])
+        version = "standard" if self.aa_attacks is None else "custom"
+        attacks = None if self.aa_attacks is None else list(self.aa_attacks)
+        adversary = AutoAttack(wrapped, attacks=attacks, device=images.device, eps=eps, norm="Linf", seed=seed,
+                               version=version)
+        adversary.verbose = False
+        self.configure(adversary, num_classes)
+        capture, logger = _CaptureWarnings(), logging.getLogger("auto-attack")
+        logger.addHandler(capture)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            # AutoAttack seeds torch's global generators itself: keep the caller's RNG state intact
+            devices = [images.device] if images.device.type == "cuda" else []
+            with frozen_eval(model), torch.random.fork_rng(devices=devices):
+                adv01, _ = adversary.run_standard_evaluation(to_pixel_range(images.detach()), labels,
+                                                            batch_size=len(images))
+        finally:
+            logger.removeHandler(capture)
+            logger.propagate = propagate
+        # back to model space; an image AutoAttack left alone stays bit-identical, and the float
+        # round trip can never step outside the eps-ball or the box
+        x, pixels = images.detach(), to_pixel_range(images.detach())
+        adv01 = adv01.to(images.device)
+        radius = eps_to_model(eps)
+        adversarial = torch.where(adv01 == pixels, x, to_model_range(adv01))
+        adversarial = torch.min(torch.max(adversarial, x - radius), x + radius).clamp(MODEL_LOW, MODEL_HIGH)
+        return AttackOutput(adversarial, notes=[f"AutoAttack: {m}" for m in capture.messages])
+
+
+@dataclass(frozen=True)
+class APGDCE(AutoAttackBase):
+    steps: int = 100
+    restarts: int = 1
+
+    name = "apgd-ce"
+    summary = "APGD on the cross-entropy (AutoAttack; step-size free PGD)"
+    iterative = True
+    aa_attacks = ("apgd-ce",)
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.restarts < 1:
+            raise UserError(f"apgd-ce needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}")
+
+    def configure(self, adversary: Any, num_classes: int) -> None:
+        super().configure(adversary, num_classes)
+        adversary.apgd.n_iter, adversary.apgd.n_restarts = self.steps, self.restarts
+
+
+@dataclass(frozen=True)
+class APGDT(AutoAttackBase):
+    steps: int = 100
+    target_classes: int = STANDARD_TARGET_CLASSES
+
+    name = "apgd-t"
+    summary = "targeted APGD on the DLR loss (AutoAttack)"
+    iterative = True
+    aa_attacks = ("apgd-t",)
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.target_classes < 1:
+            raise UserError(f"apgd-t needs steps >= 1 and target_classes >= 1, got {self.steps}, {self.target_classes}")
+
+    def configure(self, adversary: Any, num_classes: int) -> None:
+        super().configure(adversary, num_classes)
+        adversary.apgd_targeted.n_iter = self.steps
+        adversary.apgd_targeted.n_target_classes = max(1, min(self.target_classes, num_classes - 1))
+
+
+@dataclass(frozen=True)
+class FABT(AutoAttackBase):
+    steps: int = 100
+    target_classes: int = STANDARD_TARGET_CLASSES
+
+    name = "fab-t"
+    summary = "targeted FAB, a minimum-norm attack (AutoAttack)"
+    iterative = True
+    aa_attacks = ("fab-t",)
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.target_classes < 1:
+            raise UserError(f"fab-t needs steps >= 1 and target_classes >= 1, got {self.steps}, {self.target_classes}")
+
+    def configure(self, adversary: Any, num_classes: int) -> None:
+        super().configure(adversary, num_classes)
+        adversary.fab.n_iter = self.steps
+        adversary.fab.n_target_classes = max(1, min(self.target_classes, num_classes - 1))
+
+
+@dataclass(frozen=True)
+class Square(AutoAttackBase):
+    queries: int = 5000
+
+    name = "square"
+    summary = "Square Attack, gradient-free random search (AutoAttack)"
+    gradient_based = False
+    iterative = True
+    aa_attacks = ("square",)
+
+    def validate(self) -> None:
+        if self.queries < 1:
+            raise UserError(f"square needs queries >= 1, got {self.queries}")
+
+    def configure(self, adversary: Any, num_classes: int) -> None:
+        super().configure(adversary, num_classes)
+        adversary.square.n_queries = self.queries
+
+
+@dataclass(frozen=True)
+class StandardAutoAttack(AutoAttackBase):
+    name = "autoattack"
+    summary = "AutoAttack's standard ensemble: APGD-CE, APGD-T, FAB-T, Square"
+    iterative = True
+    aa_attacks = None

@@ -1,0 +1,97 @@
+"""One typed interface for every attack: an object built (and validated) once from its name and
+options, then run batch by batch on [-1, 1] models.
+
+Threat model (docs/conventions.md): L-inf, eps in [0, 1] pixel units, the model in eval mode,
+input gradients only; every attack returns images within eps of the input and inside [-1, 1],
+and leaves its input tensor untouched. Random attacks draw only from the `torch.Generator`
+they are given (the harness derives it from the evaluation seed, the attack, eps, batch and
+model), so a seeded evaluation is reproducible, resumable and shardable."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from winn_robust.errors import UserError
+
+
+@dataclass
+class AttackOutput:
+    """adversarial: the images (same shape as the input); clean_logits: the model's logits on the
+    clean batch when the attack computed them anyway (saves the harness a forward pass);
+    loss_trace_sum / loss_trace_count: per step, the summed running-best loss over the images the
+    attack did not fool and their count (for the "incomplete optimisation" indicator)."""
+    adversarial: torch.Tensor
+    clean_logits: torch.Tensor | None = None
+    loss_trace_sum: torch.Tensor | None = None
+    loss_trace_count: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attack(ABC):
+    """Subclasses are frozen dataclasses: their fields are the attack's options (recorded in every
+    report), `seed` included. Class attributes describe the attack for the failure indicators."""
+
+    seed: int = 0
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    gradient_based: ClassVar[bool] = True
+    iterative: ClassVar[bool] = False
+    randomized: ClassVar[bool] = False  # uses random numbers (a seeded generator makes it repeatable)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:  # noqa: B027  (optional hook: most attacks have no options to check)
+        """Raise UserError for options out of range (called once, when built)."""
+
+    def settings(self) -> dict[str, Any]:
+        return {"attack": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @property
+    def deterministic(self) -> bool:
+        """Same input, same output, whatever the batch it sits in."""
+        return not self.randomized
+
+    @abstractmethod
+    def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+            generator: torch.Generator) -> AttackOutput:
+        """Attack `model` (eval mode, frozen, [-1, 1] inputs) on one batch at budget `eps`."""
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Adversarial images only; a default generator seeded with `self.seed`."""
+        if generator is None:
+            generator = torch.Generator(device=images.device).manual_seed(self.seed)
+        return self.run(model, images, labels, eps, generator).adversarial
+
+
+def coerce_options(cls: type[Attack], options: Mapping[str, str | int | float | bool]) -> dict[str, Any]:
+    """Option strings from the command line converted to the types of the attack's fields;
+    an unknown option or a value of the wrong type is one UserError naming the choices."""
+    known = {f.name: f for f in fields(cls) if f.name != "seed"}
+    out: dict[str, Any] = {}
+    for key, raw in options.items():
+        if key not in known:
+            choices = ", ".join(sorted(known)) or "none"
+            raise UserError(f"unknown option {key!r} for attack {cls.name}; its options are: {choices}")
+        kind = type(getattr(cls, key, None)) if hasattr(cls, key) else str
+        try:
+            if kind is bool:
+                value: Any = raw if isinstance(raw, bool) else {"true": True, "1": True, "yes": True, "false": False,
+                                                                "0": False, "no": False}[str(raw).lower()]
+            elif kind is int:
+                value = int(raw)
+            elif kind is float:
+                value = float(raw)
+            else:
+                value = raw
+        except (KeyError, ValueError):
+            raise UserError(f"attack option {cls.name}.{key}={raw!r} is not a valid {kind.__name__}") from None
+        out[key] = value
+    return out

@@ -1,0 +1,211 @@
+"""Can these numbers be trusted? Failure indicators of a robustness evaluation, per model and eps.
+
+Each indicator is a measured value, a threshold, PASS or WARN, and one line of advice. They are
+anchored in AutoAttack's flags (Croce and Hein 2020), the checklist of Carlini et al. 2019 ("On
+Evaluating Adversarial Robustness") and Pintor et al. 2022 ("Indicators of Attack Failure"). A
+WARN does not say the model is not robust; it says this evaluation may overstate how robust it
+is, and what to run to find out. Indicators whose evidence was not collected say N/A and which
+attack would collect it.
+
+Everything here reads a `CrossEvalResult` (predictions, probes, loss traces, captured notes)
+and the attacks' descriptions; nothing is attacked again."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from winn_robust.evaluation.harness import CrossEvalResult
+
+PASS, WARN, NA = "PASS", "WARN", "N/A"
+
+ZERO_GRADIENT_MAX = 0.01          # fraction of probed images with an all-zero input gradient
+PROBABILITY_MAX = 0.5             # fraction of probed images whose outputs are a probability vector
+RANDOMNESS_MAX = 1e-4             # AutoAttack's check_randomized alpha
+GRADIENT_FREE_MAX = 0.002         # AutoAttack's check_square_sr alpha
+TRANSFER_MAX = 0.01
+SINGLE_STEP_MAX = 0.01
+MONOTONE_DROP_MAX = 0.01          # largest fall of the error between consecutive eps
+UNBOUNDED_MIN = 0.98              # error of an eps = 1 attack
+INCOMPLETE_RISE_MAX = 0.05        # share of PGD's loss rise that came in its last 20% of steps
+
+
+@dataclass(frozen=True)
+class Indicator:
+    indicator: str          # stable id, e.g. "zero-gradients"
+    title: str
+    model: str
+    eps: float | None       # None: a property of the model, measured once
+    attack: str | None
+    value: float | None
+    threshold: float
+    status: str             # PASS, WARN or N/A
+    advice: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _status(value: float | None, threshold: float, warn_above: bool = True) -> str:
+    if value is None:
+        return NA
+    return WARN if (value > threshold if warn_above else value < threshold) else PASS
+
+
+def _fooled(result: CrossEvalResult, attack: str, eps: float, source: str, target: str, n: int) -> np.ndarray:
+    preds = result.adv_preds[(attack, eps)][source][target][:n]
+    return preds != result.labels[:n]
+
+
+def model_probes(result: CrossEvalResult) -> list[Indicator]:
+    out = []
+    for model, probe in result.probes.items():
+        if probe.n == 0:
+            continue
+        zero = probe.zero_gradient / probe.n
+        out.append(Indicator(
+            "zero-gradients", "zero input gradients", model, None, None, zero, ZERO_GRADIENT_MAX,
+            _status(zero, ZERO_GRADIENT_MAX),
+            "gradient attacks cannot move these images (saturated softmax or a masked gradient): add apgd-t or "
+            "square, which use a margin loss or no gradient",
+            f"{probe.zero_gradient} of {probe.n} probed images"))
+        prob = probe.probability_outputs / probe.n
+        out.append(Indicator(
+            "probability-outputs", "outputs are probabilities, not logits", model, None, None, prob, PROBABILITY_MAX,
+            _status(prob, PROBABILITY_MAX),
+            "attack the logits: a softmax before the loss flattens its gradient (remove it from the model's forward)",
+            f"{probe.probability_outputs} of {probe.n} probed images"))
+        out.append(Indicator(
+            "randomness", "random outputs", model, None, None, probe.randomness, RANDOMNESS_MAX,
+            _status(probe.randomness, RANDOMNESS_MAX),
+            "the model is randomized: attack its expectation (EOT, AutoAttack version='rand') and report the "
+            "error over several passes", "largest L2 distance of normalised outputs over repeated passes"))
+        unbounded = probe.unbounded_wrong / probe.n
+        out.append(Indicator(
+            "unbounded-attack", "unbounded attack (eps = 1) fails", model, 1.0, "pgd", unbounded, UNBOUNDED_MIN,
+            _status(unbounded, UNBOUNDED_MIN, warn_above=False),
+            "at eps = 1 any image can be replaced, so the error must reach 100%: the attacks are not working "
+            "on this model (masked gradients, a bug, or too few steps)", f"{probe.unbounded_wrong} of {probe.n} probed images"))
+    return out
+
+
+def whitebox_runs(result: CrossEvalResult, eps: float) -> list[str]:
+    return [attack for (attack, e) in result.adv_preds if e == eps]
+
+
+def per_eps(result: CrossEvalResult, describe: Mapping[str, Mapping[str, bool]]) -> list[Indicator]:
+    """Indicators comparing attacks at one eps: gradient-free, transfer, single-step."""
+    out = []
+    names = result.model_names
+    for eps in result.eps_values:
+        attacks = whitebox_runs(result, eps)
+        n = min(result.run_sizes[(a, eps)] for a in attacks)
+        gradient = [a for a in attacks if describe[a]["gradient_based"]]
+        iterative = [a for a in gradient if describe[a]["iterative"]]
+        for model in names:
+            own = {a: _fooled(result, a, eps, model, model, n) for a in attacks}
+            any_gradient = np.any([own[a] for a in gradient], axis=0) if gradient else None
+            # gradient-free beats gradient-based
+            if "square" in attacks and any_gradient is not None:
+                extra = own["square"] & ~any_gradient
+                value: float | None = float(extra.mean()) if n else 0.0
+                detail = f"{int(extra.sum())} of {n} images fooled by square and by no gradient attack"
+            else:
+                value, detail = None, "needs square and a gradient attack at this eps"
+            out.append(Indicator("gradient-free-beats-gradient", "gradient-free beats gradient-based", model, eps,
+                                 "square", value, GRADIENT_FREE_MAX, _status(value, GRADIENT_FREE_MAX),
+                                 "run square (alone) to check this; AutoAttack reports its own Square check as a flag "
+                                 "when it fires" if value is None else
+                                 "the gradient is misleading on this model (masking or obfuscation): trust square's "
+                                 "numbers, and try an adaptive attack",
+                                 detail))
+            # transfer beats white-box
+            others = [s for s in names if s != model]
+            if others:
+                transferred = np.any([_fooled(result, a, eps, s, model, n) for a in attacks for s in others], axis=0)
+                white = np.any(list(own.values()), axis=0)
+                extra = transferred & ~white
+                value, detail = float(extra.mean()) if n else 0.0, \
+                    f"{int(extra.sum())} of {n} images fooled by another model's examples and by none of its own"
+            else:
+                value, detail = None, "needs a second model"
+            out.append(Indicator("transfer-beats-white-box", "transfer beats white-box", model, eps, None, value,
+                                 TRANSFER_MAX, _status(value, TRANSFER_MAX),
+                                 "white-box attacks should be the strongest: they fail on this model, so use stronger "
+                                 "or adaptive attacks (more steps, restarts, apgd-t, square)", detail))
+            # single step beats iterative
+            single = [a for a in gradient if a not in iterative]
+            if single and iterative:
+                one = np.any([own[a] for a in single], axis=0)
+                many = np.any([own[a] for a in iterative], axis=0)
+                extra = one & ~many
+                value, detail = float(extra.mean()) if n else 0.0, \
+                    f"{int(extra.sum())} of {n} images fooled by {'/'.join(single)} and by no iterative attack"
+            else:
+                value, detail = None, "needs fgsm and an iterative gradient attack (pgd, apgd-ce) at this eps"
+            out.append(Indicator("single-step-beats-iterative", "single-step beats iterative", model, eps, None, value,
+                                 SINGLE_STEP_MAX, _status(value, SINGLE_STEP_MAX),
+                                 "an iterative attack should find everything one step finds: its optimisation fails "
+                                 "(step size, masking): raise steps and restarts", detail))
+            for attack in attacks:
+                for note in result.notes.get((attack, eps), {}).get(model, []):
+                    out.append(Indicator("autoattack-flag", "AutoAttack's own flag", model, eps, attack, None, 0.0,
+                                         WARN, "read AutoAttack's flags_doc.md for this case", note))
+    return out
+
+
+def monotone(result: CrossEvalResult, metrics_error: Mapping[str, Mapping[float, float]]) -> list[Indicator]:
+    """Error should not fall as eps grows: per model, over the attacks' own error at ascending eps."""
+    out = []
+    for model, by_eps in metrics_error.items():
+        ordered = sorted(by_eps.items())
+        if len(ordered) < 2:
+            out.append(Indicator("not-monotone-in-eps", "not monotone in eps", model, None, None, None,
+                                 MONOTONE_DROP_MAX, NA, "evaluate at several eps to check this", "one eps only"))
+            continue
+        drops = [(a[1] - b[1], a[0], b[0]) for a, b in itertools.pairwise(ordered)]
+        drop, low, high = max(drops)
+        value = max(0.0, drop)
+        out.append(Indicator("not-monotone-in-eps", "not monotone in eps", model, None, None, value, MONOTONE_DROP_MAX,
+                             _status(value, MONOTONE_DROP_MAX),
+                             "a larger budget can only make a correct attack stronger: the attack misbehaves "
+                             "(a fixed step that overshoots, masking); use an iterative attack with restarts",
+                             f"robust error falls by {100 * value:.2f} points from eps {low:g} to {high:g}"
+                             if value else "robust error rises with eps"))
+    return out
+
+
+def incomplete(result: CrossEvalResult) -> list[Indicator]:
+    """PGD's running-best loss on the images it did not fool, still rising over its last steps."""
+    out = []
+    for (attack, eps), traces in result.loss_traces.items():
+        for model, (trace, count) in traces.items():
+            if count == 0 or len(trace) < 5:
+                value, detail = 0.0, "every image fooled"
+            else:
+                mean = np.asarray(trace) / count
+                total = mean[-1] - mean[0]
+                late = mean[-1] - mean[int(0.8 * (len(mean) - 1))]
+                value = float(late / total) if total > 1e-12 else 0.0
+                detail = (f"mean loss of the {count} unfooled images rose {total:.4g} over the last restart, "
+                          f"{late:.4g} of it in the final 20% of steps")
+            out.append(Indicator("incomplete-optimisation", "incomplete optimisation", model, eps, attack, value,
+                                 INCOMPLETE_RISE_MAX, _status(value, INCOMPLETE_RISE_MAX),
+                                 f"the loss was still rising: raise {attack} steps (e.g. --attack-option "
+                                 f"{attack}.steps=200)", detail))
+    return out
+
+
+def compute_indicators(result: CrossEvalResult, robust_error: Mapping[str, Mapping[float, float]],
+                       describe: Mapping[str, Mapping[str, bool]]) -> list[Indicator]:
+    """Every indicator for every model (and eps). `robust_error[model][eps]` is the worst-case
+    error; `describe[attack]` says whether it is gradient-based and iterative."""
+    return [*model_probes(result), *per_eps(result, describe), *monotone(result, robust_error), *incomplete(result)]
+
+
+def warnings_only(indicators: list[Indicator]) -> list[Indicator]:
+    return [i for i in indicators if i.status == WARN]

@@ -1,0 +1,53 @@
+"""Cheap probes of each model on one batch, for the failure indicators (evaluation/indicators.py):
+do its input gradients vanish, does it output probabilities rather than logits, is it random,
+and does an unbounded attack (eps = 1, the whole pixel range) fool it?
+
+Thresholds and checks follow AutoAttack's flags (check_zero_gradients, check_range_output,
+check_randomized; Croce and Hein's pyautoattack) and the checklist of Carlini et al. 2019."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from winn_robust.attacks.pgd import PGD
+from winn_robust.models.base import frozen_eval
+
+RANDOMNESS_PASSES = 3
+PROBABILITY_TOLERANCE = 1e-5       # AutoAttack's check_range_output alpha
+UNBOUNDED_STEPS = 20
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    n: int                      # images probed (the first batch)
+    zero_gradient: int          # images whose input gradient of the CE loss is exactly zero
+    probability_outputs: int    # images whose outputs lie in [0, 1] and sum to 1
+    randomness: float           # largest L2 distance between repeated passes' normalised outputs
+    unbounded_wrong: int        # images an eps = 1 PGD turns into mistakes (of n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> ProbeResult:
+    """All four probes on one batch; the model stays as the caller left it."""
+    x = images.detach().clone().requires_grad_(True)
+    with frozen_eval(model), torch.enable_grad():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), x)
+    zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
+    outputs = logits.detach()
+    sums_to_one = ((outputs.min(1).values > -PROBABILITY_TOLERANCE) & (outputs.max(1).values < 1 + PROBABILITY_TOLERANCE)
+                   & ((outputs.sum(1) - 1).abs() < PROBABILITY_TOLERANCE))
+    with frozen_eval(model), torch.no_grad():
+        passes = [model(images) for _ in range(RANDOMNESS_PASSES)]
+    normalised = [p / (p.norm(dim=1, keepdim=True) + 1e-10) for p in passes]
+    randomness = max(float((a - b).norm(dim=1).max()) for i, a in enumerate(normalised) for b in normalised[i + 1:])
+    unbounded = PGD(steps=UNBOUNDED_STEPS, restarts=1, random_start=False, seed=seed)
+    adversarial = unbounded(model, images, labels, 1.0)
+    with frozen_eval(model), torch.no_grad():
+        wrong = int((model(adversarial).argmax(1) != labels).sum())
+    return ProbeResult(len(images), zero, int(sums_to_one.sum()), randomness, wrong)

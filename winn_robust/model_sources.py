@@ -1,0 +1,142 @@
+"""Models to evaluate, from wherever they come: our checkpoints (or a run folder, whose best.pt
+is used), a TorchScript archive, or `FILE.py:FUNCTION` returning a torch.nn.Module.
+
+External models follow the ecosystem's convention (RobustBench's): images in [0, 1] in, logits
+out. Inside winn-robust every model sees [-1, 1] (docs/conventions.md), so an external model is
+wrapped (`PixelSpaceModel`: x -> model((x + 1) / 2)), never the data. Every failure to load is
+one UserError line naming the file and what to do."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from winn_robust.checkpoint import load_checkpoint
+from winn_robust.errors import UserError
+from winn_robust.units import to_pixel_range
+
+BEST = "best.pt"
+
+
+class PixelSpaceModel(nn.Module):
+    """An ecosystem model ([0, 1] images -> logits) seen from our [-1, 1] model space."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(to_pixel_range(x))
+
+
+@dataclass
+class LoadedModel:
+    """A model in our convention ([-1, 1] in, logits out), eval mode, and what we know of it."""
+    name: str | None          # the NAME of NAME=SPEC, when given
+    model: nn.Module
+    source: str               # what the user gave
+    kind: str                 # "checkpoint", "torchscript" or "python"
+    path: Path | None         # the file whose sha256 goes into the provenance
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def split_spec(text: str) -> tuple[str | None, str]:
+    """`NAME=SPEC` or `SPEC` (a Windows drive letter or a path holding '=' stays a path)."""
+    name, sep, spec = text.partition("=")
+    if sep and name and all(ch.isalnum() or ch in "_-." for ch in name) and not Path(text).exists():
+        return name, spec
+    return None, text
+
+
+def load_model(text: str, device: torch.device | str = "cpu") -> LoadedModel:
+    """One model from NAME=SPEC or SPEC, in our convention, on `device`."""
+    name, spec = split_spec(str(text))
+    path_part, colon, function = spec.rpartition(":")
+    if colon and path_part.endswith(".py"):
+        if not function.isidentifier():
+            raise UserError(f"{spec}: FUNCTION in FILE.py:FUNCTION must be a Python name, got {function!r}")
+        return _from_python(name, spec, Path(path_part), function, device)
+    path = Path(spec)
+    if path.suffix == ".py":
+        raise UserError(f"{spec}: give the function that builds the model as FILE.py:FUNCTION, "
+                        f"e.g. {spec}:build_model")
+    notes = []
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise UserError(f"{path} is a folder without {BEST}; pass a checkpoint file or a run folder of `winn-robust train`")
+        notes.append(f"{path} is a run folder: using its {BEST}")
+        path = path / BEST
+    if not path.is_file():
+        raise UserError(f"model {spec} does not exist; pass a winn-robust checkpoint or run folder, a TorchScript "
+                        "file, or FILE.py:FUNCTION")
+    if _is_torchscript(path):
+        return _from_torchscript(name, spec, path, device)
+    model, metadata = load_checkpoint(path, device)
+    return LoadedModel(name, model, spec, "checkpoint", path, metadata, notes)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _from_torchscript(name: str | None, spec: str, path: Path, device: torch.device | str) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:  # torch raises many kinds for a broken archive; the user needs one line
+        reason = " ".join(str(exc).split())[:160]
+        raise UserError(f"TorchScript file {path} failed to load ({reason}); export it again with torch.jit.save") from None
+    return LoadedModel(name, PixelSpaceModel(module).to(device).eval(), spec, "torchscript", path)
+
+
+def _from_python(name: str | None, spec: str, path: Path, function: str, device: torch.device | str) -> LoadedModel:
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; FILE.py:FUNCTION needs a Python file that defines FUNCTION")
+    module_name = f"winn_robust_user_model_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise UserError(f"{path} cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UserError(f"importing {path} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+    build = getattr(module, function, None)
+    if not callable(build):
+        raise UserError(f"{path} defines no function {function!r}; FILE.py:FUNCTION must name a function returning "
+                        "a torch.nn.Module")
+    try:
+        built = build()
+    except Exception as exc:
+        raise UserError(f"{path}:{function}() failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+    if not isinstance(built, nn.Module):
+        raise UserError(f"{path}:{function}() returned a {type(built).__name__}, not a torch.nn.Module; return the model "
+                        "(images in [0, 1] -> logits)")
+    return LoadedModel(name, PixelSpaceModel(built).to(device).eval(), spec, "python", path)
+
+
+def check_outputs(loaded: LoadedModel, images: torch.Tensor, num_classes: int) -> None:
+    """The model must map (N, C, H, W) images to (N, classes) logits."""
+    probe = images[:2]
+    try:
+        with torch.no_grad():
+            out = loaded.model(probe)
+    except Exception as exc:
+        raise UserError(f"model {loaded.source} failed on images of shape {list(probe.shape[1:])}: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (len(probe), num_classes):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model {loaded.source} returned {shape} for {len(probe)} images; it must return logits of "
+                        f"shape (N, {num_classes})")
