@@ -14,6 +14,7 @@ from typing import Any
 from winn_robust import commands
 from winn_robust.attacks import ATTACKS
 from winn_robust.errors import UserError
+from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
 from winn_robust.experiments.presets import PRESETS
 from winn_robust.training.config import FIELD_HELP, TrainConfig
 from winn_robust.version import __version__
@@ -93,13 +94,25 @@ def add_attack_parser(sub: Any) -> None:
 
 
 def add_report_parser(sub: Any) -> None:
-    parser = sub.add_parser("report", help="rebuild the tables and the eps plot from a report's per_example.csv",
-                            description="Recompute table.md, table.csv and error_vs_eps.png from per_example.csv "
-                                        "alone (provenance from results.json when it is beside it): a check that "
-                                        "every figure follows from the per-image predictions.")
-    parser.add_argument("report", type=Path, help="a report folder holding per_example.csv, or the CSV itself")
-    parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the first model]")
-    parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]")
+    parser = sub.add_parser("report", help="rebuild a report's tables, or aggregate several seeds' reports",
+                            description="With one folder: recompute table.md, table.csv and error_vs_eps.png from "
+                                        "per_example.csv alone (provenance from results.json when it is beside it): a "
+                                        "check that every figure follows from the per-image predictions. With several "
+                                        "folders (one per training seed, same models and test images) and --out: the "
+                                        "aggregate over seeds (mean, sd, method-minus-baseline difference with a 95% "
+                                        "hierarchical-bootstrap CI, paired t-test, probability of improvement) and a verdict.")
+    parser.add_argument("report", type=Path, nargs="+",
+                        help="a report folder holding per_example.csv (or the CSV itself); several: one per seed")
+    parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the model named "
+                                           "baseline, else the first model]")
+    parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]; "
+                                                 "required with several folders (the aggregate's folder)")
+    parser.add_argument("--eps", action="append",
+                        help="aggregate: eps for table.md and the verdict, repeat or comma-separate [default: the largest]")
+    parser.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES,
+                        help=f"aggregate: bootstrap resamples for the 95%% CIs [default: {DEFAULT_RESAMPLES}]")
+    parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_BOOTSTRAP_SEED,
+                        help=f"aggregate: seed of the bootstrap, for reproducible CIs [default: {DEFAULT_BOOTSTRAP_SEED}]")
 
 
 def add_sample_parser(sub: Any) -> None:

@@ -17,6 +17,7 @@ from winn_robust.experiments.evaluate import evaluate_models
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 from winn_robust.images import save_image_grid
+from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import rebuild_tables
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
@@ -98,8 +99,18 @@ def run_attack(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> None:
-    files = rebuild_tables(args.report, baseline=args.baseline, out_dir=args.out)
-    print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
+    """One folder: rebuild its tables. Several: the aggregate over seeds into --out."""
+    if len(args.report) == 1:
+        files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
+        print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
+        return
+    if args.out is None:
+        raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
+                        "a new folder for the aggregate")
+    table_eps = parse_eps(args.eps) if args.eps else None
+    files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
+                            resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
+    print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 
 def run_sample(args: argparse.Namespace) -> None:

@@ -299,6 +299,9 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
         "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
         "versions": software_versions(), "device": device_description(dev), "notes": list(notes)}
+    seeds = {m.metadata.get("seed") for m in loaded if m.kind == "checkpoint"}
+    if len(seeds) == 1 and None not in seeds and len(ours) == len(loaded):
+        provenance["training_seed"] = seeds.pop()  # every model trained with one seed: a seed's report
     store = None
     if out_dir is not None:
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
