@@ -91,13 +91,16 @@ def test_sample_writes_a_grid(tmp_path, trained):
 def test_reproduce_end_to_end_with_reduced_sizes(tmp_path):
     out = tmp_path / "quick"
     assert main(["reproduce", "--epochs", "1", "--train-limit", "200", "--negatives-per-class", "3",
-                 "--synthesis-max-steps", "10", "--test-limit", "60", "--sweep", "0,0.25",
+                 "--synthesis-max-steps", "10", "--test-limit", "60", "--sweep", "0,0.25", "--attack", "fgsm,pgd",
+                 "--attack-option", "pgd.steps=3", "--attack-option", "pgd.restarts=1", "--strong-limit", "30",
                  "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     for name in ("table.md", "table.csv", "results.json", "per_example.csv", "summary.md", "error_vs_eps.png",
                  "adversarial_examples.png", "negatives_winn.png"):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "table.csv")
     assert sorted(set(table["eps"])) == [0.0, 0.125, 0.25]
+    pgd = table[table["attack"] == "pgd"]
+    assert set(pgd["eps"]) == {0.125} and set(pgd["n"]) == {30}  # strong attacks: table eps, first 30 images
     at_zero = table[table["eps"] == 0.0]
     assert (at_zero["adv_error"] == at_zero["clean_error"]).all()
 

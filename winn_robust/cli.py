@@ -11,6 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from winn_robust import commands
 from winn_robust.attacks import ATTACKS
 from winn_robust.errors import UserError
@@ -34,8 +36,12 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda [default: auto]")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (they also hide themselves when output is not a terminal)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads torch may use [default: torch's, all cores]; lower it when other work shares "
+                             "the machine (recorded in every report)")
 
 
 def add_train_parser(sub: Any) -> None:
@@ -59,6 +65,7 @@ def add_train_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped, with the run's own settings")
+    parser.add_argument("--force", action="store_true", help="replace a run already in --out (its files are deleted)")
     add_common_options(parser)
 
 
@@ -81,6 +88,8 @@ def add_attack_parser(sub: Any) -> None:
                         help="an attack's option, e.g. pgd.steps=100 or square.queries=1000; repeat for more")
     parser.add_argument("--attack-limit", action="append", default=[], metavar="ATTACK=N",
                         help="run ATTACK on the first N images only (e.g. autoattack=500); repeat for more")
+    parser.add_argument("--attack-eps", action="append", default=[], metavar="ATTACK=EPS[,EPS]",
+                        help="run ATTACK at these of the --eps values only (e.g. autoattack=0.125); repeat for more")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
     add_data_options(parser)
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
@@ -147,6 +156,12 @@ def add_reproduce_parser(sub: Any) -> None:
                         help="run the attacks other than fgsm on the first N test images only [default: the preset's]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                         help="an attack's option, e.g. pgd.steps=100; repeat for more")
+    parser.add_argument("--seeds", help="training seeds: a comma list (0,1,2) or a count (3 means 0,1,2) "
+                                        "[default: the preset's]")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="training runs and evaluations at once, as separate processes, the threads split "
+                             "between them (one per GPU when several are visible) [default: 1]")
+    parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     for field in fields(TrainConfig):
@@ -185,6 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
         return int(exc.code or 0)
     args.command_line = shlex.join(["winn-robust", *argv])  # provenance: recorded in reports
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            print(f"winn-robust: error: --threads must be at least 1, got {threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(threads)
     try:
         return dispatch(args)
     except UserError as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
@@ -22,8 +24,13 @@ from winn_robust.reporting.files import rebuild_tables
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
-from winn_robust.training.trainer import LAST_NAME, check_same_settings
+from winn_robust.training.trainer import LAST_NAME, check_same_settings, clear_run, holds_run
 from winn_robust.units import parse_eps
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    """Progress bars unless --no-progress, or when stderr is not a terminal (logs, CI, jobs)."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -37,6 +44,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         meta = read_checkpoint(last)["metadata"]
         config = TrainConfig.from_dict({**meta.get("hparams", {}), **given}).validate()
         check_same_settings(last, meta, config)  # before loading any data
+        if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
+            args.data_dir = Path(meta["data_dir"])
+            print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
         return config
     if "data" not in given:
         raise UserError("train needs --data (mnist, svhn, fashion-mnist, cifar10 or digits)")
@@ -44,15 +54,27 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
+    if not args.resume and holds_run(args.out):
+        if not args.force:
+            raise UserError(f"{args.out} already holds a training run; pass --resume to continue it, --force to replace "
+                            "it, or choose another --out")
+        clear_run(args.out)
     config = train_config(args)
     device = resolve_device(args.device)
+    started = time.perf_counter()
     data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
                            config.train_limit, device)
     print(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
-          f"{len(data.val_images)} validation images, device {device}", file=sys.stderr)
-    result = train(config, data, args.out, device, resume=args.resume, progress=not args.no_progress)
-    print(f"best validation error {result.best_val_error:.4f} at epoch {result.best_epoch}; "
-          f"checkpoints in {result.out_dir} (best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'}")
+          f"{len(data.val_images)} validation images, seed {config.seed}, device {device}, "
+          f"{torch.get_num_threads()} thread(s)", file=sys.stderr)
+    extra = {"data_dir": str(args.data_dir.resolve())} if args.data_dir else {}
+    result = train(config, data, args.out, device, resume=args.resume, progress=progress_wanted(args),
+                   extra_metadata=extra)
+    print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
+          f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
+          f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'}")
 
 
 def parse_limits(items: list[str]) -> dict[str, int]:
@@ -72,8 +94,15 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
     attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
     if not attacks:
         raise UserError("--attack needs at least one attack name")
+    attack_eps = {}
+    for item in args.attack_eps:
+        name, sep, values = item.partition("=")
+        if not sep:
+            raise UserError(f"--attack-eps {item!r} must look like ATTACK=EPS[,EPS], e.g. autoattack=0.125")
+        attack_eps[name.strip().lower()] = tuple(parse_eps([values]))
     return EvalSpec.build(parse_eps(args.eps), attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
-                          batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit))
+                          batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit),
+                          attack_eps=attack_eps)
 
 
 def run_attack(args: argparse.Namespace) -> int:
@@ -85,7 +114,7 @@ def run_attack(args: argparse.Namespace) -> int:
     spec = eval_spec(args)
     notes: list[str] = []
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
-                             device=args.device, progress=not args.no_progress, command=args.command_line,
+                             device=args.device, progress=progress_wanted(args), command=args.command_line,
                              resume=args.resume, force=args.force, notes=notes)
     for note in notes:
         print(note, file=sys.stderr)
@@ -127,7 +156,7 @@ def run_sample(args: argparse.Namespace) -> None:
     k = int(meta["num_classes"])
     low, high = meta.get("tau_range", [0.0, 0.0])
     result = synthesize_negatives(model, generator, k, args.per_class, (low, high), rng, config,
-                                  max_steps=args.max_steps or None, progress=not args.no_progress)
+                                  max_steps=args.max_steps or None, progress=progress_wanted(args))
     save_image_grid(result.images.reshape(-1, *shape), args.out, nrow=args.per_class)
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
@@ -139,6 +168,7 @@ def run_reproduce(args: argparse.Namespace) -> None:
         return
     overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
-                                progress=not args.no_progress, command=args.command_line,
-                                attack_options=parse_attack_options(args.attack_option))
+                                progress=progress_wanted(args), command=args.command_line,
+                                attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,
+                                threads=args.threads or 0, eval_seed=args.eval_seed)
     reproduce(settings)

@@ -62,3 +62,8 @@ def parse_eps(values: Iterable[str | float]) -> list[float]:
         raise UserError(f"give at least one --eps, in [0, 1] pixel units (e.g. --eps {PAPER_MNIST_EPS})")
     return sorted(set(eps), key=eps.index)
 
+
+
+def format_eps_list(values: Iterable[float]) -> str:
+    """eps values as a comma list that parses back exactly (`parse_eps`)."""
+    return ",".join(repr(float(e)) for e in values)

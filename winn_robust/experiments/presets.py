@@ -17,13 +17,13 @@ SVHN_SWEEP = [0.0, 0.0025, 0.005, 0.01, 0.02]
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "scikit-learn's embedded 8x8 digits, vanilla CNN; minutes on a 2-core CPU, no download",
-        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 30,
+        "data": "digits", "arch": "vanilla", "methods": ["baseline", "winn"], "seeds": [0], "epochs": 30,
         "val_size": 200, "negatives_per_class": 40, "initial_negatives_per_class": 40,
         "synthesis_max_steps": 300, "eps": [0.125], "sweep": [0.0, 0.03125, 0.0625, 0.125, 0.25],
     },
     "fashion-mnist": {
         "description": "Fashion-MNIST (real 28x28 IDX files from --data-dir), vanilla CNN, reduced for a CPU",
-        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "epochs": 8,
+        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "seeds": [0, 1, 2], "epochs": 8,
         "val_size": 5000, "train_limit": 20000, "negatives_per_class": 50,
         "initial_negatives_per_class": 50, "synthesis_max_steps": 300,
         "eps": [0.125], "sweep": MNIST_SWEEP,
@@ -31,17 +31,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "paper-mnist": {
         "description": "WINN Table 2/3, MNIST, vanilla CNN: baseline, ICN and WINN, paper hyper-parameters (GPU)",
-        "data": "mnist", "arch": "vanilla", "methods": ["baseline", "icn", "winn"], "epochs": 200,
+        "data": "mnist", "arch": "vanilla", "methods": ["baseline", "icn", "winn"], "seeds": [0, 1, 2], "epochs": 200,
         "train_limit": 45000, "val_size": 5000, "eps": [0.125], "sweep": MNIST_SWEEP,
     },
     "paper-mnist-resnet32": {
         "description": "WINN Table 2/3, MNIST, ResNet-32: baseline and WINN, paper hyper-parameters (GPU)",
-        "data": "mnist", "arch": "resnet32", "methods": ["baseline", "winn"], "epochs": 200,
+        "data": "mnist", "arch": "resnet32", "methods": ["baseline", "winn"], "seeds": [0, 1, 2], "epochs": 200,
         "train_limit": 45000, "val_size": 5000, "eps": [0.125], "sweep": MNIST_SWEEP,
     },
     "paper-svhn": {
         "description": "WINN Table 2/4, SVHN, ResNet-32: baseline and WINN, paper hyper-parameters (GPU)",
-        "data": "svhn", "arch": "resnet32", "methods": ["baseline", "winn"], "epochs": 200,
+        "data": "svhn", "arch": "resnet32", "methods": ["baseline", "winn"], "seeds": [0, 1, 2], "epochs": 200,
         "eps": [0.005], "sweep": SVHN_SWEEP,
     },
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -150,6 +151,7 @@ class Trainer:
         self.best_epoch = 0
         self.tau_range = (0.0, 0.0)
         self.pool_files: list[dict[str, Any]] = []
+        self.extra_metadata: dict[str, Any] = {}
         self.new_negatives: torch.Tensor | None = None
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
@@ -244,7 +246,8 @@ class Trainer:
                 "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
                 "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
                 "winn_robust_version": __version__, "torch_version": str(torch.__version__),
-                "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "torch_threads": torch.get_num_threads(), **self.extra_metadata}
 
     def save(self, row: dict[str, Any]) -> int:
         """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
@@ -318,13 +321,33 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
 
 
+RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool")
+
+
+def holds_run(out_dir: Path) -> bool:
+    return any((Path(out_dir) / name).exists() for name in RUN_FILES)
+
+
+def clear_run(out_dir: Path) -> None:
+    """Delete a run's files (for --force), so no file of the older run sits beside the new ones."""
+    for name in RUN_FILES:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: torch.device | str = "cpu",
           resume: bool = False, progress: bool = True,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train one model; writes best.pt, last.pt, metrics.csv and negatives/ grids into out_dir."""
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          extra_metadata: dict[str, Any] | None = None) -> TrainResult:
+    """Train one model; writes best.pt, last.pt, metrics.csv, pool/ and negatives/ grids into out_dir.
+    `extra_metadata` (e.g. the data folder) is stored in the checkpoints for provenance."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, data, out_dir, torch.device(device), progress)
+    trainer.extra_metadata = dict(extra_metadata or {})
     rows: list[dict[str, Any]] = []
     if resume:
         last = out_dir / LAST_NAME
