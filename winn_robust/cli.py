@@ -21,6 +21,11 @@ from winn_robust.experiments.presets import PRESETS
 from winn_robust.training.config import FIELD_HELP, TrainConfig
 from winn_robust.version import __version__
 
+EXAMPLE_WORKFLOW = """example workflow (scikit-learn's digits, no download):
+  winn-robust train --method baseline --data digits --epochs 20 --val-size 200 --out runs/base
+  winn-robust train --method winn --data digits --epochs 20 --val-size 200 --out runs/winn
+  winn-robust attack --baseline runs/base --model runs/winn --eps 1/8 --attack fgsm,pgd --out reports/mine"""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is a single line and exit status 2."""
@@ -29,8 +34,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--data", required=required, help=FIELD_HELP["data"])
+def add_data_options(parser: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
+    parser.add_argument("--data", required=required, help=FIELD_HELP["data"] + (f" [default: {default}]" if default else ""))
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs internet)")
 
@@ -91,7 +96,7 @@ def add_attack_parser(sub: Any) -> None:
     parser.add_argument("--attack-eps", action="append", default=[], metavar="ATTACK=EPS[,EPS]",
                         help="run ATTACK at these of the --eps values only (e.g. autoattack=0.125); repeat for more")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
-    add_data_options(parser)
+    add_data_options(parser, default="the checkpoints' dataset; required when every model is external")
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
     parser.add_argument("--batch-size", type=int, default=500, help="images per batch [default: 500]")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
@@ -127,12 +132,21 @@ def add_report_parser(sub: Any) -> None:
 def add_sample_parser(sub: Any) -> None:
     parser = sub.add_parser("sample", help="synthesize images from a trained WINN/ICN model",
                             description="The classifier is also a generator: run the training-time synthesis.")
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a WINN or ICN checkpoint (.pt), or its run folder (its best.pt is used)")
     parser.add_argument("--per-class", type=int, default=10, help="images per class [default: 10]")
-    parser.add_argument("--out", type=Path, required=True, help="PNG grid to write (one row per class)")
+    parser.add_argument("--out", type=Path, required=True, help="PNG grid to write (one row per class, class names left)")
     parser.add_argument("--max-steps", type=int, help="synthesis step budget [default: the checkpoint's]")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the start images and tau draws [default: 0]")
     add_common_options(parser)
+
+
+def add_plot_parser(sub: Any) -> None:
+    parser = sub.add_parser("plot", help="draw a training run's metrics.csv (losses, Wasserstein estimate, gradient "
+                                         "penalty, synthesis steps, errors per epoch)",
+                            description="Draw a run's metrics.csv to a PNG (train writes RUN/metrics.png itself).")
+    parser.add_argument("run", type=Path, help="a run folder of `winn-robust train` (or its metrics.csv)")
+    parser.add_argument("--out", type=Path, help="PNG to write [default: RUN/metrics.png]")
 
 
 def comma_list(text: str) -> list[str]:
@@ -146,12 +160,15 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} [default: quick]")
     parser.add_argument("--out", type=Path, help="report folder [default: runs/<preset>]")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
-    parser.add_argument("--methods", type=comma_list, help="comma list of methods to train, baseline first")
-    parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables")
-    parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot")
-    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
-    parser.add_argument("--attack", help="comma list of attacks; fgsm runs at every eps, the others at the table eps "
-                                         "[default: the preset's, fgsm,pgd,autoattack]")
+    parser.add_argument("--methods", type=comma_list,
+                        help="comma list of methods to train, baseline first; choices: baseline, icn, winn "
+                             "[default: the preset's]")
+    parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables (decimals or fractions "
+                                      "such as 1/8); the first is the table eps [default: the preset's]")
+    parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot (FGSM) [default: the preset's]")
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images [default: all]")
+    parser.add_argument("--attack", help=f"comma list of attacks; fgsm runs at every eps, the others at the table eps; "
+                                         f"choices: {', '.join(ATTACKS)} [default: the preset's, fgsm,pgd,autoattack]")
     parser.add_argument("--strong-limit", type=int,
                         help="run the attacks other than fgsm on the first N test images only [default: the preset's]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
@@ -177,13 +194,15 @@ def add_reproduce_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="winn-robust", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = OneLineParser(prog="winn-robust", description=__doc__.splitlines()[0] if __doc__ else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_WORKFLOW)
     parser.add_argument("--version", action="version", version=f"winn-robust {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(sub)
     add_attack_parser(sub)
     add_report_parser(sub)
     add_sample_parser(sub)
+    add_plot_parser(sub)
     add_reproduce_parser(sub)
     return parser
 

@@ -18,9 +18,10 @@ from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.evaluate import evaluate_models
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
-from winn_robust.images import save_image_grid
+from winn_robust.images import save_class_grid
 from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import rebuild_tables
+from winn_robust.reporting.plots import plot_training_metrics
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
@@ -72,9 +73,10 @@ def run_train(args: argparse.Namespace) -> None:
     extra = {"data_dir": str(args.data_dir.resolve())} if args.data_dir else {}
     result = train(config, data, args.out, device, resume=args.resume, progress=progress_wanted(args),
                    extra_metadata=extra)
+    plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
     print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
           f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
-          f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'}")
+          f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'} and {plot}")
 
 
 def parse_limits(items: list[str]) -> dict[str, int]:
@@ -142,11 +144,29 @@ def run_report(args: argparse.Namespace) -> None:
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 
+def run_plot(args: argparse.Namespace) -> None:
+    csv = args.run / "metrics.csv" if args.run.is_dir() else args.run
+    if not csv.is_file():
+        raise UserError(f"no metrics.csv at {csv}; give a run folder written by `winn-robust train`")
+    out = args.out or csv.parent / "metrics.png"
+    print(f"training curves written to {plot_training_metrics(csv, out)}")
+
+
+def checkpoint_file(path: Path) -> Path:
+    """A run folder means its best.pt (and says so)."""
+    if path.is_dir():
+        if not (path / "best.pt").is_file():
+            raise UserError(f"{path} is a folder without best.pt; pass a checkpoint or a run folder of `winn-robust train`")
+        print(f"{path} is a run folder: using its best.pt", file=sys.stderr)
+        return path / "best.pt"
+    return path
+
+
 def run_sample(args: argparse.Namespace) -> None:
     if args.per_class <= 0:
         raise UserError(f"--per-class must be positive, got {args.per_class}")
     device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device)
+    model, meta = load_checkpoint(checkpoint_file(args.checkpoint), device)
     if meta["method"] not in ("winn", "icn"):
         raise UserError(f"{args.checkpoint} is a {meta['method']} model; sampling needs a WINN or ICN checkpoint")
     config = TrainConfig.from_dict(meta.get("hparams", {}))
@@ -157,7 +177,9 @@ def run_sample(args: argparse.Namespace) -> None:
     low, high = meta.get("tau_range", [0.0, 0.0])
     result = synthesize_negatives(model, generator, k, args.per_class, (low, high), rng, config,
                                   max_steps=args.max_steps or None, progress=progress_wanted(args))
-    save_image_grid(result.images.reshape(-1, *shape), args.out, nrow=args.per_class)
+    class_names = meta.get("class_names") or [str(i) for i in range(k)]
+    save_class_grid(result.images, class_names, args.out,
+                    title=f"{meta['method']} samples ({meta['dataset']}, epoch {meta.get('epoch')}), one row per class")
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
 

@@ -29,6 +29,7 @@ import gzip
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -341,6 +342,40 @@ def _sources() -> dict[str, _Source]:
     }
 
 
+# The label counts (train, test) of the original files, to catch one dataset's files given as another's.
+KNOWN_LABEL_COUNTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "mnist": ((5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+              (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)),
+    "fashion-mnist": ((6000,) * 10, (1000,) * 10),
+    "cifar10": ((5000,) * 10, (1000,) * 10),
+}
+KNOWN_SIZES = {"svhn": (73257, 26032)}
+PRETTY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "svhn": "SVHN"}
+
+
+def label_counts(dataset: ImageDataset) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    k = dataset.num_classes
+    return (tuple(torch.bincount(dataset.train_labels, minlength=k).tolist()),
+            tuple(torch.bincount(dataset.test_labels, minlength=k).tolist()))
+
+
+def check_identity(name: str, dataset: ImageDataset, folder: Path) -> None:
+    """Refuse another dataset's files given under this name (MNIST and Fashion-MNIST share the IDX
+    format and the image counts, not the label counts); warn when the files are of no known release."""
+    counts = label_counts(dataset)
+    sizes = (len(dataset.train_labels), len(dataset.test_labels))
+    if KNOWN_LABEL_COUNTS.get(name) == counts or KNOWN_SIZES.get(name) == sizes:
+        return
+    other = next((o for o, c in KNOWN_LABEL_COUNTS.items() if c == counts and o != name), None)
+    if other is not None:
+        raise UserError(f"--data {name}: the files in {folder} are {PRETTY[other]}'s (their label counts match "
+                        f"{PRETTY[other]}, not {PRETTY[name]}); pass --data {other}, or point --data-dir at "
+                        f"{PRETTY[name]}'s files")
+    print(f"winn-robust: warning: the {name} files in {folder} ({sizes[0]:,} training / {sizes[1]:,} test images) are "
+          f"not the original {PRETTY.get(name, name)} release (their label counts differ); numbers from them are not "
+          "comparable with published ones", file=sys.stderr)
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
     """Load `name` (one of DATASETS) from `data_dir`, else from the default root, downloading only if asked.
 
@@ -367,4 +402,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         files, partial, missing = _find(root, source)
     if files is None:
         raise _missing_error(source, root, explicit, partial, missing)
-    return source.read(files)
+    dataset = source.read(files)
+    check_identity(key, dataset, next(iter(files.values())).parent)
+    return dataset

@@ -8,6 +8,7 @@ Everything else imports these names instead of re-deriving ``2 * eps`` or the bo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from fractions import Fraction
 
 import torch
 
@@ -40,24 +41,27 @@ def check_eps(eps: float) -> float:
     """eps is in [0, 1] pixel units; anything else is almost surely a unit mistake."""
     eps = float(eps)
     if not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps {eps} is outside [0, 1]; eps is in [0, 1] pixel units "
-                        f"(the paper's MNIST value is {PAPER_MNIST_EPS})")
+        hint = f"; did you mean {eps:g}/255 = {eps / 255:.4g}?" if 1.0 < eps <= 255.0 else ""
+        raise UserError(f"eps {eps:g} is outside [0, 1]; eps is in [0, 1] pixel units, as a decimal or a fraction "
+                        f"(the paper's MNIST value is {PAPER_MNIST_EPS} = 1/8; CIFAR's usual 8/255 = 0.0314){hint}")
     return eps
 
 
 def parse_eps(values: Iterable[str | float]) -> list[float]:
-    """eps values as the user typed them (repeated and/or comma-separated), checked, de-duplicated
-    in the user's order. At least one is required."""
+    """eps values as the user typed them (repeated and/or comma-separated; decimals or fractions
+    as papers write them, 8/255, 1/32), checked, de-duplicated in the user's order. At least one
+    is required."""
     eps: list[float] = []
     for value in values:
         for part in str(value).split(","):
             if not part.strip():
                 continue
             try:
-                eps.append(check_eps(float(part)))
-            except ValueError:
-                raise UserError(f"--eps {part!r} is not a number; give eps in [0, 1] pixel units, "
-                                f"e.g. --eps {PAPER_MNIST_EPS}") from None
+                value_ = float(Fraction(part.strip())) if "/" in part else float(part)
+            except (ValueError, ZeroDivisionError):
+                raise UserError(f"--eps {part!r} is not a number; give eps in [0, 1] pixel units as a decimal or a "
+                                f"fraction, e.g. --eps {PAPER_MNIST_EPS} or --eps 1/8 or --eps 8/255") from None
+            eps.append(check_eps(value_))
     if not eps:
         raise UserError(f"give at least one --eps, in [0, 1] pixel units (e.g. --eps {PAPER_MNIST_EPS})")
     return sorted(set(eps), key=eps.index)

@@ -115,3 +115,45 @@ def plot_adversarial_examples(images: torch.Tensor, rows: Sequence[tuple[str, to
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+TRAINING_PANELS = (
+    ("losses", (("loss", "total loss"), ("ce", "cross-entropy"))),
+    ("Wasserstein estimate and gradient penalty", (("wasserstein_estimate", "W estimate: mean f(pos) - mean f(neg)"),
+                                                   ("gradient_penalty", "gradient penalty"))),
+    ("synthesis steps per class batch", (("synthesis_steps_mean", "mean"), ("synthesis_steps_max", "max"))),
+    ("error (%)", (("train_error", "training"), ("val_error", "validation"))),
+)
+
+
+def plot_training_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
+    """A run's metrics.csv, one panel per quantity against the epoch: the losses, the Wasserstein
+    estimate and gradient penalty (WINN), the synthesis steps, and the training and validation error
+    (the best validation epoch, the one best.pt holds, is marked)."""
+    import pandas as pd
+
+    frame = pd.read_csv(metrics_csv)
+    method = str(frame["method"].iloc[0]) if len(frame) else ""
+    fig = Figure(figsize=(13, 3.2))
+    for index, (title, series) in enumerate(TRAINING_PANELS):
+        ax = fig.add_subplot(1, len(TRAINING_PANELS), index + 1)
+        drawn = 0
+        for (column, label), colour, marker in zip(series, COLOURS, MARKERS):
+            if column not in frame or frame[column].isna().all() or (title.startswith("synthesis") and method == "baseline"):
+                continue
+            values = frame[column] * (100 if title.startswith("error") else 1)
+            ax.plot(frame["epoch"], values, marker=marker, color=colour, label=label, markersize=3)
+            drawn += 1
+        if title.startswith("error") and "val_error" in frame and len(frame):
+            best = frame.loc[frame["val_error"].idxmin()]
+            ax.axvline(best["epoch"], color="grey", linestyle=":", linewidth=1)
+            ax.set_title(f"{title}; best.pt = epoch {int(best['epoch'])}", fontsize=9)
+        else:
+            ax.set_title(title if drawn else f"{title} (none for {method})", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{method} training, {len(frame)} epochs", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -72,6 +72,11 @@ class TrainConfig:
         return self.method in ("icn", "winn")
 
     def validate(self) -> TrainConfig:
+        """Check every value once (names are case-insensitive: WINN, ResNet32 and Digits are accepted)."""
+        for name in ("method", "arch", "data", "generator_init"):
+            setattr(self, name, str(getattr(self, name)).strip().lower())
+        self.data = {"fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "cifar-10": "cifar10"}.get(
+            self.data, self.data)
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.arch not in ARCHITECTURES:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from winn_robust.errors import UserError
-from winn_robust.images import save_image_grid
+from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
@@ -152,6 +153,7 @@ class Trainer:
         self.tau_range = (0.0, 0.0)
         self.pool_files: list[dict[str, Any]] = []
         self.extra_metadata: dict[str, Any] = {}
+        self.verbose = True
         self.new_negatives: torch.Tensor | None = None
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
@@ -214,6 +216,11 @@ class Trainer:
             raise TrainingDiverged(f"training diverged at epoch {self.epoch}, {exc}; {ADVICE}") from None
         self.pool.append(result.images)
         self.new_negatives = result.images
+        capped = int((result.final_gap > cfg.synthesis_tolerance).sum())
+        if capped and self.verbose:  # once per epoch, not per step
+            print(f"epoch {self.epoch}: synthesis hit its {cfg.synthesis_max_steps}-step cap for {capped} of "
+                  f"{self.data.num_classes} classes (|mean f - tau| still above {cfg.synthesis_tolerance:g}); "
+                  "raise --synthesis-max-steps to let them converge", file=sys.stderr)
         steps = result.steps.float()
         return {"tau_low": low, "tau_high": high, "synthesis_steps_mean": steps.mean().item(),
                 "synthesis_steps_max": int(result.steps.max().item()),
@@ -310,8 +317,9 @@ class Trainer:
         if self.pool is None:
             return
         per_class = min(10, self.config.negatives_per_class)
-        newest = self.pool.newest(per_class).reshape(-1, *self.data.image_shape)
-        save_image_grid(newest, self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png", nrow=per_class)
+        save_class_grid(self.pool.newest(per_class), self.data.class_names,
+                        self.out_dir / "negatives" / f"epoch_{self.epoch:03d}.png",
+                        title=f"{self.config.method} pseudo-negatives, epoch {self.epoch} (one row per class)")
 
 
 def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:

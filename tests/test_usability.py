@@ -1,0 +1,73 @@
+"""What a newcomer trips over: eps written as papers write it, names in any case, one dataset's
+files given as another's, the images and curves a run leaves behind."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from winn_robust.data import KNOWN_LABEL_COUNTS, ImageDataset, check_identity
+from winn_robust.errors import UserError
+from winn_robust.images import save_class_grid
+from winn_robust.reporting.plots import plot_training_metrics
+from winn_robust.training import TrainConfig
+from winn_robust.units import parse_eps
+
+
+def test_eps_accepts_fractions_as_papers_write_them():
+    assert parse_eps(["8/255", "1/8,0.25", "1/8"]) == [8 / 255, 0.125, 0.25]
+
+
+@pytest.mark.parametrize("typed,expected", [("8", "8/255"), ("1/0", "not a number"), ("a/b", "not a number"),
+                                             ("-0.1", "outside [0, 1]")])
+def test_eps_mistakes_are_named_with_a_fix(typed, expected):
+    with pytest.raises(UserError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        parse_eps([typed])
+
+
+def test_names_are_case_insensitive():
+    config = TrainConfig(method="WINN", arch="Vanilla", data="Fashion_MNIST", generator_init="Official").validate()
+    assert (config.method, config.arch, config.data, config.generator_init) == ("winn", "vanilla", "fashion-mnist", "official")
+
+
+def fake_dataset(train_counts, test_counts) -> ImageDataset:
+    def labels(counts):
+        return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+    train, test = labels(train_counts), labels(test_counts)
+    return ImageDataset("x", torch.zeros(len(train), 1, 1, 1), train, torch.zeros(len(test), 1, 1, 1), test,
+                        tuple(str(i) for i in range(10)))
+
+
+def test_fashion_mnist_files_given_as_mnist_are_refused(tmp_path):
+    fashion = fake_dataset(*KNOWN_LABEL_COUNTS["fashion-mnist"])
+    with pytest.raises(UserError, match="pass --data fashion-mnist"):
+        check_identity("mnist", fashion, tmp_path)
+    check_identity("fashion-mnist", fashion, tmp_path)  # the right name passes silently
+
+
+def test_files_of_no_known_release_are_warned_about(tmp_path, capsys):
+    check_identity("mnist", fake_dataset((3,) * 10, (1,) * 10), tmp_path)
+    assert "not the original MNIST release" in capsys.readouterr().err
+
+
+def test_class_grid_has_one_enlarged_row_per_class(tmp_path):
+    images = torch.rand(3, 4, 1, 8, 8) * 2 - 1
+    path = save_class_grid(images, ["cat", "dog", "bird"], tmp_path / "grid.png", min_tile=32, title="samples")
+    width, height = Image.open(path).size
+    assert height >= 3 * 32 and width >= 4 * 32  # 8x8 images enlarged to 32x32 tiles, 3 rows of 4
+
+
+def test_training_curves_plot_from_metrics_csv(tmp_path):
+    rows = [{"epoch": e, "method": "winn", "loss": 1 / e, "ce": 1 / e, "wasserstein_estimate": e, "gradient_penalty": 0.1,
+             "synthesis_steps_mean": 10, "synthesis_steps_max": 20, "train_error": 0.1 / e, "val_error": 0.2 / e}
+            for e in (1, 2, 3)]
+    with open(tmp_path / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    path = plot_training_metrics(tmp_path / "metrics.csv", tmp_path / "metrics.png")
+    assert path.stat().st_size > 10_000 and Image.open(path).size[0] > Image.open(path).size[1]
