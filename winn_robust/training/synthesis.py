@@ -114,15 +114,26 @@ def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device
 def synthesize_negatives(model: Classifier, generator: RandomGenerator, num_classes: int, per_class: int,
                          tau_range: tuple[float, float], rng: torch.Generator, config: TrainConfig, *,
                          max_steps: int | None = None, progress: bool = False,
-                         desc: str = "synthesis") -> SynthesisResult:
+                         desc: str = "synthesis", classes: range | None = None) -> SynthesisResult:
     """The one synthesis entry point (trainer, `sample`, benchmarks): fresh generator images as
     starts, one tau ~ U[tau_range] per class, then `synthesize` with the config's settings.
-    Draws from `rng` in that order (starts, then tau), so a seeded rng gives the same images."""
+    Draws from `rng` in that order (starts, then tau), so a seeded rng gives the same images.
+
+    `classes` (default: all) synthesizes only those classes' groups, but still draws the starts
+    and tau of every class: data-parallel ranks each take a share of the classes and keep one
+    shared random stream, and a group's result does not depend on which other groups run
+    beside it (see the module docstring), so the union of the shares is the single-process result."""
     device = rng.device
     start = generator.sample(num_classes * per_class, rng, device).view(num_classes, per_class, *generator.image_shape)
     low, high = tau_range
     tau = low + (high - low) * torch.rand(num_classes, generator=rng, device=device)
-    return synthesize(model, start, torch.arange(num_classes, device=device), tau, lr=config.synthesis_lr,
+    targets = torch.arange(num_classes, device=device)
+    if classes is not None:
+        mine = slice(classes.start, classes.stop)
+        start, tau, targets = start[mine], tau[mine], targets[mine]
+        if len(targets) == 0:  # more ranks than classes: nothing to synthesize here
+            return SynthesisResult(start, torch.zeros(0, dtype=torch.long, device=device), tau.clone())
+    return synthesize(model, start, targets, tau, lr=config.synthesis_lr,
                       betas=(config.synthesis_beta1, config.synthesis_beta2),
                       max_steps=config.synthesis_max_steps if max_steps is None else max_steps,
                       tolerance=config.synthesis_tolerance, ce_weight=config.synthesis_ce_weight,
