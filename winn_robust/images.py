@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
 from winn_robust.units import to_pixel_range
 
@@ -17,6 +16,8 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10) -> Path:
     """Save a batch of [-1, 1] images (N, C, H, W) as one PNG grid, `nrow` images per row."""
+    from torchvision.utils import save_image  # imported here: torchvision costs every process (each torchrun rank) ~1-2 s at start-up
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(to_unit_range(images), path, nrow=nrow, padding=2, pad_value=1.0)
