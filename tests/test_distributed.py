@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import pattern_data
 
 from winn_robust import commands, distributed
 from winn_robust import device as device_module
@@ -28,10 +29,11 @@ from winn_robust.checkpoint import read_checkpoint
 from winn_robust.cli import main
 from winn_robust.errors import UserError
 from winn_robust.models import build_model
-from winn_robust.training import TrainConfig
+from winn_robust.training import TrainConfig, train
 from winn_robust.training.parallel import RankSlice
 from winn_robust.training.pool import load_pool
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
+from winn_robust.training.trainer import TrainData
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "ddp_worker.py"
@@ -319,10 +321,21 @@ def collectives_worker(rank: int, port: int, out: str) -> None:
     except UserError as exc:
         outcome = f"{type(exc).__name__}: {distributed.report_line(exc)}"
     torch.save({"gathered": gathered, "sum": total, "mean": mean, "objects": objects, "outcome": outcome}, f"{out}/{rank}.pt")
+    # the baseline under DDP: its critic gets no gradient (WINN and its critic run under torchrun above)
+    train(TrainConfig(method="baseline", **SPAWN_TINY), tiny_train_data(), f"{out}/baseline", progress=False)
     distributed.shutdown()
 
 
-def test_collectives_and_agreement_on_two_gloo_processes(tmp_path):
+SPAWN_TINY = dict(arch="vanilla", data="digits", epochs=1, batch_size=20, val_size=40)
+
+
+def tiny_train_data() -> TrainData:
+    x, y = pattern_data(n_per_class=20)
+    vx, vy = pattern_data(n_per_class=10, seed=1)
+    return TrainData(x, y, vx, vy, "digits", tuple(str(i) for i in range(4)))
+
+
+def test_collectives_agreement_and_baseline_training_on_two_gloo_processes(tmp_path):
     mp.spawn(collectives_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"{rank}.pt", weights_only=False) for rank in (0, 1))
     for r in (r0, r1):
@@ -331,3 +344,9 @@ def test_collectives_and_agreement_on_two_gloo_processes(tmp_path):
         assert r["objects"] == [{"rank": 0}, {"rank": 1}]
     assert r0["outcome"] == "PeerFailed: None"  # healthy: stops quietly
     assert r1["outcome"] == "ReportedError: rank 1 of 2: no data here"
+    train(TrainConfig(method="baseline", **SPAWN_TINY), tiny_train_data(), tmp_path / "one", progress=False)
+    one, two = (read_checkpoint(tmp_path / name / "last.pt") for name in ("one", "baseline"))
+    assert max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"]) <= WEIGHT_TOL
+    # the baseline never trains its critic, under DDP neither (no gradient, so no Adam state)
+    assert one["optimizer"]["state"].keys() == two["optimizer"]["state"].keys()
+    assert torch.equal(one["model"]["critic.weight"], two["model"]["critic.weight"])
