@@ -15,7 +15,9 @@ clock, which includes waiting for the other ranks). Nothing is timed here.
 On a GPU machine the 1-rank run uses one GPU and the N-rank run N GPUs (efficiency = speedup / N).
 On the CPU the 1-rank run is one process with N threads and the N-rank run N processes of one
 thread each (gloo): both use the same N cores, so efficiency = speedup, and it says whether
-data parallelism over processes beats intra-op threads on this machine. With 2+ epochs the first
+data parallelism over processes beats intra-op threads on this machine. A third CPU run, one
+process on one core, gives the per-core figures (speedup against it / cores used), which tell
+whether the threads or the ranks fall short. With 2+ epochs the first
 (warm-up) epoch is left out, and each figure is the median over the other epochs (robust to a
 spike of load on a shared machine). The two runs' final weights are compared as a check that they
 trained the same model: float differences only (one process with several threads sums in another
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--negatives-per-class", type=int, default=None, help="default: 100 on CUDA, 20 on the CPU")
     ap.add_argument("--synthesis-max-steps", type=int, default=None, help="default: 2000 on CUDA, 200 on the CPU")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-core-reference", action="store_true",
+                    help="CPU: skip the third run, one process on one core (the per-core efficiency reference)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for each training run")
     ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
     ap.add_argument("--json", type=Path, default=None)
@@ -94,6 +99,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@dataclass(frozen=True)
+class Run:
+    """One training run: `ranks` processes of `threads` CPU threads each (GPU runs: one GPU a rank)."""
+
+    ranks: int
+    threads: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.ranks} rank{'s' if self.ranks > 1 else ''} x {self.threads}"
+
+    @property
+    def folder(self) -> str:
+        return f"ranks{self.ranks}-threads{self.threads}"
+
+
+def planned_runs(args: argparse.Namespace) -> list[Run]:
+    """1 rank, then N ranks; on the CPU the 1-rank run gets the N ranks' N cores as threads, and
+    (unless --no-core-reference) one process on one core is measured too."""
+    if args.device == "cuda":
+        return [Run(1, 1), Run(args.ranks, 1)]
+    runs = [Run(1, args.ranks), Run(args.ranks, 1)]
+    return runs + ([] if args.no_core_reference else [Run(1, 1)])
+
+
 def train_command(args: argparse.Namespace, ranks: int, out: Path) -> list[str]:
     """The torchrun command line of one run (1 rank too: the same launcher for both)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
@@ -106,11 +136,6 @@ def train_command(args: argparse.Namespace, ranks: int, out: Path) -> list[str]:
     return command + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
 
 
-def threads_per_rank(args: argparse.Namespace, ranks: int) -> int:
-    """CPU: the N cores go to one process (N threads) or to N processes (one thread each)."""
-    return args.ranks // ranks if args.device == "cpu" else 1
-
-
 def run_env(threads: int) -> dict[str, str]:
     """This environment, one torchrun job's worth: its threads, this repository first on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
@@ -119,16 +144,15 @@ def run_env(threads: int) -> dict[str, str]:
     return env
 
 
-def launch(args: argparse.Namespace, ranks: int, out: Path) -> pd.DataFrame:
-    """Train once with `ranks` ranks; the metrics.csv rows."""
-    threads = threads_per_rank(args, ranks)
+def launch(args: argparse.Namespace, run: Run, out: Path) -> pd.DataFrame:
+    """Train once; the metrics.csv rows."""
     t0 = time.perf_counter()
-    done = subprocess.run(train_command(args, ranks, out), env=run_env(threads), capture_output=True, text=True,
+    done = subprocess.run(train_command(args, run.ranks, out), env=run_env(run.threads), capture_output=True, text=True,
                           timeout=args.timeout, cwd=REPO)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][:3]
-        raise UserError(f"the {ranks}-rank run failed (torchrun exit status {done.returncode}): {' | '.join(errors)}")
-    print(f"  {ranks} rank(s) x {threads} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+        raise UserError(f"the {run.label}-thread run failed (torchrun exit status {done.returncode}): {' | '.join(errors)}")
+    print(f"  {run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
     return pd.read_csv(out / "metrics.csv")
 
 
@@ -137,42 +161,59 @@ def steady(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
 
 
-def summarize(args: argparse.Namespace, frames: dict[int, pd.DataFrame], classes: int) -> dict[str, Any]:
-    """Images/s per pass and run, speedup and efficiency of the N-rank run."""
+def summarize(args: argparse.Namespace, frames: dict[Run, pd.DataFrame], classes: int) -> dict[str, Any]:
+    """Images/s per pass and run; speedup and efficiency against the first run (1 rank), and on
+    the CPU also against one process on one core when it was measured."""
     images = {"classification": args.train_limit, "synthesis": classes * args.negatives_per_class}
-    rows: dict[int, dict[str, Any]] = {}
-    for ranks, frame in frames.items():
+    rows: list[dict[str, Any]] = []
+    for run, frame in frames.items():
         s = steady(frame)
-        row: dict[str, Any] = {"ranks": ranks, "threads_per_rank": threads_per_rank(args, ranks),
+        row: dict[str, Any] = {"run": run.label, "ranks": run.ranks, "threads_per_rank": run.threads,
                                "epochs_averaged": [int(e) for e in s["epoch"]],
                                "synthesis_steps_mean": float(s["synthesis_steps_mean"].median())}
         for name in PASSES:
             seconds = float(s[f"seconds_{name}"].median())
             row[f"seconds_{name}"] = seconds
             row[f"{name}_images_per_second"] = images[name] / seconds if seconds > 0 else float("nan")
-        rows[ranks] = row
-    one, many = rows[1], rows[args.ranks]
+        rows.append(row)
+    one, many = rows[0], rows[1]
     resources = args.ranks if args.device == "cuda" else 1  # CPU: the same cores either way
     for name in PASSES:
         speedup = many[f"{name}_images_per_second"] / one[f"{name}_images_per_second"]
         many[f"{name}_speedup"], many[f"{name}_efficiency"] = speedup, speedup / resources
-    return {"runs": [rows[1], rows[args.ranks]], "images_per_epoch": images, "resources_ratio": resources}
+    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
+    if core is not None:
+        for row in rows:
+            for name in PASSES:
+                speedup = row[f"{name}_images_per_second"] / core[f"{name}_images_per_second"]
+                cores = row["ranks"] * row["threads_per_rank"]
+                row[f"{name}_speedup_vs_one_core"], row[f"{name}_efficiency_vs_one_core"] = speedup, speedup / cores
+    return {"runs": rows, "images_per_epoch": images, "resources_ratio": resources}
 
 
 def format_table(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     unit = "GPU" if args.device == "cuda" else "thread"
-    header = (f"{'run':<8} {f'{unit}s/rank':>12} {'classify s':>10} {'classify img/s':>14} {'speedup':>7} {'effic.':>6} "
+    header = (f"{'run':<16} {'classify s':>10} {'classify img/s':>14} {'speedup':>7} {'effic.':>6} "
               f"{'synth s':>8} {'synth img/s':>11} {'speedup':>7} {'effic.':>6} {'steps':>6}")
     rows = []
-    for r in summary["runs"]:
-        speed = {n: (f"{r[f'{n}_speedup']:>7.2f} {r[f'{n}_efficiency']:>6.2f}" if f"{n}_speedup" in r else f"{'1.00':>7} {'-':>6}")
-                 for n in PASSES}
-        per_rank = r["threads_per_rank"] if args.device == "cpu" else 1
-        rows.append(f"{str(r['ranks']) + ' rank' + ('s' if r['ranks'] > 1 else ''):<8} {per_rank:>12} "
-                    f"{r['seconds_classification']:>10.2f} {r['classification_images_per_second']:>14.1f} {speed['classification']} "
-                    f"{r['seconds_synthesis']:>8.2f} {r['synthesis_images_per_second']:>11.1f} {speed['synthesis']} "
-                    f"{r['synthesis_steps_mean']:>6.1f}")
-    return rule_table(header, rows)
+    for i, r in enumerate(summary["runs"]):
+        speed = {}
+        for n in PASSES:
+            if f"{n}_speedup" in r:
+                speed[n] = f"{r[f'{n}_speedup']:>7.2f} {r[f'{n}_efficiency']:>6.2f}"
+            else:
+                speed[n] = f"{'1.00' if i == 0 else '':>7} {'-':>6}"
+        label = f"{r['run']} {unit}{'s' if (r['threads_per_rank'] > 1 or unit == 'GPU') else ''}"
+        rows.append(f"{label:<16} {r['seconds_classification']:>10.2f} {r['classification_images_per_second']:>14.1f} "
+                    f"{speed['classification']} {r['seconds_synthesis']:>8.2f} {r['synthesis_images_per_second']:>11.1f} "
+                    f"{speed['synthesis']} {r['synthesis_steps_mean']:>6.1f}")
+    lines = [rule_table(header, rows)]
+    if "classification_speedup_vs_one_core" in summary["runs"][0]:
+        lines.append("against one process on one core (speedup / efficiency per core): " + "; ".join(
+            f"{r['run']} thread(s): classify {r['classification_speedup_vs_one_core']:.2f} / "
+            f"{r['classification_efficiency_vs_one_core']:.2f}, synth {r['synthesis_speedup_vs_one_core']:.2f} / "
+            f"{r['synthesis_efficiency_vs_one_core']:.2f}" for r in summary["runs"][:2]))
+    return "\n".join(lines)
 
 
 def weight_difference(one: Path, many: Path) -> float:
@@ -188,13 +229,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"global batch {args.batch_size}, {args.negatives_per_class} negatives per class, synthesis max "
           f"{args.synthesis_max_steps} steps, {args.epochs} epochs; 1 rank vs {args.ranks} ranks ({backend}, {args.device})")
     print(f"{runtime_note()} (this process); seconds are the trainer's own metrics.csv columns (rank 0)")
-    frames: dict[int, pd.DataFrame] = {}
+    frames: dict[Run, pd.DataFrame] = {}
+    runs = planned_runs(args)
     with tempfile.TemporaryDirectory(prefix="winn-scaling-") as tmp:
         root = args.keep_dir or Path(tmp)
-        for ranks in (1, args.ranks):
-            frames[ranks] = launch(args, ranks, root / f"ranks{ranks}")
-        classes = int(read_checkpoint(root / "ranks1" / "last.pt")["metadata"]["num_classes"])
-        diff = weight_difference(root / "ranks1", root / f"ranks{args.ranks}")
+        for run in runs:
+            frames[run] = launch(args, run, root / run.folder)
+        classes = int(read_checkpoint(root / runs[0].folder / "last.pt")["metadata"]["num_classes"])
+        diff = weight_difference(root / runs[0].folder, root / runs[1].folder)
     summary = summarize(args, frames, classes)
     means = "epochs 2.. (epoch 1 is warm-up)" if args.epochs > 1 else "epoch 1 (includes warm-up)"
     print(f"\nper-epoch medians over {means}:")
@@ -206,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(total_line(total))
     report = {"config": config_record(args), "summary": summary, "max_abs_weight_diff": diff,
               "environment": environment_record([torch.device(args.device)]),
-              "epochs": {str(r): f.to_dict(orient="records") for r, f in frames.items()}, "total_seconds": total}
+              "epochs": {r.label: f.to_dict(orient="records") for r, f in frames.items()}, "total_seconds": total}
     write_json(args.json, report, default=float)
     return report
 

@@ -8,9 +8,11 @@ bookkeeping (progress, finiteness checks, logged terms, error counts, the tau ra
                   random stream (the same positives, negatives and interpolation coefficients):
                   per batch the loss (WINN: one forward of positives, negatives and interpolates,
                   the gradient-penalty double backward), backward and the Adam step.
-  synthesis       the same start images and tau (`draw_synthesis_inputs`, from the same random
-                  state), and the step count each group took in the trainer's synthesis: every
-                  step forward, input backward and Adam on the groups still live at that step only.
+  synthesis       the start images and tau drawn as the trainer draws them (`draw_synthesis_inputs`
+                  from the same random state: the frozen generator's forward is part of the pass,
+                  and at 28x28 not a small one), then the step count each group took in the
+                  trainer's synthesis: every step forward, input backward and Adam on the groups
+                  still live at that step only.
                   The trainer cannot know the schedule beforehand: it learns that a group has
                   stopped from one more forward (the stop test after its last step), drops it from
                   the pass at the next host look (every step on the CPU, every 10 on a GPU) and
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,7 +185,7 @@ def measure_floor(config: TrainConfig, data: TrainData, device: torch.device, ou
     # agreement first, from identical states: the floor must compute what the trainer computes
     model, optimizer = twin(trainer)
     check_model, check_optimizer = twin(trainer)
-    rng_state = trainer.rng.get_state()
+    rng_state, tau_range = trainer.rng.get_state(), trainer.tau_range
     reference = copy.deepcopy(trainer.model.state_dict())
     trainer.classification_pass()
     floor_classification(check_model, check_optimizer, inputs.batches, config)
@@ -189,21 +193,34 @@ def measure_floor(config: TrainConfig, data: TrainData, device: torch.device, ou
     trainer.model.load_state_dict(reference)  # back to the same weights for the synthesis comparison
     trainer.rng.set_state(rng_state)
     synth_model = copy.deepcopy(trainer.model)  # synthesis always with these weights: the same steps every repeat
-    floor_images = floor_synthesis(synth_model, inputs.start, inputs.tau, inputs.steps, config)
-    image_diff = (floor_images - inputs.reference_images).abs().max().item()
+    assert trainer.generator is not None
+    generator, classes = trainer.generator, data.num_classes
+
+    def floor_synthesis_pass() -> torch.Tensor:
+        rng = torch.Generator(device=device)
+        rng.set_state(rng_state)
+        start, tau = draw_synthesis_inputs(generator, classes, config.negatives_per_class, tau_range, rng)
+        return floor_synthesis(synth_model, start, tau, inputs.steps, config)
+
+    image_diff = (floor_synthesis_pass() - inputs.reference_images).abs().max().item()
 
     def trainer_synthesis() -> None:
-        trainer.model.load_state_dict(reference)  # undo the timed classification passes (a ~1 ms copy)
-        trainer.rng.set_state(rng_state)  # the same start images and tau every repeat
+        # undo the timed classification passes (a ~1 ms copy), and the same start images and tau every repeat
+        trainer.model.load_state_dict(reference)
+        trainer.rng.set_state(rng_state)
+        trainer.tau_range = tau_range
         trainer.synthesis_pass()
 
     runs: dict[str, Callable[[], Any]] = {
         "trainer classification": trainer.classification_pass,
         "floor classification": lambda: floor_classification(model, optimizer, inputs.batches, config),
         "trainer synthesis": trainer_synthesis,
-        "floor synthesis": lambda: floor_synthesis(synth_model, inputs.start, inputs.tau, inputs.steps, config),
+        "floor synthesis": floor_synthesis_pass,
     }
     timings = time_round_robin(runs, device, repeats)
+    assert trainer.new_negatives is not None
+    # the timed trainer synthesis redid the reference synthesis (same weights, starts and tau)
+    repeat_diff = (trainer.new_negatives - inputs.reference_images).abs().max().item()
     best = timings.best
     steps = inputs.steps
     return {"device": str(device), "method": config.method, "train_images": len(data.train_images),
@@ -212,7 +229,8 @@ def measure_floor(config: TrainConfig, data: TrainData, device: torch.device, ou
             "seconds_all": timings.seconds,
             "classification_x_floor": best["floor classification"] / best["trainer classification"],
             "synthesis_x_floor": best["floor synthesis"] / best["trainer synthesis"],
-            "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff}}
+            "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff,
+                          "trainer_repeat_image_diff": repeat_diff}}
 
 
 def format_floor(result: dict[str, Any]) -> str:
@@ -229,7 +247,8 @@ def format_floor(result: dict[str, Any]) -> str:
              f"{min(steps)}..{max(steps)}, mean {sum(steps) / len(steps):.1f}); best of the repeats:",
              rule_table(header, rows, indent="  "),
              f"  agreement: weights after one classification pass differ by at most {agree['max_abs_weight_diff']:.3g}, "
-             f"synthesized images by at most {agree['max_abs_image_diff']:.3g}"]
+             f"synthesized images by at most {agree['max_abs_image_diff']:.3g} (the trainer's timed synthesis repeats "
+             f"its reference to {agree['trainer_repeat_image_diff']:.3g})"]
     return "\n".join(lines)
 
 
@@ -286,8 +305,9 @@ def synthesis_step(model: Classifier, score: Callable[..., Any], layout: Layout,
 
 def measure_compile(inputs: FloorInputs, config: TrainConfig, device: torch.device, repeats: int,
                     steps: int) -> dict[str, Any]:
-    """Seconds per step (best of `repeats` runs of `steps` steps) of each variant, the first call
-    (compilation) apart, and the largest difference of loss and gradients from eager."""
+    """Seconds per step of each variant (best of `repeats` runs of `steps` steps, the variants
+    interleaved round-robin so drifting load hits them alike), the first call (compilation, from
+    an empty compile cache) apart, and the largest difference of loss and gradients from eager."""
     model = inputs.trainer.model
     batch = inputs.batches[0]
     baseline = TrainConfig.from_dict({**config.to_dict(), "method": "baseline"})
@@ -298,43 +318,56 @@ def measure_compile(inputs: FloorInputs, config: TrainConfig, device: torch.devi
     }
     out: dict[str, Any] = {"device": str(device), "method": config.method, "batch": len(batch.pos),
                            "synthesis_images": int(inputs.start.shape[0] * inputs.start.shape[1]), "cases": {}}
-    for case, run in cases.items():
-        results: dict[str, Any] = {}
-        eager_loss, eager_grads = None, None
-        for variant in VARIANTS:
-            if variant == "compile+channels_last" and "error" in results.get("compile", {}):
-                results[variant] = results["compile"]  # the same failure; compiling again costs a minute
-                continue
-            copy_, score, layout = variant_model(model, variant)
-            try:
-                sync(device)
-                t0 = time.perf_counter()
-                loss, grads = run(copy_, score, layout)
-                sync(device)
-                first = time.perf_counter() - t0
-            except Exception as exc:  # torch.compile cannot do everything (e.g. double backward)
-                results[variant] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"}
-                continue
-            best = float("inf")
-            for _ in range(repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    run(copy_, score, layout)
-                sync(device)
-                best = min(best, (time.perf_counter() - t0) / steps)
-            if eager_loss is None:
-                eager_loss, eager_grads = loss, grads
-            assert eager_grads is not None
-            results[variant] = {"seconds_per_step": best, "first_call_seconds": first,
-                                "max_abs_loss_diff": abs(loss - eager_loss),
-                                "max_abs_grad_diff": max((g - e).abs().max().item() for g, e in zip(grads, eager_grads))}
-        eager = results["eager"]["seconds_per_step"]
-        for r in results.values():
-            if "seconds_per_step" in r:
-                r["speedup"] = eager / r["seconds_per_step"]
-        out["cases"][case] = results
+    with tempfile.TemporaryDirectory(prefix="winn-inductor-") as cache:
+        previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # cold compiles: what a user's first run pays
+        try:
+            for case, run in cases.items():
+                out["cases"][case] = measure_case(model, run, device, repeats, steps)
+        finally:
+            if previous is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
     return out
+
+
+def repeat_steps(run: StepFn, model: Classifier, score: Callable[..., Any], layout: Layout, steps: int) -> Callable[[], None]:
+    def steps_() -> None:
+        for _ in range(steps):
+            run(model, score, layout)
+    return steps_
+
+
+def measure_case(model: Classifier, run: StepFn, device: torch.device, repeats: int, steps: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    ready: dict[str, Callable[[], Any]] = {}
+    eager_loss, eager_grads = 0.0, []
+    for variant in VARIANTS:
+        if variant == "compile+channels_last" and "error" in results.get("compile", {}):
+            results[variant] = results["compile"]  # the same failure; compiling again costs a minute
+            continue
+        torch._dynamo.reset()
+        copy_, score, layout = variant_model(model, variant)
+        try:
+            sync(device)
+            t0 = time.perf_counter()
+            loss, grads = run(copy_, score, layout)
+            sync(device)
+            first = time.perf_counter() - t0
+        except Exception as exc:  # torch.compile cannot do everything (e.g. double backward)
+            results[variant] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"}
+            continue
+        if variant == "eager":
+            eager_loss, eager_grads = loss, grads
+        results[variant] = {"first_call_seconds": first, "max_abs_loss_diff": abs(loss - eager_loss),
+                            "max_abs_grad_diff": max((g - e).abs().max().item() for g, e in zip(grads, eager_grads))}
+        ready[variant] = repeat_steps(run, copy_, score, layout, steps)
+    timings = time_round_robin(ready, device, repeats)
+    for variant, seconds in timings.best.items():
+        results[variant]["seconds_per_step"] = seconds / steps
+        results[variant]["speedup"] = timings.best["eager"] / seconds
+    return results
 
 
 def format_compile(check: dict[str, Any]) -> str:

@@ -177,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distributed.world().distributed:
             distributed.exit_after_failure(2, exc)
         return 2
-    except KeyboardInterrupt:
-        print("winn-robust: interrupted; finished epochs and written reports are kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        here = distributed.world()
+        if here.is_main:  # torchrun passes Ctrl-C to every rank: one line is enough
+            print("winn-robust: interrupted; finished epochs and written reports are kept", file=sys.stderr)
+        if here.distributed:
+            distributed.exit_after_failure(130, exc)
         return 130
     except Exception as exc:
         if not distributed.world().distributed:
