@@ -93,6 +93,7 @@ def test_scaling_commands_and_table(tmp_path):
     frames = dict(zip(runs, [frame(4.0, 2.0), frame(2.5, 1.0), frame(6.0, 3.0)]))
     summary = scaling.summarize(args, frames, classes=10)
     one, two, core = summary["runs"]
+    assert core["classification_speedup_vs_one_core"] == pytest.approx(1.0)
     assert one["classification_images_per_second"] == pytest.approx(100.0)  # 400 images in 4 s
     assert two["classification_speedup"] == pytest.approx(1.6) and two["synthesis_speedup"] == pytest.approx(2.0)
     assert two["synthesis_efficiency"] == pytest.approx(2.0)  # the CPU: the same cores either way
