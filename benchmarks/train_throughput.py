@@ -24,8 +24,14 @@ in fp32 and under bf16 autocast, and prints the largest pixel difference, the
 gap |mean f - tau| as the synthesis measured it and as fp32 re-measures it on the final
 images, and the steps used: whether autocast moves results beyond the 1e-3 tolerance.
 
+--floor times the trainer's WINN classification and synthesis passes against the same passes
+done bare (benchmarks/train_floor.py: same batches, same synthesis schedule, no bookkeeping) and
+prints each pass's "x floor speed" (1.0 = at the floor); --compile-check times one classification
+and one synthesis step eager, channels-last, torch.compile and both.
+
     python -m benchmarks.train_throughput                       # CPU, and CUDA when present
     python -m benchmarks.train_throughput --device cpu --amp-check
+    python -m benchmarks.train_throughput --device cpu --floor-only --compile-check
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from typing import Any, cast
 import pandas as pd
 import torch
 
+from benchmarks import train_floor
 from benchmarks.common import (
     FASHION_DIR,
     config_record,
@@ -311,6 +318,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"at most {CPU_AMP_NEGATIVES_PER_CLASS} on CPU)")
     ap.add_argument("--amp-max-steps", type=int, default=None,
                     help=f"amp check step cap (default: --synthesis-max-steps on CUDA, at most {CPU_AMP_MAX_STEPS} on CPU)")
+    ap.add_argument("--floor", action="store_true", help="also time the trainer's WINN passes against their bare floor")
+    ap.add_argument("--floor-only", action="store_true", help="only the floor (and --compile-check): no throughput runs")
+    ap.add_argument("--floor-train-limit", type=int, default=500, help="training images of the floor's epoch (default 500)")
+    ap.add_argument("--floor-repeats", type=int, default=3, help="timed repeats of each floor comparison (best is shown)")
+    ap.add_argument("--compile-check", action="store_true",
+                    help="time one classification and one synthesis step eager, channels-last and torch.compile")
+    ap.add_argument("--compile-steps", type=int, default=3, help="steps per timed compile-check repeat")
     ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -321,6 +335,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.amp_check, args.methods = True, [] if args.amp_checkpoint else ["winn"]
     if args.amp_check and "winn" not in args.methods:
         args.methods.append("winn")
+    if args.floor_only:
+        args.floor, args.methods = True, []
     return args
 
 
@@ -357,6 +373,21 @@ def train_methods(args: argparse.Namespace, dataset: ImageDataset, device: torch
     return runs
 
 
+def floor_and_compile(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, root: Path
+                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The trainer against its floor (WINN, --floor-train-limit images), and the compile check."""
+    data = make_train_data(dataset, args.val_size, args.seed, args.floor_train_limit, device)
+    config = config_for("winn", args, dataset.name, device)
+    config.train_limit = args.floor_train_limit
+    out = root / device.type / "floor"
+    floor = train_floor.measure_floor(config, data, device, out, args.floor_repeats) if args.floor else None
+    check = None
+    if args.compile_check:
+        inputs = train_floor.prepare(config, data, device, out)
+        check = train_floor.measure_compile(inputs, config, device, args.floor_repeats, args.compile_steps)
+    return floor, check
+
+
 def print_results(args: argparse.Namespace, frames: dict[str, dict[str, pd.DataFrame]], summaries: list[dict[str, Any]],
                   checks: list[dict[str, Any]]) -> None:
     print()
@@ -377,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     devices = devices_to_measure(args.device)
     begin = time.perf_counter()
     dataset = None
-    if args.methods:
+    if args.methods or args.floor or args.compile_check:
         data_name, data_dir = pick_data(args)
         dataset = load_dataset(data_name, data_dir)
         print_header(args, dataset, devices)
@@ -385,10 +416,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summaries: list[dict[str, Any]] = []
     frames: dict[str, dict[str, pd.DataFrame]] = {}
     checks: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    compiles: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="winn-train-bench-") as tmp:
         root = args.keep_dir or Path(tmp)
         for device in devices:
-            if dataset is not None:
+            if dataset is not None and (args.floor or args.compile_check):
+                floor, compiled = floor_and_compile(args, dataset, device, root)
+                floors += [floor] if floor else []
+                compiles += [compiled] if compiled else []
+            if dataset is not None and args.methods:
                 runs = frames[device.type] = train_methods(args, dataset, device, root)
                 if not args.amp_check_only:
                     summaries.append({**summarize(device.type, runs), "negatives_per_class": negatives_for(args, device)})
@@ -397,12 +434,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 checkpoint = args.amp_checkpoint or root / device.type / "winn" / "last.pt"
                 checks.append(amp_check(checkpoint, device, per_class, steps, args.seed))
     print_results(args, frames, summaries, checks)
+    for floor in floors:
+        print()
+        print(train_floor.format_floor(floor))
+    for compiled in compiles:
+        print()
+        print(train_floor.format_compile(compiled))
     total = time.perf_counter() - begin
     print(total_line(total))
     report = {"config": config_record(args), "dataset": dataset.name if dataset else None, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "environment": environment_record(devices),
               "epochs": {d: {m: f.to_dict(orient="records") for m, f in runs.items()} for d, runs in frames.items()},
-              "summary": summaries, "amp_check": checks, "total_seconds": total}
+              "summary": summaries, "amp_check": checks, "floor": floors, "compile_check": compiles, "total_seconds": total}
     write_json(args.json, report, default=float)
     return report
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
-from benchmarks import attack_throughput, train_throughput
+from benchmarks import attack_throughput, scaling, train_floor, train_throughput
+from winn_robust.errors import UserError
 
 
 def table_rows(text: str, first_words: tuple[str, ...]) -> list[str]:
@@ -47,3 +49,57 @@ def test_train_throughput_smoke(capsys, tmp_path):
     check = report["amp_check"][0]
     assert check["fp32"]["steps_max"] <= 5 and check["bf16"]["steps_max"] <= 5
     assert "autocast check on cpu" in text and "verdict:" in text
+
+
+def test_train_floor_smoke(capsys, monkeypatch):
+    """The floor replays the trainer's own batches and synthesis schedule: from the same weights
+    its classification pass gives the same weights and its synthesis the same images."""
+    monkeypatch.setattr(train_floor, "VARIANTS", ("eager", "channels_last"))  # compiling takes minutes
+    report = train_throughput.main(["--device", "cpu", "--data", "digits", "--floor-only", "--compile-check",
+                                    "--floor-train-limit", "60", "--negatives-per-class", "2",
+                                    "--synthesis-max-steps", "6", "--val-size", "50", "--floor-repeats", "1",
+                                    "--compile-steps", "1"])
+    text = capsys.readouterr().out
+    floor = report["floor"][0]
+    assert floor["agreement"]["max_abs_weight_diff"] <= 1e-6
+    assert floor["agreement"]["max_abs_image_diff"] <= 1e-4 and floor["agreement"]["trainer_repeat_image_diff"] == 0
+    assert floor["classification_x_floor"] > 0 and floor["synthesis_x_floor"] > 0
+    assert "x floor speed" in text and "agreement: weights after one classification pass" in text
+    cases = report["compile_check"][0]["cases"]
+    assert set(cases) == {"winn classify", "CE classify", "synthesis"}
+    assert all(cases[c]["channels_last"]["max_abs_grad_diff"] < 1e-3 for c in cases)
+
+
+def test_floor_schedule_steps_only_the_live_groups():
+    assert [(n, live.tolist()) for n, live in train_floor.live_schedule([3, 1, 3, 0])] == [(1, [0, 1, 2]), (2, [0, 2])]
+
+
+def test_scaling_commands_and_table(tmp_path):
+    """The torchrun command lines and the table, from made-up metrics (no launch here;
+    tests/test_distributed.py runs torchrun)."""
+    args = scaling.parse_args(["--device", "cpu", "--data", "digits", "--epochs", "3", "--train-limit", "400",
+                               "--negatives-per-class", "5"])
+    command = scaling.train_command(args, 2, tmp_path / "two")
+    assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    assert command[7:9] == ["winn_robust", "train"] and "--batch-size" in command
+    runs = scaling.planned_runs(args)  # the CPU: 1 process of 2 threads, 2 of 1, and 1 of 1 (per-core reference)
+    assert [(r.ranks, r.threads) for r in runs] == [(1, 2), (2, 1), (1, 1)]
+    assert scaling.run_env(1)["OMP_NUM_THREADS"] == "1" and str(scaling.REPO) in scaling.run_env(1)["PYTHONPATH"]
+
+    def frame(classify: float, synth: float) -> pd.DataFrame:
+        return pd.DataFrame({"epoch": [1, 2, 3], "seconds_classification": [9.0, classify, classify],
+                             "seconds_synthesis": [9.0, synth, synth], "synthesis_steps_mean": [20.0] * 3})
+
+    frames = dict(zip(runs, [frame(4.0, 2.0), frame(2.5, 1.0), frame(6.0, 3.0)]))
+    summary = scaling.summarize(args, frames, classes=10)
+    one, two, core = summary["runs"]
+    assert core["classification_speedup_vs_one_core"] == pytest.approx(1.0)
+    assert one["classification_images_per_second"] == pytest.approx(100.0)  # 400 images in 4 s
+    assert two["classification_speedup"] == pytest.approx(1.6) and two["synthesis_speedup"] == pytest.approx(2.0)
+    assert two["synthesis_efficiency"] == pytest.approx(2.0)  # the CPU: the same cores either way
+    assert two["classification_efficiency_vs_one_core"] == pytest.approx(6.0 / 2.5 / 2)
+    table = scaling.format_table(args, summary)
+    assert table.splitlines()[2].split()[:5] == ["1", "rank", "x", "2", "threads"] and "1.60" in table.splitlines()[3]
+    assert "against one process on one core" in table
+    with pytest.raises(UserError, match="multiple of --ranks 3"):
+        scaling.parse_args(["--device", "cpu", "--ranks", "3"])

@@ -1,5 +1,5 @@
-"""`python -m winn_robust ...`: the same entry point as the `winn-robust` script (and what
-`torchrun ... -m winn_robust` and `reproduce`'s jobs run)."""
+"""`python -m winn_robust ...`: the same entry point as the `winn-robust` script: what `reproduce`'s jobs run
+and the module torchrun starts on every rank (`torchrun --nproc-per-node N -m winn_robust train ...`)."""
 import sys
 
 from winn_robust.cli import main

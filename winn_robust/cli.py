@@ -1,9 +1,13 @@
 """The one entry point: `winn-robust train | attack | report | sample | reproduce`.
 
-Bad input never shows a traceback: it is one line on stderr and exit status 2."""
+Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
+(`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
+the job with one line and exit status 2 (distributed.report_line says which rank prints it)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shlex
 import sys
 from collections.abc import Sequence
@@ -13,7 +17,7 @@ from typing import Any
 
 import torch
 
-from winn_robust import commands
+from winn_robust import commands, distributed
 from winn_robust.attacks import ATTACKS
 from winn_robust.errors import UserError
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
@@ -71,6 +75,9 @@ def add_train_parser(sub: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped, with the run's own settings")
     parser.add_argument("--force", action="store_true", help="replace a run already in --out (its files are deleted)")
+    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
+                        help="under torchrun: how long a rank waits for the others at a collective before the job "
+                             f"fails [default: {distributed.DEFAULT_TIMEOUT_MINUTES:g}]")
     add_common_options(parser)
 
 
@@ -208,14 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if distributed.world().distributed and args.command != "train":
+        raise distributed.AgreedError(f"only `train` runs data-parallel; run `winn-robust {args.command}` "
+                                      "without torchrun (one process)")
     return int(getattr(commands, f"run_{args.command}")(args) or 0)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse; every rank parses the same argv, so only rank 0 prints help or a usage error."""
+    if distributed.world().is_main:
+        return parser.parse_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
         return int(exc.code or 0)
     args.command_line = shlex.join(["winn-robust", *argv])  # provenance: recorded in reports
@@ -228,12 +246,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(args)
     except UserError as exc:
-        print(f"winn-robust: error: {exc}", file=sys.stderr)
+        line = distributed.report_line(exc)
+        if line is not None:
+            print(f"winn-robust: error: {line}", file=sys.stderr)
+        if distributed.world().distributed:
+            distributed.exit_after_failure(2, exc)
         return 2
-    except KeyboardInterrupt:
-        print("winn-robust: interrupted; finished epochs and written reports are kept (attack: --resume continues)",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        here = distributed.world()
+        if here.is_main:  # torchrun passes Ctrl-C to every rank: one line is enough
+            print("winn-robust: interrupted; finished epochs and written reports are kept (attack: --resume continues)", file=sys.stderr)
+        if here.distributed:
+            distributed.exit_after_failure(130, exc)
         return 130
+    except Exception as exc:
+        if not distributed.world().distributed:
+            raise  # one process: a bug shows its traceback, as always
+        # one rank failing must end the whole job: one line here, the traceback in torchrun's summary
+        if not distributed.lost_peer(exc):
+            distributed.record_traceback(exc)
+        print(f"winn-robust: error: {distributed.report_line(exc)}", file=sys.stderr)
+        distributed.exit_after_failure(2, exc)
+    return 0
 
 
 if __name__ == "__main__":

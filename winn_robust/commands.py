@@ -1,5 +1,9 @@
 """What each CLI sub-command does, separated from argument parsing: turn the parsed options into
-validated settings objects and call the layers below."""
+validated settings objects and call the layers below.
+
+Evaluation, reporting and `reproduce` are imported by the commands that use them: they pull in
+foolbox, scipy, matplotlib and torchvision, seconds of start-up that `train` (on every torchrun
+rank) does not need."""
 from __future__ import annotations
 
 import argparse
@@ -7,26 +11,24 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from winn_robust.attacks import parse_attack_options
+from winn_robust import distributed
 from winn_robust.checkpoint import load_checkpoint, read_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
-from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.experiments.evaluate import evaluate_models
 from winn_robust.experiments.presets import describe_presets
-from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 from winn_robust.images import save_class_grid
-from winn_robust.reporting.aggregate import write_aggregate
-from winn_robust.reporting.files import rebuild_tables
-from winn_robust.reporting.plots import plot_training_metrics
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
-from winn_robust.training.trainer import LAST_NAME, check_same_settings, clear_run, holds_run
+from winn_robust.training.trainer import LAST_NAME, TrainData, check_same_settings, clear_run, holds_run
 from winn_robust.units import parse_eps
+
+if TYPE_CHECKING:
+    from winn_robust.evaluation.spec import EvalSpec
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:
@@ -54,29 +56,58 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given).validate()
 
 
-def run_train(args: argparse.Namespace) -> None:
+def load_for_training(args: argparse.Namespace, device: torch.device) -> tuple[TrainConfig, TrainData]:
+    config = train_config(args)
+    distributed.check_batch_split(config.batch_size)  # before loading any data
+    data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
+                           config.train_limit, device)
+    return config, data
+
+
+def prepare_run_folder(args: argparse.Namespace) -> None:
+    """--resume continues, --force replaces, and nothing else overwrites a run."""
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
     if not args.resume and holds_run(args.out):
         if not args.force:
             raise UserError(f"{args.out} already holds a training run; pass --resume to continue it, --force to replace "
                             "it, or choose another --out")
-        clear_run(args.out)
-    config = train_config(args)
-    device = resolve_device(args.device)
+        if distributed.world().is_main:
+            clear_run(args.out)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """Train one model. Under torchrun every rank runs this: it joins the process group on its
+    own device, the ranks agree that all of them read their settings and data (or all stop with
+    the failing rank's message), then train data-parallel; rank 0 prints and writes."""
+    if args.dist_timeout <= 0:
+        raise distributed.AgreedError(f"--dist-timeout must be positive, got {args.dist_timeout}")
     started = time.perf_counter()
-    data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
-                           config.train_limit, device)
-    print(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
-          f"{len(data.val_images)} validation images, seed {config.seed}, device {device}, "
-          f"{torch.get_num_threads()} thread(s)", file=sys.stderr)
+    device = resolve_device(args.device)
+    here = distributed.init_from_env(device, args.dist_timeout)
+
+    def prepare() -> tuple[TrainConfig, TrainData]:
+        prepare_run_folder(args)
+        return load_for_training(args, device)
+
+    config, data = distributed.agree(prepare)
+    where = f"device {device}, {torch.get_num_threads()} thread(s)" if not here.distributed else \
+        (f"{here.world_size} ranks ({distributed.backend_for(device)}, {device.type}), batch {config.batch_size} = "
+         f"{here.world_size} x {config.batch_size // here.world_size}")
+    say = distributed.main_only(print)
+    say(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
+        f"{len(data.val_images)} validation images, seed {config.seed}, {where}", file=sys.stderr)
     extra = {"data_dir": str(args.data_dir.resolve())} if args.data_dir else {}
     result = train(config, data, args.out, device, resume=args.resume, progress=progress_wanted(args),
                    extra_metadata=extra)
-    plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
-    print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
-          f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
-          f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'} and {plot}")
+    if here.is_main:
+        from winn_robust.reporting.plots import plot_training_metrics
+
+        plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
+        print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
+              f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
+              f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'} and {plot}")
+    distributed.shutdown()
 
 
 def parse_limits(items: list[str]) -> dict[str, int]:
@@ -93,6 +124,9 @@ def parse_limits(items: list[str]) -> dict[str, int]:
 
 
 def eval_spec(args: argparse.Namespace) -> EvalSpec:
+    from winn_robust.attacks import parse_attack_options
+    from winn_robust.evaluation.spec import EvalSpec
+
     attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
     if not attacks:
         raise UserError("--attack needs at least one attack name")
@@ -113,6 +147,8 @@ def run_attack(args: argparse.Namespace) -> int:
         raise UserError("give the models to evaluate: --model SPEC (repeat), and optionally --baseline SPEC")
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --resume continues, --force starts over")
+    from winn_robust.experiments.evaluate import evaluate_models
+
     spec = eval_spec(args)
     notes: list[str] = []
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
@@ -131,6 +167,9 @@ def run_attack(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> None:
     """One folder: rebuild its tables. Several: the aggregate over seeds into --out."""
+    from winn_robust.reporting.aggregate import write_aggregate
+    from winn_robust.reporting.files import rebuild_tables
+
     if len(args.report) == 1:
         files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
@@ -148,6 +187,8 @@ def run_plot(args: argparse.Namespace) -> None:
     csv = args.run / "metrics.csv" if args.run.is_dir() else args.run
     if not csv.is_file():
         raise UserError(f"no metrics.csv at {csv}; give a run folder written by `winn-robust train`")
+    from winn_robust.reporting.plots import plot_training_metrics
+
     out = args.out or csv.parent / "metrics.png"
     print(f"training curves written to {plot_training_metrics(csv, out)}")
 
@@ -188,6 +229,9 @@ def run_reproduce(args: argparse.Namespace) -> None:
     if args.list_presets:
         print("\n".join(describe_presets()))
         return
+    from winn_robust.attacks import parse_attack_options
+    from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
+
     overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,

@@ -3,20 +3,39 @@ from __future__ import annotations
 
 import torch
 
+from winn_robust.distributed import world
 from winn_robust.errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is a user error, not a crash."""
+    """'auto' picks CUDA when present; asking for CUDA without one is a user error, not a crash.
+    Under torchrun with several ranks each rank takes its own GPU, cuda:LOCAL_RANK."""
+    here = world()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return rank_gpu(here.local_rank) if here.distributed and torch.cuda.is_available() else \
+            torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name} asked for a GPU but torch sees none; use --device cpu or auto")
+        if here.distributed:
+            if name != "cuda":
+                raise UserError(f"--device {name}: under torchrun every rank uses its own GPU, cuda:LOCAL_RANK; "
+                                "give --device auto or cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
+            return rank_gpu(here.local_rank)
         return torch.device(name)
     raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+
+
+def rank_gpu(local_rank: int) -> torch.device:
+    """cuda:LOCAL_RANK, refused when the node has fewer GPUs than ranks (two ranks on one GPU
+    would make NCCL fail later, with a less clear message)."""
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UserError(f"local rank {local_rank} needs GPU cuda:{local_rank} but this node shows {count}; "
+                        f"start at most {count} processes per node (torchrun --nproc-per-node {count})")
+    return torch.device(f"cuda:{local_rank}")
 
 
 def devices_to_measure(choice: str) -> list[torch.device]:

@@ -17,7 +17,7 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10) -> Path:
     """Save a batch of [-1, 1] images (N, C, H, W) as one PNG grid, `nrow` images per row."""
-    from torchvision.utils import save_image  # here, not at the top: torchvision costs seconds at every start
+    from torchvision.utils import save_image  # imported here: torchvision costs every process (each torchrun rank) ~1-2 s at start-up
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,12 @@ ADVICE = "the last good checkpoint stays; try a lower --lr or --alpha"
 
 
 class TrainingDiverged(UserError):
-    """A NaN/Inf or exploding loss or synthesis: the message names epoch, step and term."""
+    """A NaN/Inf or exploding loss or synthesis: the message names epoch, step and term.
+
+    Under torchrun every rank raises it alike (the trainer checks loss terms reduced across ranks
+    and gathers synthesis verdicts), so rank 0 alone reports it (distributed.report_line)."""
+
+    agreed = True
 
 
 class SynthesisDiverged(TrainingDiverged):

@@ -6,11 +6,10 @@ norm is per-sample, so concatenating the batches changes nothing but speed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-
-from winn_robust.models.base import Classifier
 
 
 @dataclass
@@ -36,24 +35,38 @@ def input_gradient_norm(f_values: torch.Tensor, inputs: torch.Tensor) -> torch.T
     return grad.flatten(1).norm(2, dim=1)
 
 
-def interpolate(pos: torch.Tensor, neg: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """x_hat = a * pos + (1 - a) * neg with a ~ U[0, 1] per image."""
-    a = torch.rand(pos.shape[0], *([1] * (pos.dim() - 1)), generator=generator, device=pos.device, dtype=pos.dtype)
+class Scorer(Protocol):
+    """Anything with the classifier's `score`: the model itself, or its data-parallel wrapper."""
+
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def interpolation_coefficients(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """a ~ U[0, 1], one per image, shaped to broadcast over images like `like` (N, C, H, W)."""
+    return torch.rand(n, *([1] * (like.dim() - 1)), generator=generator, device=like.device, dtype=like.dtype)
+
+
+def interpolate(pos: torch.Tensor, neg: torch.Tensor, generator: torch.Generator | None,
+                coefficients: torch.Tensor | None = None) -> torch.Tensor:
+    """x_hat = a * pos + (1 - a) * neg with a ~ U[0, 1] per image (drawn here unless given)."""
+    a = interpolation_coefficients(pos.shape[0], pos, generator) if coefficients is None else coefficients
     return a * pos + (1 - a) * neg
 
 
-def baseline_loss(model: Classifier, pos: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+def baseline_loss(model: Scorer, pos: torch.Tensor, labels: torch.Tensor) -> LossTerms:
     logits, f_pos = model.score(pos)
     ce = F.cross_entropy(logits, labels)
     zero = ce.new_zeros(())
     return LossTerms(ce, ce, zero, zero, f_pos.detach().mean(), logits)
 
 
-def winn_loss(model: Classifier, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
-              alpha: float, gp_lambda: float, generator: torch.Generator | None) -> LossTerms:
-    """CE(pos) + alpha * (mean f(neg) - mean f(pos) + lambda * mean (||grad f(x_hat)|| - 1)^2)."""
+def winn_loss(model: Scorer, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
+              alpha: float, gp_lambda: float, generator: torch.Generator | None,
+              coefficients: torch.Tensor | None = None) -> LossTerms:
+    """CE(pos) + alpha * (mean f(neg) - mean f(pos) + lambda * mean (||grad f(x_hat)|| - 1)^2).
+    `coefficients` (the interpolation's a) are drawn from `generator` unless given."""
     n = pos.shape[0]
-    x_hat = interpolate(pos, neg, generator).requires_grad_(True)
+    x_hat = interpolate(pos, neg, generator, coefficients).requires_grad_(True)
     logits, f = model.score(torch.cat([pos, neg, x_hat]))
     f_pos, f_neg, f_hat = f[:n], f[n:2 * n], f[2 * n:]
     ce = F.cross_entropy(logits[:n], labels)
@@ -63,7 +76,7 @@ def winn_loss(model: Classifier, pos: torch.Tensor, neg: torch.Tensor, labels: t
     return LossTerms(loss, ce, critic_gap, penalty, f_pos.detach().mean(), logits[:n])
 
 
-def icn_loss(model: Classifier, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
+def icn_loss(model: Scorer, pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor,
              alpha: float) -> LossTerms:
     """CE(pos) + alpha * logistic loss of f separating positives (+1) from negatives (-1)."""
     n = pos.shape[0]

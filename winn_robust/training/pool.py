@@ -45,7 +45,14 @@ class NegativePool:
 
     def sample(self, labels: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """One uniformly drawn negative of the same class for each label."""
-        index = torch.randint(0, self.per_class, labels.shape, generator=rng, device=self.images.device)
+        return self.take(labels, self.draw(labels, rng))
+
+    def draw(self, labels: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        """The random half of `sample`: an entry index within its class for each label. Data-parallel
+        ranks draw for the whole global batch (the same stream as one process) and `take` their slice."""
+        return torch.randint(0, self.per_class, labels.shape, generator=rng, device=self.images.device)
+
+    def take(self, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return self.images[labels, index]
 
     def append(self, new: torch.Tensor) -> None:

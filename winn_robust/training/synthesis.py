@@ -9,9 +9,11 @@ with its own tau). Adam keeps per-pixel state and the group losses share no pixe
 optimizer over the batch takes exactly the steps separate per-class optimizers would; a
 group that reaches its tolerance is frozen where it stands while the others go on. As in the
 official code every group takes at least one step, and the stop test runs after each step.
-The stop test runs on the device every step; the host looks only every `check_every` steps, to decide
-whether every group is done and to drop finished groups from the forward/backward pass
-(compaction: late steps cost only what the slow groups need).
+The stop test runs on the device every step; the host looks every `check_every` steps (every step on
+the CPU, every 10 on a GPU, where looking stalls the queue), to decide whether every group is done
+and to drop finished groups from the forward/backward pass (compaction: late steps cost only what
+the slow groups need). A frozen group stands still because its Adam first moment is zeroed when it
+stops (its gradient is zero from then on), so no copy of the images is needed to restore it.
 
 Synthesis always runs in float32: the stop test compares f with tau to 1e-3, and bfloat16
 autocast moved f by more than that in our check (see README, "Mixed precision"). A non-finite
@@ -41,13 +43,16 @@ class SynthesisResult:
 
 def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, tau: torch.Tensor, *,
                lr: float = 0.02, betas: tuple[float, float] = (0.9, 0.9), max_steps: int = 2000,
-               tolerance: float = 1e-3, ce_weight: float = 0.5, check_every: int = 10,
+               tolerance: float = 1e-3, ce_weight: float = 0.5, check_every: int | None = None,
                progress: bool = False, desc: str = "synthesis") -> SynthesisResult:
     """Synthesize groups of images. start: (G, n, C, H, W); targets: (G,) class per group;
-    tau: (G,) target mean critic score per group."""
+    tau: (G,) target mean critic score per group. check_every: steps between host looks
+    (default: every step on the CPU, where looking costs nothing; every 10 steps on a GPU, where
+    each look waits for the queued work)."""
+    if check_every is None:
+        check_every = 1 if start.device.type == "cpu" else 10
     groups, per_group = start.shape[:2]
     image_shape = start.shape[2:]
-    pixel_dims = [1] * len(image_shape)
     x = start.reshape(groups * per_group, *image_shape).detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr, betas=betas)
     active = torch.ones(groups, dtype=torch.bool, device=x.device)
@@ -92,11 +97,15 @@ def synthesize(model: Classifier, start: torch.Tensor, targets: torch.Tensor, ta
             group_loss = (f.mean(dim=1) - tau[live]).abs() + ce_weight * ce
             optimizer.zero_grad(set_to_none=True)
             (group_loss * active[live]).sum().backward()
-            before = x.detach().clone()
+            if step > 0:
+                # A frozen group's gradient is zero (its loss is masked or it left the pass); with its
+                # first moment zeroed once, Adam's update of its pixels is exactly zero from then on,
+                # so it stands still without a copy of x to restore it from.
+                exp_avg = optimizer.state[x]["exp_avg"]
+                exp_avg.view(groups, -1).masked_fill_(~active.unsqueeze(1), 0.0)
             optimizer.step()
             with torch.no_grad():
-                moving = active.repeat_interleave(per_group).view(-1, *pixel_dims)
-                x.copy_(torch.where(moving, x.clamp(MODEL_LOW, MODEL_HIGH), before))
+                x.clamp_(MODEL_LOW, MODEL_HIGH)  # frozen pixels are in range already: unchanged
             steps += active
             bar.update(1)
     raise_if_diverged()
@@ -111,18 +120,37 @@ def generator_for(config: TrainConfig, image_shape: tuple[int, int, int], device
     return generator.to(device).eval()
 
 
+def draw_synthesis_inputs(generator: RandomGenerator, num_classes: int, per_class: int, tau_range: tuple[float, float],
+                          rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start images (classes, per_class, C, H, W) from the frozen generator, then one
+    tau ~ U[tau_range] per class: the randoms of one synthesis pass, in their order."""
+    start = generator.sample(num_classes * per_class, rng, rng.device).view(num_classes, per_class, *generator.image_shape)
+    low, high = tau_range
+    tau = low + (high - low) * torch.rand(num_classes, generator=rng, device=rng.device)
+    return start, tau
+
+
 def synthesize_negatives(model: Classifier, generator: RandomGenerator, num_classes: int, per_class: int,
                          tau_range: tuple[float, float], rng: torch.Generator, config: TrainConfig, *,
                          max_steps: int | None = None, progress: bool = False,
-                         desc: str = "synthesis") -> SynthesisResult:
+                         desc: str = "synthesis", classes: range | None = None) -> SynthesisResult:
     """The one synthesis entry point (trainer, `sample`, benchmarks): fresh generator images as
     starts, one tau ~ U[tau_range] per class, then `synthesize` with the config's settings.
-    Draws from `rng` in that order (starts, then tau), so a seeded rng gives the same images."""
+    Draws from `rng` in that order (starts, then tau), so a seeded rng gives the same images.
+
+    `classes` (default: all) synthesizes only those classes' groups, but still draws the starts
+    and tau of every class: data-parallel ranks each take a share of the classes and keep one
+    shared random stream, and a group's result does not depend on which other groups run
+    beside it (see the module docstring), so the union of the shares is the single-process result."""
     device = rng.device
-    start = generator.sample(num_classes * per_class, rng, device).view(num_classes, per_class, *generator.image_shape)
-    low, high = tau_range
-    tau = low + (high - low) * torch.rand(num_classes, generator=rng, device=device)
-    return synthesize(model, start, torch.arange(num_classes, device=device), tau, lr=config.synthesis_lr,
+    start, tau = draw_synthesis_inputs(generator, num_classes, per_class, tau_range, rng)
+    targets = torch.arange(num_classes, device=device)
+    if classes is not None:
+        mine = slice(classes.start, classes.stop)
+        start, tau, targets = start[mine], tau[mine], targets[mine]
+        if len(targets) == 0:  # more ranks than classes: nothing to synthesize here
+            return SynthesisResult(start, torch.zeros(0, dtype=torch.long, device=device), tau.clone())
+    return synthesize(model, start, targets, tau, lr=config.synthesis_lr,
                       betas=(config.synthesis_beta1, config.synthesis_beta2),
                       max_steps=config.synthesis_max_steps if max_steps is None else max_steps,
                       tolerance=config.synthesis_tolerance, ce_weight=config.synthesis_ce_weight,

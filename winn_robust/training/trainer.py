@@ -5,7 +5,13 @@ from the pool), then for ICN/WINN a synthesis pass that appends new negatives pe
 then validation. The validation split alone picks the best checkpoint; the trainer is never
 given the test set. `last.pt` holds everything needed to resume exactly (weights, optimizer,
 RNG state, the settings and a fingerprint of the data, and the list of pool files under
-`pool/`, one per epoch); `best.pt` holds the weights with the lowest validation error."""
+`pool/`, one per epoch); `best.pt` holds the weights with the lowest validation error.
+
+Under torchrun the same loop runs data-parallel (training/parallel.py): every rank draws the
+randoms of the whole global batch from one shared stream and computes on its slice, under
+DistributedDataParallel; synthesis is split across ranks by class and the new negatives are
+all-gathered; the tau range, training and validation error and the logged loss terms are reduced
+across ranks; rank 0 alone writes files and shows progress."""
 from __future__ import annotations
 
 import csv
@@ -23,15 +29,26 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from winn_robust import distributed
 from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
+from winn_robust.distributed import main_only
 from winn_robust.errors import UserError
 from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
-from winn_robust.training.losses import TERM_NAMES, LossTerms, baseline_loss, icn_loss, winn_loss
+from winn_robust.training.losses import (
+    TERM_NAMES,
+    LossTerms,
+    Scorer,
+    baseline_loss,
+    icn_loss,
+    interpolation_coefficients,
+    winn_loss,
+)
+from winn_robust.training.parallel import DataParallelScorer, RankSlice
 from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
-from winn_robust.training.synthesis import generator_for, synthesize_negatives
+from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
 from winn_robust.version import __version__
 
 BEST_NAME, LAST_NAME, METRICS_NAME = "best.pt", "last.pt", "metrics.csv"
@@ -74,6 +91,17 @@ class TrainData:
 
 
 @dataclass
+class Batch:
+    """This rank's part of one global batch: positives, labels, and (ICN/WINN) same-label
+    negatives and (WINN) interpolation coefficients, all drawn for the whole global batch."""
+    pos: torch.Tensor
+    labels: torch.Tensor
+    neg: torch.Tensor | None
+    coefficients: torch.Tensor | None
+    part: RankSlice
+
+
+@dataclass
 class TrainResult:
     out_dir: Path
     best_epoch: int
@@ -92,7 +120,8 @@ class TrainResult:
         return self.out_dir / LAST_NAME
 
 
-def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def wrong_count(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """How many images the model gets wrong, on the device (ranks sum their shards' counts)."""
     was_training = model.training
     model.eval()
     wrong = torch.zeros((), dtype=torch.long, device=images.device)
@@ -101,7 +130,11 @@ def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, ba
             logits = model(images[start:start + batch_size])
             wrong += (logits.argmax(1) != labels[start:start + batch_size]).sum()
     model.train(was_training)
-    return wrong.item() / max(1, len(images))
+    return wrong
+
+
+def error_rate(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    return wrong_count(model, images, labels, batch_size).item() / max(1, len(images))
 
 
 def flag(name: str) -> str:
@@ -134,10 +167,12 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device,
                  progress: bool = True) -> None:
         self.config = config.validate()
+        self.world = distributed.world()
+        distributed.check_batch_split(config.batch_size, self.world.world_size)
         self.data = data
         self.out_dir = Path(out_dir)
         self.device = device
-        self.progress = progress
+        self.progress = progress and self.world.is_main
         torch.manual_seed(config.seed)
         self.model = build_model(config.arch, data.image_shape, data.num_classes).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
@@ -156,6 +191,18 @@ class Trainer:
         self.verbose = True
         self.new_negatives: torch.Tensor | None = None
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
+        self._parallel: DataParallelScorer | None = None
+
+    @property
+    def scorer(self) -> Scorer:
+        """What the classification pass calls: the model itself, or, with several ranks, the
+        model under DistributedDataParallel (built on first use, after any resume, so it starts
+        from the weights every rank loaded)."""
+        if not self.world.distributed:
+            return self.model
+        if self._parallel is None:
+            self._parallel = DataParallelScorer(self.model, self.device, detach_critic=not self.config.introspective)
+        return self._parallel
 
     # ---- one epoch ---------------------------------------------------------------------
     def classification_pass(self) -> dict[str, float]:
@@ -170,54 +217,98 @@ class Trainer:
         pending: list[torch.Tensor] = []
         bar = tqdm(range(steps), desc=f"epoch {self.epoch} classify", leave=False, disable=not self.progress, unit="batch")
         for step in bar:
-            index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            pos, labels = self.data.train_images[index], self.data.train_labels[index]
+            batch = self.draw_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             with self.autocast:
-                terms = self.step_loss(pos, labels)
+                terms = self.step_loss(batch)
+            part = batch.part
             self.optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            (terms.loss if part.loss_scale == 1.0 else terms.loss * part.loss_scale).backward()
             self.optimizer.step()
-            stacked = terms.stacked().float()
+            stacked, f_mean = terms.stacked().float(), terms.f_pos_mean.float()
+            if self.world.distributed:  # this rank's share of the global batch's means
+                stacked, f_mean = stacked * part.share, f_mean * part.share
             pending.append(stacked)
             sums += stacked
-            f_means.append(terms.f_pos_mean.float())
-            wrong += (terms.logits_pos.detach().argmax(1) != labels).sum()
+            f_means.append(f_mean)
+            wrong += (terms.logits_pos.detach()[:part.real].argmax(1) != batch.labels[:part.real]).sum()
             if len(pending) == CHECK_EVERY or step == steps - 1:
-                check_finite(pending, TERM_NAMES, step + 1 - len(pending), self.epoch)
+                # the global batch's terms, so every rank reaches the same verdict at the same step
+                block = distributed.all_reduce_sum(torch.stack(pending))
+                check_finite(list(block.unbind(0)), TERM_NAMES, step + 1 - len(pending), self.epoch)
                 pending = []
-                bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
+                if self.progress:
+                    bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
+        distributed.all_reduce_sum(sums)
+        distributed.all_reduce_sum(wrong)
         means = (sums / steps).tolist()
-        f_all = torch.stack(f_means)
+        f_all = distributed.all_reduce_sum(torch.stack(f_means))  # each global batch's mean f on positives
         self.tau_range = (f_all.min().item(), f_all.max().item())
         return {"loss": means[0], "ce": means[1], "introspective": means[2],
                 "wasserstein_estimate": -means[2] if cfg.method == "winn" else float("nan"),
                 "gradient_penalty": means[3], "train_error": wrong.item() / n}
 
-    def step_loss(self, pos: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+    def draw_batch(self, index: torch.Tensor) -> Batch:
+        """The randoms of the whole global batch, in the order one process draws them (pool
+        indices, then interpolation coefficients), then this rank's slice."""
+        cfg = self.config
+        labels = self.data.train_labels[index]
+        neg_index = coefficients = None
+        if cfg.introspective:
+            assert self.pool is not None
+            neg_index = self.pool.draw(labels, self.rng)
+            if cfg.method == "winn":
+                coefficients = interpolation_coefficients(len(index), self.data.train_images, self.rng)
+        part = RankSlice.of(len(index), self.world)
+        rows = part.rows
+        pos, labels = self.data.train_images[index[rows]], labels[rows]
+        neg = None
+        if neg_index is not None:
+            assert self.pool is not None
+            neg = self.pool.take(labels, neg_index[rows])
+        return Batch(pos, labels, neg, None if coefficients is None else coefficients[rows], part)
+
+    def step_loss(self, batch: Batch) -> LossTerms:
         cfg = self.config
         if cfg.method == "baseline":
-            return baseline_loss(self.model, pos, labels)
-        assert self.pool is not None
-        neg = self.pool.sample(labels, self.rng)
+            return baseline_loss(self.scorer, batch.pos, batch.labels)
+        assert batch.neg is not None
         if cfg.method == "winn":
-            return winn_loss(self.model, pos, neg, labels, cfg.alpha, cfg.gp_lambda, self.rng)
-        return icn_loss(self.model, pos, neg, labels, cfg.alpha)
+            return winn_loss(self.scorer, batch.pos, batch.neg, batch.labels, cfg.alpha, cfg.gp_lambda, None,
+                             coefficients=batch.coefficients)
+        return icn_loss(self.scorer, batch.pos, batch.neg, batch.labels, cfg.alpha)
 
     def synthesis_pass(self) -> dict[str, float]:
-        """New negatives for every class in one batch, started from fresh generator images."""
+        """New negatives for every class in one batch, started from fresh generator images. With
+        several ranks each synthesizes a contiguous share of the classes (a class's group stays
+        whole, so its stop rule is unchanged) from the starts and tau every rank drew for all
+        classes, and the shares are all-gathered so every rank holds the same pool."""
         cfg = self.config
         assert self.pool is not None and self.generator is not None
         low, high = self.tau_range
+        classes = range(*distributed.shard(self.data.num_classes, self.world)) if self.world.distributed else None
+        diverged: tuple[int, list[int]] | None = None
+        result: SynthesisResult | None = None
         try:
             result = synthesize_negatives(self.model, self.generator, self.data.num_classes, cfg.negatives_per_class,
                                           self.tau_range, self.rng, cfg, progress=self.progress,
-                                          desc=f"epoch {self.epoch} synthesize")
+                                          desc=f"epoch {self.epoch} synthesize", classes=classes)
         except SynthesisDiverged as exc:
-            raise TrainingDiverged(f"training diverged at epoch {self.epoch}, {exc}; {ADVICE}") from None
+            diverged = (exc.step, exc.classes)
+        if self.world.distributed:
+            reports = [r for r in distributed.all_gather_object(diverged) if r is not None]
+            if reports:
+                diverged = (min(step for step, _ in reports), sorted(c for _, cs in reports for c in cs))
+        if diverged is not None:
+            raise TrainingDiverged(f"training diverged at epoch {self.epoch}, {SynthesisDiverged(*diverged)}; {ADVICE}")
+        assert result is not None
+        if self.world.distributed:
+            result = SynthesisResult(distributed.all_gather_tensor(result.images),
+                                     distributed.all_gather_tensor(result.steps),
+                                     distributed.all_gather_tensor(result.final_gap))
         self.pool.append(result.images)
         self.new_negatives = result.images
         capped = int((result.final_gap > cfg.synthesis_tolerance).sum())
-        if capped and self.verbose:  # once per epoch, not per step
+        if capped and self.verbose and self.world.is_main:  # once per epoch, not per step
             print(f"epoch {self.epoch}: synthesis hit its {cfg.synthesis_max_steps}-step cap for {capped} of "
                   f"{self.data.num_classes} classes (|mean f - tau| still above {cfg.synthesis_tolerance:g}); "
                   "raise --synthesis-max-steps to let them converge", file=sys.stderr)
@@ -225,6 +316,13 @@ class Trainer:
         return {"tau_low": low, "tau_high": high, "synthesis_steps_mean": steps.mean().item(),
                 "synthesis_steps_max": int(result.steps.max().item()),
                 "synthesis_unconverged": int((result.final_gap > cfg.synthesis_tolerance).sum().item())}
+
+    def validation_error(self) -> float:
+        """Each rank counts the mistakes on its shard of the validation split; the counts are summed."""
+        images, labels = self.data.val_images, self.data.val_labels
+        lo, hi = distributed.shard(len(images), self.world)
+        wrong = distributed.all_reduce_sum(wrong_count(self.model, images[lo:hi], labels[lo:hi]))
+        return wrong.item() / max(1, len(images))
 
     def run_epoch(self) -> dict[str, Any]:
         self.epoch += 1
@@ -236,7 +334,7 @@ class Trainer:
         if self.config.introspective:
             row.update(self.synthesis_pass())
         t2 = time.perf_counter()
-        row["val_error"] = error_rate(self.model, self.data.val_images, self.data.val_labels)
+        row["val_error"] = self.validation_error()
         t3 = time.perf_counter()
         row.update(pool_size=len(self.pool) if self.pool else 0, seconds_classification=t1 - t0,
                    seconds_synthesis=t2 - t1, seconds_validation=t3 - t2, seconds_total=t3 - t0)
@@ -252,17 +350,23 @@ class Trainer:
                 "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
                 "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
                 "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
-                "winn_robust_version": __version__, "torch_version": str(torch.__version__),
+                "world_size": self.world.world_size, "winn_robust_version": __version__, "torch_version": str(torch.__version__),
                 "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "torch_threads": torch.get_num_threads(), **self.extra_metadata}
 
     def save(self, row: dict[str, Any]) -> int:
-        """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
-        so last.pt never lists a file that is not on disk). Returns the bytes written."""
-        metadata = self.metadata(row)
+        """Record the epoch on every rank (best so far), then write its files on rank 0 alone.
+        Returns the bytes written (0 on other ranks)."""
         improved = row["val_error"] < self.best_val_error
         if improved:
             self.best_val_error, self.best_epoch = row["val_error"], self.epoch
+        return self.write_epoch(row, improved) or 0
+
+    @main_only
+    def write_epoch(self, row: dict[str, Any], improved: bool) -> int:
+        """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
+        so last.pt never lists a file that is not on disk). Returns the bytes written."""
+        metadata = self.metadata(row)
         metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error,
                         data_fingerprint=self.data.fingerprint())
         written = 0
@@ -304,6 +408,7 @@ class Trainer:
         self.tau_range = (float(low), float(high))
 
     # ---- outputs -----------------------------------------------------------------------
+    @main_only
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         path = self.out_dir / METRICS_NAME
         tmp = path.with_suffix(".csv.tmp")
@@ -313,6 +418,7 @@ class Trainer:
             writer.writerows(rows)
         tmp.replace(path)
 
+    @main_only
     def save_negatives_grid(self) -> None:
         if self.pool is None:
             return
@@ -346,16 +452,11 @@ def clear_run(out_dir: Path) -> None:
             path.unlink()
 
 
-def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: torch.device | str = "cpu",
-          resume: bool = False, progress: bool = True,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-          extra_metadata: dict[str, Any] | None = None) -> TrainResult:
-    """Train one model; writes best.pt, last.pt, metrics.csv, pool/ and negatives/ grids into out_dir.
-    `extra_metadata` (e.g. the data folder) is stored in the checkpoints for provenance."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, data, out_dir, torch.device(device), progress)
-    trainer.extra_metadata = dict(extra_metadata or {})
+def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, resume: bool,
+          progress: bool, extra_metadata: dict[str, Any]) -> tuple[Trainer, list[dict[str, Any]]]:
+    """A trainer, resumed from out_dir/last.pt when asked, and the metrics rows so far."""
+    trainer = Trainer(config, data, out_dir, device, progress)
+    trainer.extra_metadata = dict(extra_metadata)
     rows: list[dict[str, Any]] = []
     if resume:
         last = out_dir / LAST_NAME
@@ -366,7 +467,24 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     if trainer.epoch >= config.epochs:
         raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); "
                         "raise --epochs to train on")
-    bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}", disable=not progress, unit="epoch")
+    return trainer, rows
+
+
+def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: torch.device | str = "cpu",
+          resume: bool = False, progress: bool = True,
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          extra_metadata: dict[str, Any] | None = None) -> TrainResult:
+    """Train one model; writes best.pt, last.pt, metrics.csv, pool/ and negatives/ grids into out_dir.
+    `extra_metadata` (e.g. the data folder) is stored in the checkpoints for provenance.
+
+    Under torchrun every rank calls this alike: the ranks agree that they all could start (every
+    rank reads last.pt and the pool files on --resume), train data-parallel, and rank 0 writes."""
+    out_dir = Path(out_dir)
+    main_only(out_dir.mkdir)(parents=True, exist_ok=True)
+    trainer, rows = distributed.agree(lambda: start(config, data, out_dir, torch.device(device), resume, progress,
+                                                        extra_metadata or {}))
+    bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}",
+               disable=not trainer.progress, unit="epoch")
     try:
         while trainer.epoch < config.epochs:
             row = trainer.run_epoch()

@@ -1,0 +1,257 @@
+"""Data-parallel scaling of training: throughput of 1 rank against N ranks under torchrun.
+
+Launches `python -m torch.distributed.run --standalone --nproc-per-node R -m winn_robust train ...`
+as a subprocess for R = 1 and R = N with the same settings and seed, into temporary folders, and
+reads the trainer's own metrics.csv (seconds_classification, seconds_synthesis: rank 0's wall
+clock, which includes waiting for the other ranks). Nothing is timed here.
+
+  classification images/s  training images / seconds_classification of an epoch
+  synthesis images/s       negatives synthesized per epoch (classes x --negatives-per-class) /
+                           seconds_synthesis; the ranks split the classes, so a rank's share ends
+                           with its slowest group and the epoch with the slowest rank
+  speedup                  N-rank images/s / 1-rank images/s
+  efficiency               speedup / (N-rank resources / 1-rank resources)
+
+On a GPU machine the 1-rank run uses one GPU and the N-rank run N GPUs (efficiency = speedup / N).
+On the CPU the 1-rank run is one process with N threads and the N-rank run N processes of one
+thread each (gloo): both use the same N cores, so efficiency = speedup, and it says whether
+data parallelism over processes beats intra-op threads on this machine. A third CPU run, one
+process on one core, gives the per-core figures (speedup against it / cores used), which tell
+whether the threads or the ranks fall short. With 2+ epochs the first
+(warm-up) epoch is left out, and each figure is the median over the other epochs (robust to a
+spike of load on a shared machine). The two runs' final weights are compared as a check that they
+trained the same model: float differences only (one process with several threads sums in another
+order), which grow with the epochs.
+
+    python -m benchmarks.scaling                                  # CPU: 2 ranks; GPU: every GPU
+    python -m benchmarks.scaling --ranks 4 --epochs 3 --json scaling.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from benchmarks.common import (
+    FASHION_DIR,
+    config_record,
+    environment_record,
+    fashion_mnist_folder,
+    rule_table,
+    run_main,
+    runtime_note,
+    total_line,
+    write_json,
+)
+from winn_robust.checkpoint import read_checkpoint
+from winn_robust.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+PASSES = ("classification", "synthesis")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ranks", type=int, default=None, help="N (default: the GPUs torch sees, else 2)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    ap.add_argument("--method", default="winn")
+    ap.add_argument("--arch", default="vanilla")
+    ap.add_argument("--data", default=None, help=f"dataset (default fashion-mnist from {FASHION_DIR} when present, else digits)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=100, help="the global batch (the paper's 100), split across the ranks")
+    ap.add_argument("--negatives-per-class", type=int, default=None, help="default: 100 on CUDA, 20 on the CPU")
+    ap.add_argument("--synthesis-max-steps", type=int, default=None, help="default: 2000 on CUDA, 200 on the CPU")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-core-reference", action="store_true",
+                    help="CPU: skip the third run, one process on one core (the per-core efficiency reference)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for each training run")
+    ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no GPU; use --device cpu or auto")
+    args.device = "cuda" if cuda else "cpu"
+    args.ranks = args.ranks or (torch.cuda.device_count() if cuda else 2)
+    if args.ranks < 2:
+        raise UserError(f"--ranks must be at least 2 to measure scaling, got {args.ranks}")
+    if cuda and args.ranks > torch.cuda.device_count():
+        raise UserError(f"--ranks {args.ranks} but torch sees {torch.cuda.device_count()} GPUs")
+    if args.batch_size % args.ranks:
+        raise UserError(f"--batch-size {args.batch_size} must be a multiple of --ranks {args.ranks}")
+    args.negatives_per_class = args.negatives_per_class or (100 if cuda else 20)
+    args.synthesis_max_steps = args.synthesis_max_steps or (2000 if cuda else 200)
+    if args.data is None:
+        folder = fashion_mnist_folder(args.data_dir)
+        args.data, args.data_dir = ("fashion-mnist", folder) if folder is not None else ("digits", None)
+    return args
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: `ranks` processes of `threads` CPU threads each (GPU runs: one GPU a rank)."""
+
+    ranks: int
+    threads: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.ranks} rank{'s' if self.ranks > 1 else ''} x {self.threads}"
+
+    @property
+    def folder(self) -> str:
+        return f"ranks{self.ranks}-threads{self.threads}"
+
+
+def planned_runs(args: argparse.Namespace) -> list[Run]:
+    """1 rank, then N ranks; on the CPU the 1-rank run gets the N ranks' N cores as threads, and
+    (unless --no-core-reference) one process on one core is measured too."""
+    if args.device == "cuda":
+        return [Run(1, 1), Run(args.ranks, 1)]
+    runs = [Run(1, args.ranks), Run(args.ranks, 1)]
+    return runs + ([] if args.no_core_reference else [Run(1, 1)])
+
+
+def train_command(args: argparse.Namespace, ranks: int, out: Path) -> list[str]:
+    """The torchrun command line of one run (1 rank too: the same launcher for both)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+               "-m", "winn_robust", "train", "--method", args.method, "--arch", args.arch, "--data", args.data,
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--train-limit", str(args.train_limit),
+               "--val-size", str(args.val_size), "--negatives-per-class", str(args.negatives_per_class),
+               "--initial-negatives-per-class", str(args.negatives_per_class),
+               "--synthesis-max-steps", str(args.synthesis_max_steps), "--seed", str(args.seed),
+               "--device", args.device, "--no-progress", "--out", str(out)]
+    return command + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+
+
+def run_env(threads: int) -> dict[str, str]:
+    """This environment, one torchrun job's worth: its threads, this repository first on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def launch(args: argparse.Namespace, run: Run, out: Path) -> pd.DataFrame:
+    """Train once; the metrics.csv rows."""
+    t0 = time.perf_counter()
+    done = subprocess.run(train_command(args, run.ranks, out), env=run_env(run.threads), capture_output=True, text=True,
+                          timeout=args.timeout, cwd=REPO)
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][:3]
+        raise UserError(f"the {run.label}-thread run failed (torchrun exit status {done.returncode}): {' | '.join(errors)}")
+    print(f"  {run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+    return pd.read_csv(out / "metrics.csv")
+
+
+def steady(frame: pd.DataFrame) -> pd.DataFrame:
+    """Epochs after the first (warm-up) when there are two or more."""
+    return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
+
+
+def summarize(args: argparse.Namespace, frames: dict[Run, pd.DataFrame], classes: int) -> dict[str, Any]:
+    """Images/s per pass and run; speedup and efficiency against the first run (1 rank), and on
+    the CPU also against one process on one core when it was measured."""
+    images = {"classification": args.train_limit, "synthesis": classes * args.negatives_per_class}
+    rows: list[dict[str, Any]] = []
+    for run, frame in frames.items():
+        s = steady(frame)
+        row: dict[str, Any] = {"run": run.label, "ranks": run.ranks, "threads_per_rank": run.threads,
+                               "epochs_averaged": [int(e) for e in s["epoch"]],
+                               "synthesis_steps_mean": float(s["synthesis_steps_mean"].median())}
+        for name in PASSES:
+            seconds = float(s[f"seconds_{name}"].median())
+            row[f"seconds_{name}"] = seconds
+            row[f"{name}_images_per_second"] = images[name] / seconds if seconds > 0 else float("nan")
+        rows.append(row)
+    one, many = rows[0], rows[1]
+    resources = args.ranks if args.device == "cuda" else 1  # CPU: the same cores either way
+    for name in PASSES:
+        speedup = many[f"{name}_images_per_second"] / one[f"{name}_images_per_second"]
+        many[f"{name}_speedup"], many[f"{name}_efficiency"] = speedup, speedup / resources
+    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
+    if core is not None:
+        for row in rows:
+            for name in PASSES:
+                speedup = row[f"{name}_images_per_second"] / core[f"{name}_images_per_second"]
+                cores = row["ranks"] * row["threads_per_rank"]
+                row[f"{name}_speedup_vs_one_core"], row[f"{name}_efficiency_vs_one_core"] = speedup, speedup / cores
+    return {"runs": rows, "images_per_epoch": images, "resources_ratio": resources}
+
+
+def format_table(args: argparse.Namespace, summary: dict[str, Any]) -> str:
+    unit = "GPU" if args.device == "cuda" else "thread"
+    header = (f"{'run':<16} {'classify s':>10} {'classify img/s':>14} {'speedup':>7} {'effic.':>6} "
+              f"{'synth s':>8} {'synth img/s':>11} {'speedup':>7} {'effic.':>6} {'steps':>6}")
+    rows = []
+    for i, r in enumerate(summary["runs"]):
+        speed = {}
+        for n in PASSES:
+            if f"{n}_speedup" in r:
+                speed[n] = f"{r[f'{n}_speedup']:>7.2f} {r[f'{n}_efficiency']:>6.2f}"
+            else:
+                speed[n] = f"{'1.00' if i == 0 else '':>7} {'-':>6}"
+        label = f"{r['run']} {unit}{'s' if (r['threads_per_rank'] > 1 or unit == 'GPU') else ''}"
+        rows.append(f"{label:<16} {r['seconds_classification']:>10.2f} {r['classification_images_per_second']:>14.1f} "
+                    f"{speed['classification']} {r['seconds_synthesis']:>8.2f} {r['synthesis_images_per_second']:>11.1f} "
+                    f"{speed['synthesis']} {r['synthesis_steps_mean']:>6.1f}")
+    lines = [rule_table(header, rows)]
+    if "classification_speedup_vs_one_core" in summary["runs"][0]:
+        lines.append("against one process on one core (speedup / efficiency per core): " + "; ".join(
+            f"{r['run']} thread(s): classify {r['classification_speedup_vs_one_core']:.2f} / "
+            f"{r['classification_efficiency_vs_one_core']:.2f}, synth {r['synthesis_speedup_vs_one_core']:.2f} / "
+            f"{r['synthesis_efficiency_vs_one_core']:.2f}" for r in summary["runs"][:2]))
+    return "\n".join(lines)
+
+
+def weight_difference(one: Path, many: Path) -> float:
+    a, b = read_checkpoint(one / "last.pt")["model"], read_checkpoint(many / "last.pt")["model"]
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    begin = time.perf_counter()
+    backend = "nccl" if args.device == "cuda" else "gloo"
+    print(f"data-parallel scaling: {args.method} {args.arch} on {args.data}, {args.train_limit} training images, "
+          f"global batch {args.batch_size}, {args.negatives_per_class} negatives per class, synthesis max "
+          f"{args.synthesis_max_steps} steps, {args.epochs} epochs; 1 rank vs {args.ranks} ranks ({backend}, {args.device})")
+    print(f"{runtime_note()} (this process); seconds are the trainer's own metrics.csv columns (rank 0)")
+    frames: dict[Run, pd.DataFrame] = {}
+    runs = planned_runs(args)
+    with tempfile.TemporaryDirectory(prefix="winn-scaling-") as tmp:
+        root = args.keep_dir or Path(tmp)
+        for run in runs:
+            frames[run] = launch(args, run, root / run.folder)
+        classes = int(read_checkpoint(root / runs[0].folder / "last.pt")["metadata"]["num_classes"])
+        diff = weight_difference(root / runs[0].folder, root / runs[1].folder)
+    summary = summarize(args, frames, classes)
+    means = "epochs 2.. (epoch 1 is warm-up)" if args.epochs > 1 else "epoch 1 (includes warm-up)"
+    print(f"\nper-epoch medians over {means}:")
+    print(format_table(args, summary))
+    basis = "speedup / N (N GPUs against one)" if args.device == "cuda" else \
+        "speedup (both runs use the same cores: N threads in one process, or N processes of one thread)"
+    print(f"efficiency = {basis}; final weights of the two runs differ by at most {diff:.3g}")
+    total = time.perf_counter() - begin
+    print(total_line(total))
+    report = {"config": config_record(args), "summary": summary, "max_abs_weight_diff": diff,
+              "environment": environment_record([torch.device(args.device)]),
+              "epochs": {r.label: f.to_dict(orient="records") for r, f in frames.items()}, "total_seconds": total}
+    write_json(args.json, report, default=float)
+    return report
+
+
+if __name__ == "__main__":
+    run_main(main)
