@@ -18,20 +18,63 @@ def table_rows(text: str, first_words: tuple[str, ...]) -> list[str]:
 def test_attack_throughput_smoke(capsys, tmp_path):
     bench = attack_throughput
     out_json = tmp_path / "attack.json"
-    report = bench.main(["--n", "64", "--batch-size", "32", "--repeats", "1", "--device", "cpu",
-                         "--archs", "vanilla,resnet20", "--data-dir", str(tmp_path / "no-data"),
+    report = bench.main(["--attacks", "fgsm", "--n", "64", "--batch-size", "32", "--repeats", "1", "--device", "cpu",
+                         "--archs", "vanilla,resnet20", "--data-dir", str(tmp_path / "no-data"), "--train-steps", "0",
                          "--torchattacks-min-agreement", "0.9", "--json", str(out_json)])
     text = capsys.readouterr().out
     rows = table_rows(text, bench.PIPELINES)
     assert [r.split()[:2] for r in rows if "vs harness" not in r and "adversarial images" not in r] == \
         [[p, "cpu"] for p in bench.PIPELINES]
-    assert "agreement check: PASSED" in text and report["agreement_passed"]
-    agree = report["results"][0]["agreement"]
+    assert "fgsm agreement check: PASSED" in text and report["agreement_passed"]
+    agree = report["results"][0]["attacks"]["fgsm"]["agreement"]["vs_harness"]
     assert agree["foolbox"]["predictions_equal"] == agree["foolbox"]["predictions"]
     assert agree["floor"]["predictions_equal"] == agree["floor"]["predictions"]
     saved = json.loads(out_json.read_text())
-    assert set(saved["results"][0]["pipelines"]) == set(bench.PIPELINES)
-    assert all(r["seconds_best"] > 0 for r in saved["results"][0]["pipelines"].values())
+    assert list(saved["results"][0]["attacks"]) == ["fgsm"]
+    pipelines = saved["results"][0]["attacks"]["fgsm"]["pipelines"]
+    assert set(pipelines) == set(bench.PIPELINES)
+    assert all(r["seconds_best"] > 0 for r in pipelines.values())
+
+
+def test_attack_throughput_pgd_and_apgd_smoke(capsys, tmp_path):
+    """PGD (harness, foolbox, torchattacks, floor) and APGD-CE (harness, pyautoattack called
+    directly) at 32 images and 3 steps: both tables print and every agreement check passes, the
+    APGD-CE pipelines giving identical predictions when seeded alike."""
+    bench = attack_throughput
+    out_json = tmp_path / "attack.json"
+    report = bench.main(["--attacks", "pgd,apgd-ce", "--iterative-n", "32", "--batch-size", "16", "--repeats", "1",
+                         "--device", "cpu", "--archs", "vanilla,resnet20", "--data-dir", str(tmp_path / "no-data"),
+                         "--pgd-steps", "3", "--apgd-steps", "3", "--train-steps", "2", "--json", str(out_json)])
+    text = capsys.readouterr().out
+    pgd_table = text.split("\npgd:\n", 1)[1].split("\n\n", 1)[0]
+    apgd_table = text.split("\napgd-ce:\n", 1)[1].split("\n\n", 1)[0]
+    assert [r.split()[:2] for r in table_rows(pgd_table, bench.PGD_PIPELINES)] == [[p, "cpu"] for p in bench.PGD_PIPELINES]
+    assert [r.split()[:2] for r in table_rows(apgd_table, bench.APGD_PIPELINES)] == \
+        [[p, "cpu"] for p in bench.APGD_PIPELINES]
+    assert "adv error (vanilla, resnet20)" in pgd_table and "overhead" in apgd_table
+    assert "pgd agreement check: PASSED" in text and "apgd-ce agreement check: PASSED" in text
+    assert "fgsm" not in report["results"][0]["attacks"] and report["agreement_passed"]
+    assert text.count("requirement met (") + text.count("requirement NOT met (") == 2  # printed, whatever the timing
+
+    attacks = json.loads(out_json.read_text())["results"][0]["attacks"]
+    pgd, apgd = attacks["pgd"], attacks["apgd-ce"]
+    assert pgd["n"] == apgd["n"] == 32
+    assert pgd["agreement"]["superset"]["floor_fooled_harness_not"] == 0
+    assert all(a["clean_fraction"] == 1.0 for a in pgd["agreement"]["vs_harness"].values())
+    direct = apgd["agreement"]["vs_harness"]["direct"]
+    assert direct["predictions_equal"] == direct["predictions"] == 32 * (2 + 2 * 2)
+    for table in (pgd, apgd):
+        for row in table["pipelines"].values():
+            assert row["seconds_best"] > 0 and set(row["adversarial_error"]) == {"vanilla", "resnet20"}
+    # the harness keeps each image's best iterate: never below the floor's last iterate
+    harness_error, floor_error = (pgd["pipelines"][p]["adversarial_error"] for p in ("harness", "floor"))
+    assert all(harness_error[m] >= floor_error[m] for m in floor_error)
+    assert "floor_over_harness" in pgd["requirement"] and "overhead" in apgd["requirement"]
+
+
+def test_attack_throughput_refuses_an_unknown_attack():
+    with pytest.raises(UserError, match="--attacks 'fgsm,deepfool': choose from fgsm, pgd, apgd-ce"):
+        attack_throughput.main(["--attacks", "fgsm,deepfool"])
 
 
 def test_train_throughput_smoke(capsys, tmp_path):
