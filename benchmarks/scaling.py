@@ -1,4 +1,4 @@
-"""Data-parallel scaling of training: throughput of 1 rank against N ranks under torchrun.
+"""Data-parallel scaling of training and of evaluation: throughput of 1 rank against N ranks under torchrun.
 
 Launches `python -m torch.distributed.run --standalone --nproc-per-node R -m winn_robust train ...`
 as a subprocess for R = 1 and R = N with the same settings and seed, into temporary folders, and
@@ -23,12 +23,20 @@ spike of load on a shared machine). The two runs' final weights are compared as 
 trained the same model: float differences only (one process with several threads sums in another
 order), which grow with the epochs.
 
+Evaluation: the models the 1-rank and N-rank runs trained are then cross-evaluated (both attacked,
+each adversarial batch evaluated on both) by `python -m torch.distributed.run ... -m winn_robust
+attack` with the same run layout (1 rank, N ranks, one core), reading the evaluation's own
+`attack_time_s` from results.json (rank 0's clock around the attacks alone, no start-up, no
+report writing); attacked images/s = attacked images x attack runs / attack_time_s. The N-rank
+tables are checked byte-identical to the 1-rank ones.
+
     python -m benchmarks.scaling                                  # CPU: 2 ranks; GPU: every GPU
     python -m benchmarks.scaling --ranks 4 --epochs 3 --json scaling.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="CPU: skip the third run, one process on one core (the per-core efficiency reference)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for each training run")
     ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
+    ap.add_argument("--eval-n", type=int, default=1000, help="test images the evaluation attacks (0: skip the evaluation)")
+    ap.add_argument("--eval-attacks", default="fgsm,pgd", help="attacks of the evaluation, at eps 0.125")
+    ap.add_argument("--eval-pgd-steps", type=int, default=10)
+    ap.add_argument("--eval-batch-size", type=int, default=250, help="images per work item (items are dealt to the ranks)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -216,6 +228,61 @@ def format_table(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- evaluation
+EVAL_TABLES = ("per_example.csv", "table.csv", "table.md")
+
+
+def eval_command(args: argparse.Namespace, ranks: int, models: list[Path], out: Path) -> list[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+               "-m", "winn_robust", "attack", "--baseline", f"a={models[0]}", "--model", f"b={models[1]}",
+               "--eps", "0.125", "--attack", args.eval_attacks, "--attack-option", f"pgd.steps={args.eval_pgd_steps}",
+               "--limit", str(args.eval_n), "--batch-size", str(args.eval_batch_size), "--device", args.device,
+               "--no-progress", "--out", str(out)]
+    return command + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+
+
+def launch_eval(args: argparse.Namespace, run: Run, models: list[Path], out: Path) -> dict[str, Any]:
+    """Evaluate once; the attack seconds and the work done, from results.json."""
+    t0 = time.perf_counter()
+    done = subprocess.run(eval_command(args, run.ranks, models, out), env=run_env(run.threads), capture_output=True,
+                          text=True, timeout=args.timeout, cwd=REPO)
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][:3]
+        raise UserError(f"the {run.label}-thread evaluation failed (torchrun exit status {done.returncode}): "
+                        f"{' | '.join(errors)}")
+    print(f"  evaluation, {run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+    provenance = json.loads((out / "results.json").read_text())["provenance"]
+    runs = len(provenance["evaluation"]["attacks"]) * len(provenance["eps"])  # one eps: one run per attack
+    seconds = float(provenance["attack_time_s"])
+    return {"run": run.label, "ranks": run.ranks, "threads_per_rank": run.threads, "seconds": seconds,
+            "attacked_images": int(provenance["n"]) * runs,
+            "images_per_second": int(provenance["n"]) * runs / seconds}
+
+
+def summarize_eval(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    resources = args.ranks if args.device == "cuda" else 1
+    rows[1]["speedup"] = rows[1]["images_per_second"] / rows[0]["images_per_second"]
+    rows[1]["efficiency"] = rows[1]["speedup"] / resources
+    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
+    if core is not None:
+        for row in rows:
+            row["speedup_vs_one_core"] = row["images_per_second"] / core["images_per_second"]
+            row["efficiency_vs_one_core"] = row["speedup_vs_one_core"] / (row["ranks"] * row["threads_per_rank"])
+    return rows
+
+
+def format_eval_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    unit = "GPU" if args.device == "cuda" else "thread"
+    header = f"{'run':<16} {'attack s':>9} {'attacked img/s':>14} {'speedup':>7} {'effic.':>6} {'x 1 core':>8}"
+    lines = []
+    for i, r in enumerate(rows):
+        speed = f"{r['speedup']:>7.2f} {r['efficiency']:>6.2f}" if "speedup" in r else f"{'1.00' if i == 0 else '':>7} {'-':>6}"
+        core = f"{r['speedup_vs_one_core']:>8.2f}" if "speedup_vs_one_core" in r else f"{'-':>8}"
+        label = f"{r['run']} {unit}{'s' if (r['threads_per_rank'] > 1 or unit == 'GPU') else ''}"
+        lines.append(f"{label:<16} {r['seconds']:>9.2f} {r['images_per_second']:>14.1f} {speed} {core}")
+    return rule_table(header, lines)
+
+
 def weight_difference(one: Path, many: Path) -> float:
     a, b = read_checkpoint(one / "last.pt")["model"], read_checkpoint(many / "last.pt")["model"]
     return max((a[k] - b[k]).abs().max().item() for k in a)
@@ -237,6 +304,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             frames[run] = launch(args, run, root / run.folder)
         classes = int(read_checkpoint(root / runs[0].folder / "last.pt")["metadata"]["num_classes"])
         diff = weight_difference(root / runs[0].folder, root / runs[1].folder)
+        eval_rows: list[dict[str, Any]] = []
+        identical = True
+        if args.eval_n > 0:
+            models = [root / runs[0].folder / "best.pt", root / runs[1].folder / "best.pt"]
+            for run in runs:
+                eval_rows.append(launch_eval(args, run, models, root / f"eval-{run.folder}"))
+            first, second = root / f"eval-{runs[0].folder}", root / f"eval-{runs[1].folder}"
+            identical = all((first / n).read_bytes() == (second / n).read_bytes() for n in EVAL_TABLES)
     summary = summarize(args, frames, classes)
     means = "epochs 2.. (epoch 1 is warm-up)" if args.epochs > 1 else "epoch 1 (includes warm-up)"
     print(f"\nper-epoch medians over {means}:")
@@ -244,9 +319,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     basis = "speedup / N (N GPUs against one)" if args.device == "cuda" else \
         "speedup (both runs use the same cores: N threads in one process, or N processes of one thread)"
     print(f"efficiency = {basis}; final weights of the two runs differ by at most {diff:.3g}")
+    if eval_rows:
+        summarize_eval(args, eval_rows)
+        print(f"\ncross-evaluation of the two trained models ({args.eval_attacks} at eps 0.125, pgd {args.eval_pgd_steps} "
+              f"steps, {args.eval_n} test images, items of {args.eval_batch_size} dealt to the ranks):")
+        print(format_eval_table(args, eval_rows))
+        print(f"the {args.ranks}-rank report tables are {'byte-identical to' if identical else 'DIFFERENT from'} "
+              "the 1-rank ones")
     total = time.perf_counter() - begin
     print(total_line(total))
     report = {"config": config_record(args), "summary": summary, "max_abs_weight_diff": diff,
+              "evaluation": eval_rows, "evaluation_tables_identical": identical,
               "environment": environment_record([torch.device(args.device)]),
               "epochs": {r.label: f.to_dict(orient="records") for r, f in frames.items()}, "total_seconds": total}
     write_json(args.json, report, default=float)

@@ -146,3 +146,17 @@ def test_scaling_commands_and_table(tmp_path):
     assert "against one process on one core" in table
     with pytest.raises(UserError, match="multiple of --ranks 3"):
         scaling.parse_args(["--device", "cpu", "--ranks", "3"])
+
+
+def test_scaling_evaluation_commands_and_table(tmp_path):
+    """The evaluation half: the torchrun `attack` command and its table, from made-up timings."""
+    args = scaling.parse_args(["--device", "cpu", "--data", "digits", "--eval-n", "400", "--eval-attacks", "fgsm"])
+    command = scaling.eval_command(args, 2, [tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "out")
+    assert command[5:10] == ["2", "-m", "winn_robust", "attack", "--baseline"]
+    assert command[command.index("--limit") + 1] == "400" and command[command.index("--attack") + 1] == "fgsm"
+    rows = [{"run": r.label, "ranks": r.ranks, "threads_per_rank": r.threads, "seconds": s, "images_per_second": 400 / s}
+            for r, s in zip(scaling.planned_runs(args), (4.0, 2.5, 6.0))]
+    scaling.summarize_eval(args, rows)
+    assert rows[1]["speedup"] == pytest.approx(1.6) and rows[2]["speedup_vs_one_core"] == pytest.approx(1.0)
+    table = scaling.format_eval_table(args, rows)
+    assert "1.60" in table.splitlines()[3] and "attacked img/s" in table.splitlines()[0]

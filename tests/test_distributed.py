@@ -7,6 +7,7 @@ job with one line and exit status 2; the CUDA choices (a GPU per rank, NCCL) are
 the same code on the CPU."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -151,6 +152,95 @@ def test_main_only_guard_skips_writes_on_other_ranks(tmp_path, monkeypatch):
     assert target.read_text() == "rank 0"
 
 
+# ----------------------------------------------------------------------------- sharded evaluation
+# 130 test images in batches of 20: FGSM on the first 60 at two eps, PGD (random start, seeded per
+# batch) on the first 40, clean predictions alone for the rest: 15 items, so the last round leaves
+# rank 1 idle
+ATTACK = ["--attack", "fgsm,pgd", "--eps", "0.1,0.2", "--attack-limit", "fgsm=60", "--attack-limit", "pgd=40",
+          "--attack-option", "pgd.steps=3", "--limit", "130", "--batch-size", "20", "--no-progress", "--device", "cpu"]
+REPORT_TABLES = ("per_example.csv", "table.csv", "table.md")
+
+
+@pytest.fixture(scope="module")
+def evaluations(runs) -> dict[str, Path]:
+    models = ["--baseline", f"a={runs['one']}", "--model", f"b={runs['two']}"]
+    one, two = runs["root"] / "eval-one", runs["root"] / "eval-two"
+    assert main(["attack", *models, *ATTACK, "--out", str(one)]) == 0
+    done = torchrun(["attack", *models, *ATTACK, "--out", str(two)], worker=True, WINN_TEST_FAULT="guard-writes")
+    assert done.returncode == 0, done.stderr
+    assert f"write guard active on rank 1 for {two.resolve()}" in done.stderr
+    return {"one": one, "two": two, "stdout": done.stdout}
+
+
+def test_sharded_evaluation_writes_byte_identical_tables(evaluations):
+    for name in REPORT_TABLES:
+        assert (evaluations["one"] / name).read_bytes() == (evaluations["two"] / name).read_bytes(), name
+    ranks = [json.loads((evaluations[k] / "results.json").read_text())["provenance"]["ranks"] for k in ("one", "two")]
+    assert ranks == [1, 2]
+
+
+def test_sharded_evaluation_rank_zero_alone_writes_and_prints(evaluations):
+    assert files_in(evaluations["one"]) == files_in(evaluations["two"])  # no state folder left, no per-rank files
+    assert evaluations["stdout"].count("report written to") == 1
+
+
+def test_sharded_evaluation_resumes_a_killed_one_process_evaluation(evaluations, runs, tmp_path, monkeypatch):
+    """A one-process evaluation killed after 5 items (its state folder keeps them), finished under
+    torchrun with --resume: the same tables as the uninterrupted run."""
+    import winn_robust.experiments.evaluate as evaluate_module
+    from winn_robust.evaluation.harness import cross_evaluate
+
+    def stop_after_five(key: str, finished: list[str] = []) -> None:  # noqa: B006 (a counter across calls)
+        finished.append(key)
+        if len(finished) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "cross_evaluate",
+                        lambda *args, **kwargs: cross_evaluate(*args, **kwargs, on_item=stop_after_five))
+    models = ["--baseline", f"a={runs['one']}", "--model", f"b={runs['two']}"]
+    out = tmp_path / "resumed"
+    assert main(["attack", *models, *ATTACK, "--out", str(out)]) == 130
+    assert len(list((out / evaluate_module.STATE_DIR).glob("run*.pt"))) == 5
+    done = torchrun(["attack", *models, *ATTACK, "--out", str(out), "--resume"])
+    assert done.returncode == 0, done.stderr
+    for name in REPORT_TABLES:
+        assert (evaluations["one"] / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_a_rank_without_the_test_data_stops_the_evaluation(tmp_path):
+    write_idx(tmp_path / "mnist", n_test=30)
+    assert main(["train", *MNIST_TINY, "--data-dir", str(tmp_path / "mnist"), "--out", str(tmp_path / "run")]) == 0
+    done = torchrun(["attack", "--model", str(tmp_path / "run"), "--eps", "0.1", "--data-dir", str(tmp_path / "mnist"),
+                     "--no-progress", "--device", "cpu", "--out", str(tmp_path / "report")],
+                    worker=True, WINN_TEST_FAULT="bad-data")
+    assert_failed_on_rank_one(done, "winn-robust: error: rank 1 of 2: mnist: no data in ")
+    assert not (tmp_path / "report" / "table.md").exists()
+
+
+# ----------------------------------------------------------------------------- reproduce
+def test_reproduce_hands_training_and_evaluation_to_torchrun(tmp_path, capsys):
+    out = tmp_path / "reproduce"
+    assert main(["reproduce", "--epochs", "1", "--train-limit", "150", "--val-size", "60", "--negatives-per-class", "2",
+                 "--initial-negatives-per-class", "2", "--synthesis-max-steps", "5", "--test-limit", "40",
+                 "--attack", "fgsm", "--no-progress", "--device", "cpu", "--nproc-per-node", "2",
+                 "--threads", "2", "--out", str(out)]) == 0
+    assert "1 thread(s) each, device cpu; every job under torchrun with 2 processes" in capsys.readouterr().err
+    for method in ("baseline", "winn"):
+        assert read_checkpoint(out / "models" / method / "last.pt")["metadata"]["world_size"] == 2
+    assert json.loads((out / "results.json").read_text())["provenance"]["ranks"] == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--jobs", "2"], "runs each job on 2 processes (one GPU each); run the jobs one at a time: drop --jobs"),
+    (["--batch-size", "25"], "--batch-size 25 is the global batch, split evenly across 2 ranks"),
+    (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1, got 0"),
+])
+def test_reproduce_refuses_what_torchrun_cannot_run(tmp_path, capsys, extra, message):
+    assert main(["reproduce", "--nproc-per-node", "2", *extra, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 # ----------------------------------------------------------------------------- failures
 def write_idx(folder: Path, n_train: int = 40, n_test: int = 10) -> None:
     """A tiny MNIST in its IDX files (magic, big-endian sizes, uint8 payload)."""
@@ -216,12 +306,12 @@ def test_python_m_winn_robust_is_the_entry_point():
     assert done.returncode == 0 and "train" in done.stdout and "reproduce" in done.stdout
 
 
-def test_only_train_runs_under_torchrun(monkeypatch, capsys):
+def test_only_train_and_attack_run_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setattr(distributed, "exit_after_failure", lambda code, exc: None)
     assert main(["report", "nowhere"]) == 2
-    assert capsys.readouterr().err.strip() == ("winn-robust: error: only `train` runs data-parallel; run `winn-robust "
+    assert capsys.readouterr().err.strip() == ("winn-robust: error: only `train` and `attack` run under torchrun; run `winn-robust "
                                                "report` without torchrun (one process)")
 
 

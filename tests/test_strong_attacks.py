@@ -310,7 +310,7 @@ def test_a_killed_and_resumed_evaluation_ends_byte_identical(tmp_path, monkeypat
     assert main([*argv, "--resume", "--out", str(tmp_path / "resumed")]) == 0
     for name in ("per_example.csv", "table.csv", "table.md"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
-    volatile = ("command", "command_timestamp", "wall_time_s")
+    volatile = ("command", "command_timestamp", "wall_time_s", "attack_time_s")
     docs = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("straight", "resumed")]
     for doc in docs:
         for key in volatile:

@@ -75,10 +75,14 @@ def add_train_parser(sub: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped, with the run's own settings")
     parser.add_argument("--force", action="store_true", help="replace a run already in --out (its files are deleted)")
+    add_dist_timeout(parser)
+    add_common_options(parser)
+
+
+def add_dist_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
                         help="under torchrun: how long a rank waits for the others at a collective before the job "
                              f"fails [default: {distributed.DEFAULT_TIMEOUT_MINUTES:g}]")
-    add_common_options(parser)
 
 
 def add_attack_parser(sub: Any) -> None:
@@ -105,12 +109,14 @@ def add_attack_parser(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
     add_data_options(parser, default="the checkpoints' dataset; required when every model is external")
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
-    parser.add_argument("--batch-size", type=int, default=500, help="images per batch [default: 500]")
+    parser.add_argument("--batch-size", type=int, default=500,
+                        help="images per batch; under torchrun the batches are dealt out to the ranks [default: 500]")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--resume", action="store_true", help="continue a killed evaluation in --out")
     parser.add_argument("--force", action="store_true", help="replace a report already in --out")
     parser.add_argument("--fail-on-warn", action="store_true",
                         help="exit with status 3 when a failure indicator warns (for CI); warnings never fail otherwise")
+    add_dist_timeout(parser)
     add_common_options(parser)
 
 
@@ -185,6 +191,9 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="training runs and evaluations at once, as separate processes, the threads split "
                              "between them (one per GPU when several are visible) [default: 1]")
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="run each training and evaluation under torchrun with N processes (one GPU each, or "
+                             "N CPU processes), one job at a time; the batch size must divide by N [default: 1]")
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
@@ -215,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    if distributed.world().distributed and args.command != "train":
-        raise distributed.AgreedError(f"only `train` runs data-parallel; run `winn-robust {args.command}` "
+    if distributed.world().distributed and args.command not in ("train", "attack"):
+        raise distributed.AgreedError(f"only `train` and `attack` run under torchrun; run `winn-robust {args.command}` "
                                       "without torchrun (one process)")
     return int(getattr(commands, f"run_{args.command}")(args) or 0)
 

@@ -141,19 +141,33 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
                           attack_eps=attack_eps)
 
 
-def run_attack(args: argparse.Namespace) -> int:
+def check_attack_args(args: argparse.Namespace) -> EvalSpec:
     sources = ([args.baseline] if args.baseline else []) + list(args.model)
     if not sources:
         raise UserError("give the models to evaluate: --model SPEC (repeat), and optionally --baseline SPEC")
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --resume continues, --force starts over")
+    return eval_spec(args)
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    """Evaluate. Under torchrun every rank runs this: each crafts and evaluates its share of the
+    batches (one device per rank), and rank 0 prints and writes the report."""
     from winn_robust.experiments.evaluate import evaluate_models
 
-    spec = eval_spec(args)
+    if args.dist_timeout <= 0:
+        raise distributed.AgreedError(f"--dist-timeout must be positive, got {args.dist_timeout}")
+    device = resolve_device(args.device)
+    distributed.init_from_env(device, args.dist_timeout)
+    spec = distributed.agree(lambda: check_attack_args(args))
+    sources = ([args.baseline] if args.baseline else []) + list(args.model)
     notes: list[str] = []
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
-                             device=args.device, progress=progress_wanted(args), command=args.command_line,
+                             device=str(device), progress=progress_wanted(args), command=args.command_line,
                              resume=args.resume, force=args.force, notes=notes)
+    distributed.shutdown()
+    if not distributed.world().is_main:
+        return 3 if report.warnings and args.fail_on_warn else 0
     for note in notes:
         print(note, file=sys.stderr)
     print("\n".join(report.summary_lines()))
@@ -236,5 +250,6 @@ def run_reproduce(args: argparse.Namespace) -> None:
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,
-                                threads=args.threads or 0, eval_seed=args.eval_seed)
+                                threads=args.threads or 0, eval_seed=args.eval_seed,
+                                nproc_per_node=args.nproc_per_node)
     reproduce(settings)

@@ -3,7 +3,7 @@ on every model (the K x K transfer matrix), plus probes for the failure indicato
 
 Work is cut into items, one per (attack, eps, batch). Each item's results are plain tensors,
 so a caller can store them as they finish (`ChunkStore`: `attack --resume` continues a killed
-run) and, later, split items across processes. Random attacks draw from a generator seeded by
+run), and under torchrun the ranks share them out (`cross_evaluate`). Random attacks draw from a generator seeded by
 (evaluation seed, attack, eps, batch, model): a resumed or re-batched-free rerun gives the same
 numbers. Parameters are frozen while attacking so autograd never builds weight gradients;
 predictions stay on the device until an item ends, so a GPU run has no per-image host sync.
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from winn_robust import distributed
 from winn_robust.errors import UserError
 from winn_robust.evaluation.probes import ProbeResult, probe_model
 from winn_robust.evaluation.spec import AttackRun, EvalSpec
@@ -138,6 +139,33 @@ def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Ten
     return chunk
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One (attack run, batch), or the clean predictions of a batch no run covers (run None).
+    `want_clean`: this item also records the batch's clean predictions (the first run covering it)."""
+
+    key: str
+    run: int | None
+    start: int
+    stop: int
+    want_clean: bool
+
+
+def plan_items(spec: EvalSpec, n_total: int) -> list[WorkItem]:
+    """Every item of an evaluation, in a fixed order that does not depend on who runs them."""
+    items: list[WorkItem] = []
+    covered: set[int] = set()
+    for r, run in enumerate(spec.runs):
+        end = min(n_total, run.n or n_total)
+        for start in range(0, end, spec.batch_size):
+            items.append(WorkItem(f"run{r}-{run.attack.name}-eps{run.eps!r}-batch{start}", r, start,
+                                  min(start + spec.batch_size, end), start not in covered))
+            covered.add(start)
+    items += [WorkItem(f"clean-batch{start}", None, start, min(start + spec.batch_size, n_total), True)
+              for start in range(0, n_total, spec.batch_size) if start not in covered]
+    return items
+
+
 def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
                    spec: EvalSpec, device: torch.device | str = "cpu", progress: bool = True,
                    store: ChunkStore | None = None,
@@ -148,68 +176,78 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
     Models are moved to `device` (in place, like `Module.to`) and run in eval mode; their training
     and requires_grad flags are restored afterwards. `spec` was validated when built (eps in
     [0, 1] pixel units); the caller applies `spec.limit` when it loads the images. `store`
-    keeps finished items (and hands them back on a rerun); `on_item` is told each finished key."""
+    keeps finished items (and hands them back on a rerun); `on_item` is told each finished key.
+
+    Under torchrun (a live process group of N ranks) the items are dealt round-robin: in each
+    round rank r runs item round*N + r, and one all_gather gives every rank the round's chunks.
+    Batches, seeds and the assembly order are those of one process, so every prediction is the
+    same, and rank 0 alone stores chunks (the report's files come from rank 0 as well)."""
     _check_inputs(models, images, labels)
     device = torch.device(device)
+    here = distributed.world()
     names = list(models)
     for model in models.values():
         model.to(device)
-    n_total = images.shape[0]
-    batch_size = spec.batch_size
-    runs = spec.runs
-    items = [(r, run, start) for r, run in enumerate(runs)
-             for start in range(0, min(n_total, run.n or n_total), batch_size)]
-    clean: dict[int, dict[str, torch.Tensor]] = {}
-    chunks: dict[tuple[int, int], dict[str, Any]] = {}
+    items = plan_items(spec, images.shape[0])
+    done: dict[str, dict[str, Any]] = {}
 
-    def batch_of(start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        stop = start + batch_size
-        return (images[start:stop].to(device, non_blocking=True),
-                labels[start:stop].to(device, torch.int64, non_blocking=True))
+    def batch_of(item: WorkItem) -> tuple[torch.Tensor, torch.Tensor]:
+        return (images[item.start:item.stop].to(device, non_blocking=True),
+                labels[item.start:item.stop].to(device, torch.int64, non_blocking=True))
+
+    def compute(item: WorkItem) -> dict[str, Any]:
+        x, y = batch_of(item)
+        if item.run is None:
+            with torch.inference_mode():
+                return {name: models[name](x).argmax(1).cpu() for name in names}
+        return run_item(models, spec.runs[item.run], x, y, spec.seed, item.start, want_clean=item.want_clean,
+                        keep_examples=item.start == 0)
 
     bar = tqdm(total=len(items) + 1, desc=f"{'+'.join(spec.attack_names)} x {len(names)} models", unit="batch",
-               disable=not progress, leave=False)
+               disable=not progress or not here.is_main, leave=False)
     probes: dict[str, ProbeResult] = {}
     with frozen_eval(*models.values()), bar:
         if spec.probes:
             saved = store.get("probes") if store else None
-            if saved is None:
-                x, y = batch_of(0)
+            fresh = saved is None and here.is_main
+            if fresh:
+                first = WorkItem("probes", None, 0, min(spec.batch_size, images.shape[0]), False)
+                x, y = batch_of(first)
                 saved = {name: probe_model(models[name], x, y, derive_seed(spec.seed, "probe", name)).to_dict()
                          for name in names}
-                if store:
-                    store.put("probes", saved)
+            saved = distributed.all_gather_object(saved)[0]  # rank 0's
+            if fresh and store:
+                store.put("probes", saved)
             probes = {name: ProbeResult(**values) for name, values in saved.items()}
         bar.update(1)
-        for r, run, start in items:
-            key = f"run{r}-{run.attack.name}-eps{run.eps!r}-batch{start}"
-            chunk = store.get(key) if store else None
-            if chunk is None:
-                x, y = batch_of(start)
-                stop = min(start + batch_size, run.n or n_total)
-                x, y = x[:stop - start], y[:stop - start]
-                chunk = run_item(models, run, x, y, spec.seed, start, want_clean=start not in clean,
-                                 keep_examples=start == 0)
-                if store:
+        for round_start in range(0, len(items), here.world_size):
+            index = round_start + here.rank
+            mine: tuple[str, dict[str, Any], bool] | None = None
+            if index < len(items):
+                item = items[index]
+                chunk = store.get(item.key) if store else None
+                mine = (item.key, chunk, False) if chunk is not None else (item.key, compute(item), True)
+            for entry in distributed.all_gather_object(mine):
+                if entry is None:
+                    continue
+                key, chunk, fresh = entry
+                if fresh and store and here.is_main:
                     store.put(key, chunk)
-            if chunk["clean"] and start not in clean:
-                clean[start] = chunk["clean"]
-            chunks[(r, start)] = chunk
-            bar.set_postfix(attack=run.attack.name, eps=run.eps)
-            bar.update(1)
-            if on_item:
-                on_item(key)
-        for start in range(0, n_total, batch_size):  # batches no run covered with clean predictions
-            if start not in clean:
-                saved_clean = store.get(f"clean-batch{start}") if store else None
-                if saved_clean is None:
-                    x, _ = batch_of(start)
-                    with torch.inference_mode():
-                        saved_clean = {name: models[name](x).argmax(1).cpu() for name in names}
-                    if store:
-                        store.put(f"clean-batch{start}", saved_clean)
-                clean[start] = saved_clean
-    return assemble(names, labels, spec, runs, clean, chunks, probes, images[:EXAMPLES_KEPT].detach().cpu())
+                done[key] = chunk
+                bar.update(1)
+                if on_item:
+                    on_item(key)
+    clean: dict[int, dict[str, torch.Tensor]] = {}
+    chunks: dict[tuple[int, int], dict[str, Any]] = {}
+    for item in items:
+        chunk = done[item.key]
+        if item.run is None:
+            clean[item.start] = chunk
+            continue
+        if item.want_clean:
+            clean[item.start] = chunk["clean"]
+        chunks[(item.run, item.start)] = chunk
+    return assemble(names, labels, spec, spec.runs, clean, chunks, probes, images[:EXAMPLES_KEPT].detach().cpu())
 
 
 def assemble(names: list[str], labels: torch.Tensor, spec: EvalSpec, runs: tuple[AttackRun, ...],

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from winn_robust import distributed
 from winn_robust.checkpoint import atomic_save, file_sha256, load_tensors
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
@@ -113,7 +114,10 @@ class FolderStore:
     of what the evaluation is (so a --resume of another evaluation is refused, not mixed in)."""
 
     def __init__(self, root: Path, identity: Mapping[str, Any], resume: bool) -> None:
+        """Under torchrun rank 0 alone clears and writes the folder; the other ranks only read it,
+        and only on --resume (otherwise they could read a file rank 0 is about to delete)."""
         self.root = root
+        self.readable = resume
         identity_path = root / "identity.json"
         wanted = json.dumps(_plain(dict(identity)), sort_keys=True)
         if resume and identity_path.is_file():
@@ -122,17 +126,18 @@ class FolderStore:
                 what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
                 raise UserError(f"--resume: {root} holds an evaluation with another {what}; run the same command "
                                 "again, or pass --force instead of --resume to start over")
-        else:
+        elif distributed.world().is_main:
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
             identity_path.write_text(wanted)
+        self.readable = self.readable or distributed.world().is_main
 
     def _path(self, key: str) -> Path:
         return self.root / f"{_safe(key)}.pt"
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
-        return load_tensors(path, what="evaluation state file") if path.is_file() else None
+        return load_tensors(path, what="evaluation state file") if self.readable and path.is_file() else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         atomic_save(value, self._path(key))
@@ -150,6 +155,8 @@ def prepare_output(out: Path, force: bool, resume: bool) -> None:
     if (existing or has_state) and not force:
         raise UserError(f"{out} already holds a report ({', '.join(existing) or STATE_DIR}); pass --force to replace it, "
                         "--resume to continue a killed evaluation, or choose another --out")
+    if not distributed.world().is_main:
+        return
     for name in existing:
         (out / name).unlink()
     for stale in out.glob("error_vs_eps*.png") if out.is_dir() else []:
@@ -258,6 +265,27 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     dev = resolve_device(device)
+    prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
+                                                  timestamp, resume, force, notes))
+    networks, images, labels, names, provenance, class_names, store = prepared
+    attacks_started = time.perf_counter()
+    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
+    attack_seconds = time.perf_counter() - attacks_started
+    report = build_report(result, names, provenance, spec, class_names)
+    report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+    report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
+    if out_dir is not None and distributed.world().is_main:
+        report.write(out_dir, plots=plots)
+        shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+    return report
+
+
+def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
+             download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
+             notes: list[str] | None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
+                                               dict[str, Any], tuple[str, ...], FolderStore | None]:
+    """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
+    rank when one cannot load a model or the data)."""
     resolved = [str(Path(s.partition("=")[2] if "=" in s and not Path(s).exists() else s).resolve()) for s in sources]
     repeated = [s for s, r in zip(sources, resolved) if resolved.count(r) > 1]
     if repeated:
@@ -298,7 +326,8 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
         "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
         "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
-        "versions": software_versions(), "device": device_description(dev), "notes": list(notes)}
+        "versions": software_versions(), "device": device_description(dev), "notes": list(notes),
+        "ranks": distributed.world().world_size}
     seeds = {m.metadata.get("seed") for m in loaded if m.kind == "checkpoint"}
     if len(seeds) == 1 and None not in seeds and len(ours) == len(loaded):
         provenance["training_seed"] = seeds.pop()  # every model trained with one seed: a seed's report
@@ -307,13 +336,7 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
                     "n": len(labels), "evaluation": spec.describe()}
         store = FolderStore(Path(out_dir) / STATE_DIR, identity, resume)
-    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
-    report = build_report(result, names, provenance, spec, dataset.class_names)
-    report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    if out_dir is not None:
-        report.write(out_dir, plots=plots)
-        shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
-    return report
+    return networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
 def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str, Any], spec: EvalSpec,

@@ -22,6 +22,7 @@ import torch
 from winn_robust.checkpoint import file_sha256, read_checkpoint
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
+from winn_robust.distributed import check_batch_split
 from winn_robust.environment import machine_description
 from winn_robust.errors import UserError
 from winn_robust.evaluation.indicators import Indicator
@@ -91,6 +92,14 @@ class ReproduceSettings:
     eval_seed: int = 0
     jobs: int = 1
     threads: int = 0              # CPU threads in all; 0 = torch's default
+    nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
+
+    def launcher(self) -> list[str]:
+        """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
+        if self.nproc_per_node <= 1:
+            return []
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                str(self.nproc_per_node)]
 
     @property
     def attacks(self) -> list[str]:
@@ -123,7 +132,7 @@ class ReproduceSettings:
 def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | None = None, download: bool = False,
                      device: str = "auto", progress: bool = True, command: str = "",
                      attack_options: Mapping[str, Mapping[str, str]] | None = None, jobs: int = 1,
-                     threads: int = 0, eval_seed: int = 0) -> ReproduceSettings:
+                     threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1) -> ReproduceSettings:
     """The preset, with every override that is not None taking precedence; checked here, once."""
     values = get_preset(preset)
     for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
@@ -146,19 +155,26 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if threads < 0:
         raise UserError(f"--threads must be positive, got {threads}")
+    if nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    if nproc_per_node > 1 and jobs > 1:
+        raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
+                        "run the jobs one at a time: drop --jobs")
     seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
         parse_seeds(values.get("seeds", [values.get("seed", 0)]))
     data_dir = values.get("data_dir")
     if data_dir is None:
         data_dir = next((Path(c) for c in values.get("data_dir_candidates", []) if Path(c).is_dir()), None)
     train_config = TrainConfig(**{k: values[k] for k in (*SHARED_TRAIN_FIELDS, "seed") if k in values}).validate()
+    check_batch_split(train_config.batch_size, nproc_per_node)
     settings = ReproduceSettings(
         preset=preset, train=train_config, methods=tuple(methods), seeds=seeds, eps=tuple(eps["eps"]),
         sweep=tuple(eps["sweep"]), attack=values.get("attack") or DEFAULT_ATTACKS, test_limit=values.get("test_limit"),
         strong_limit=values.get("strong_limit"), attack_options=dict(attack_options or {}),
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
-        command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed)
+        command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
+        nproc_per_node=nproc_per_node)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
     return settings
 
@@ -232,6 +248,8 @@ def attack_argv(settings: ReproduceSettings, spec: EvalSpec, checkpoints: Sequen
 
 def devices_for_jobs(settings: ReproduceSettings) -> list[int | None]:
     """One GPU per job when several are visible (and CUDA is wanted), else the CPU."""
+    if settings.nproc_per_node > 1:
+        return [None]  # torchrun's ranks take cuda:LOCAL_RANK themselves
     wants_cuda = settings.device == "auto" or settings.device.startswith("cuda")
     count = torch.cuda.device_count() if wants_cuda and torch.cuda.is_available() else 0
     return list(range(count)) if count > 1 else [None]
@@ -259,7 +277,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     gpus = devices_for_jobs(settings)
     parallel = max(settings.jobs, 1)
     total_threads = settings.threads or torch.get_num_threads()
-    threads = threads_per_job(total_threads, parallel if gpus == [None] else 1)
+    threads = threads_per_job(total_threads, max(parallel, settings.nproc_per_node) if gpus == [None] else 1)
     device_arg = settings.device if gpus == [None] else "cuda"
 
     jobs: list[Job] = []
@@ -274,7 +292,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
                 continue
             gpu = gpus[len(jobs) % len(gpus)]
             log = out / "logs" / f"{method}-seed{seed}.log"
-            jobs.append(Job(name, train_argv(settings, config, run_dir, state, device_arg), log, threads, gpu))
+            jobs.append(Job(name, train_argv(settings, config, run_dir, state, device_arg), log, threads, gpu,
+                            settings.launcher()))
     out.mkdir(parents=True, exist_ok=True)
     stage(1, 4, f"loading {base.data}")
     dataset = load_dataset(base.data, settings.data_dir, settings.download)
@@ -284,7 +303,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     timings: dict[str, float] = {"data": time.perf_counter() - started}
     print(f"    {train_size} train / {val} validation / {len(dataset.test_images)} test images; seeds "
           f"{', '.join(map(str, settings.seeds))}; up to {parallel} job(s) at once, {threads} thread(s) each, device "
-          f"{device}", file=sys.stderr)
+          f"{device}" + (f"; every job under torchrun with {settings.nproc_per_node} processes"
+                         if settings.nproc_per_node > 1 else ""), file=sys.stderr)
 
     stage(2, 4, f"training: {len(jobs)} run(s) to do" + (f", {len(skipped)} already finished ({', '.join(skipped)})"
                                                         if skipped else ""))
@@ -306,7 +326,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
             continue
         gpu = gpus[len(evaluations) % len(gpus)]
         evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg),
-                               out / "logs" / f"evaluate-seed{seed}.log", threads, gpu))
+                               out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher()))
     runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
