@@ -293,3 +293,26 @@ def test_one_seed_has_no_t_test_and_says_what_its_interval_covers(tmp_path):
     assert row.ttest_p is not None and np.isnan(row.ttest_p) and np.isnan(row.summary.sd)
     assert row.prob_improvement == 1.0 and row.difference is not None and row.difference.high < 0
     assert verdict(agg).startswith("Across 1 seed winn lowers") and "test-set sampling only" in verdict(agg)
+
+
+def test_an_attack_on_a_subset_reports_its_own_image_count(tmp_path):
+    """pgd ran on the first 10 of 20 images (empty cells beyond, as `--attack-limit pgd=10` writes):
+    its rows and the robust error say N = 10, fgsm's say N = 20."""
+    folders = []
+    for s in range(2):
+        folder = write_seed(tmp_path / f"s{s}", s)
+        frame = pd.read_csv(folder / "per_example.csv")
+        for column in frame.columns:
+            if column.startswith("adv[attack=pgd") or column.startswith("worst["):
+                frame[column] = frame[column].astype(float).where(frame.index < 10)
+        frame.to_csv(folder / "per_example.csv", index=False)
+        folders.append(folder)
+    agg = aggregate_seeds([read_seed_report(f) for f in folders], resamples=200)
+    assert agg.row("winn", "adv_error", "pgd", 0.125).n_images == 10
+    assert agg.row("winn", "adv_error", "fgsm", 0.125).n_images == 20
+    assert main(["report", *map(str, folders), "--out", str(tmp_path / "agg")]) == 0
+    text = (tmp_path / "agg" / "table.md").read_text()
+    assert "## Adversarial error: pgd, eps = 0.125 ([0, 1] pixel units), N = 10 per seed" in text
+    assert "## Adversarial error: fgsm, eps = 0.125 ([0, 1] pixel units)\n" in text
+    table = pd.read_csv(tmp_path / "agg" / "table.csv")
+    assert set(table.loc[table["attack"] == "pgd", "n_images"]) == {10}

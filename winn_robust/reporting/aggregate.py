@@ -290,9 +290,11 @@ class AggregateRow:
     difference: BootstrapInterval | None = None
     ttest_p: float | None = None
     prob_improvement: float | None = None
+    n_images: int = 0  # test images per seed behind the value (an attack run on a subset: its size)
 
     def to_dict(self, labels: Sequence[str]) -> dict[str, Any]:
         return {"model": self.model, "metric": self.metric, "attack": self.attack, "eps": self.eps,
+                "n_images": self.n_images,
                 "per_seed": dict(zip(labels, self.per_seed)), "summary": self.summary.to_dict(),
                 "mean_interval": None if self.mean_interval is None else self.mean_interval.to_dict(),
                 "per_seed_difference": None if self.per_seed_diff is None else dict(zip(labels, self.per_seed_diff)),
@@ -388,7 +390,7 @@ def _error_row(seeds: Sequence[SeedReport], metric: str, attack: str, eps: float
     wrong = [_wrong(s, metric, attack, eps, model) for s in seeds]
     values = tuple(float(error_rate(w).value or 0.0) for w in wrong)
     mean_interval = hierarchical_bootstrap(np.stack([error_counts(w) for w in wrong]), ERROR_VALUES, resamples, bootstrap_seed)
-    row = AggregateRow(model, metric, attack, eps, values, summarize_seeds(values), mean_interval)
+    row = AggregateRow(model, metric, attack, eps, values, summarize_seeds(values), mean_interval, n_images=len(wrong[0]))
     if model == baseline:
         return row
     base_wrong = [_wrong(s, metric, attack, eps, baseline) for s in seeds]
@@ -397,7 +399,8 @@ def _error_row(seeds: Sequence[SeedReport], metric: str, attack: str, eps: float
     diffs = tuple(float(v) for v in (counts @ np.array(DIFFERENCE_VALUES)) / counts.sum(axis=1))
     return AggregateRow(model, metric, attack, eps, values, row.summary, mean_interval, diffs,
                         hierarchical_bootstrap(counts, DIFFERENCE_VALUES, resamples, bootstrap_seed),
-                        paired_ttest_pvalue(values, base_values), probability_of_improvement(values, base_values))
+                        paired_ttest_pvalue(values, base_values), probability_of_improvement(values, base_values),
+                        n_images=len(wrong[0]))
 
 
 def _correction_row(seeds: Sequence[SeedReport], metric: str, attack: str, eps: float, model: str, baseline: str) -> AggregateRow:
@@ -408,7 +411,8 @@ def _correction_row(seeds: Sequence[SeedReport], metric: str, attack: str, eps: 
         else:  # the baseline on the method's adversarial examples
             rate = correction_rate(_adv_wrong(seed, attack, eps, model, model), _adv_wrong(seed, attack, eps, model, baseline))
         values.append(float("nan") if rate.value is None else rate.value)
-    return AggregateRow(model, metric, attack, eps, tuple(values), summarize_seeds(values))
+    return AggregateRow(model, metric, attack, eps, tuple(values), summarize_seeds(values),
+                        n_images=len(_adv_wrong(seeds[0], attack, eps, baseline, baseline)))
 
 
 def _collect_warnings(seeds: Sequence[SeedReport], labels: Sequence[str]) -> list[IndicatorWarning]:
@@ -605,6 +609,15 @@ def _seed_lines(agg: Aggregate) -> list[str]:
             + ("" if seed.has_results_json else ", no results.json") + ")" for label, seed in zip(agg.labels, agg.seeds)]
 
 
+def _subset_note(agg: Aggregate, metric: str, attack: str, eps: float) -> str:
+    """', N = 500 per seed' when the attack ran on the first images only."""
+    try:
+        n = agg.row(agg.baseline, metric, attack, eps).n_images
+    except KeyError:
+        return ""
+    return f", N = {n} per seed (the first {n} test images)" if n and n != agg.n else ""
+
+
 def aggregate_markdown(agg: Aggregate) -> str:
     """table.md: the verdict, what was aggregated and how, then the tables at the table eps."""
     old = any(s.schema == 1 for s in agg.seeds)
@@ -618,10 +631,11 @@ def aggregate_markdown(agg: Aggregate) -> str:
              "## Clean error", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None)]
     for eps in agg.table_eps:
         for attack in agg.attacks:
-            lines += ["", f"## Adversarial error: {attack}, eps = {format_eps(eps)} ({PIXEL_UNITS})", "",
+            lines += ["", f"## Adversarial error: {attack}, eps = {format_eps(eps)} ({PIXEL_UNITS})"
+                      + _subset_note(agg, "adv_error", attack, eps), "",
                       "Each model's error on its own (white-box) adversarial examples.", "",
                       *_error_table(agg, "adv_error", attack, eps)]
-        lines += ["", f"## Robust error, eps = {format_eps(eps)}", "",
+        lines += ["", f"## Robust error, eps = {format_eps(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
                   "Wrong on the clean image or on at least one adversarial example at this eps (every attack, crafted on "
                   "every model)" + ("; computed from the adv columns of the schema-1 per_example.csv files." if old else "."),
                   "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps)]
@@ -646,7 +660,7 @@ def aggregate_frame(agg: Aggregate) -> pd.DataFrame:
     records = []
     for row in agg.rows:
         record: dict[str, Any] = {"model": row.model, "baseline": agg.baseline, "metric": row.metric, "attack": row.attack,
-                                  "eps": row.eps, "eps_unit": EPS_UNIT, "n_seeds": row.summary.n, "n_images": agg.n}
+                                  "eps": row.eps, "eps_unit": EPS_UNIT, "n_seeds": row.summary.n, "n_images": row.n_images or agg.n}
         record.update({f"value:{label}": v for label, v in zip(agg.labels, row.per_seed)})
         record.update({"mean": row.summary.mean, "sd": row.summary.sd, "min": row.summary.min, "max": row.summary.max,
                        "mean_ci_low": row.mean_interval.low if row.mean_interval else None,
