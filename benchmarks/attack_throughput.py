@@ -218,6 +218,13 @@ def empty_preds(names: list[str]) -> tuple[dict[str, list[torch.Tensor]], dict[s
     return {m: [] for m in names}, {s: {t: [] for t in names} for s in names}
 
 
+def append_clean(models: Models, x: torch.Tensor, clean: dict[str, list[torch.Tensor]]) -> None:
+    """The library pipelines' clean pass: every model's predictions on one batch."""
+    with torch.no_grad():
+        for m, model in models.items():
+            clean[m].append(model(x).argmax(1))
+
+
 # ----------------------------------------------------------------------------- the harness, any attack
 def harness_pipeline(attack: str, options: Callable[[Work], dict[str, Any]] | None = None) -> Pipeline:
     """Our cross-evaluation with one attack (and its options for this work)."""
@@ -284,9 +291,7 @@ def library_pipeline(make: Callable[[nn.Module, torch.device, Work], AttackFn]) 
         clean, adv = empty_preds(names)
         for start in batches(len(images), work.batch_size):
             x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-            with torch.no_grad():
-                for m in names:
-                    clean[m].append(models[m](x).argmax(1))
+            append_clean(models, x, clean)
             for a in names:
                 x_adv = attacks[a](x, y)
                 with torch.no_grad():
@@ -420,9 +425,7 @@ def run_apgd_direct(models: Models, images: torch.Tensor, labels: torch.Tensor, 
     clean, adv = empty_preds(names)
     for start in batches(len(images), work.batch_size):
         x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-        with torch.no_grad():
-            for m in names:
-                clean[m].append(models[m](x).argmax(1))
+        append_clean(models, x, clean)
         pixels = to_pixel_range(x)
         for a in names:
             adversary = AutoAttack(views[a], norm="Linf", eps=work.eps, version="custom", attacks=["apgd-ce"],
