@@ -23,9 +23,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "fashion-mnist": {
         "description": "Fashion-MNIST (real 28x28 IDX files from --data-dir), vanilla CNN, 3 seeds, reduced for a CPU "
-                       "(about an hour on 2 cores); FGSM at 1/32 (table) and 1/8 on every test image, PGD and "
+                       "(about 2 hours on 2 cores); FGSM at 1/32 (table) and 1/8 on every test image, PGD and "
                        "AutoAttack at 1/32 on the first 300",
-        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "seeds": [0, 1, 2], "epochs": 5,
+        "data": "fashion-mnist", "arch": "vanilla", "methods": ["baseline", "winn"], "seeds": [0, 1, 2], "epochs": 15,
         "val_size": 5000, "train_limit": 7200, "negatives_per_class": 100,
         "initial_negatives_per_class": 100, "synthesis_max_steps": 100,
         "eps": [0.03125, 0.125], "sweep": MNIST_SWEEP, "attack": "fgsm,pgd,autoattack", "strong_limit": 300,
