@@ -71,3 +71,20 @@ def test_training_curves_plot_from_metrics_csv(tmp_path):
         writer.writerows(rows)
     path = plot_training_metrics(tmp_path / "metrics.csv", tmp_path / "metrics.png")
     assert path.stat().st_size > 10_000 and Image.open(path).size[0] > Image.open(path).size[1]
+
+
+def test_attack_records_its_thread_count(tmp_path):
+    import json
+
+    from winn_robust.cli import main
+
+    (tmp_path / "zoo.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                     "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n")
+    before = torch.get_num_threads()
+    try:
+        assert main(["attack", "--model", f"{tmp_path / 'zoo.py'}:build", "--data", "digits", "--eps", "1/8",
+                     "--limit", "20", "--threads", "1", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    provenance = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
+    assert provenance["torch_threads"] == 1 and provenance["eps"] == [0.125]

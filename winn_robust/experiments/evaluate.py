@@ -327,7 +327,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
         "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
         "versions": software_versions(), "device": device_description(dev), "notes": list(notes),
-        "ranks": distributed.world().world_size}
+        "torch_threads": torch.get_num_threads(), "ranks": distributed.world().world_size}
     seeds = {m.metadata.get("seed") for m in loaded if m.kind == "checkpoint"}
     if len(seeds) == 1 and None not in seeds and len(ours) == len(loaded):
         provenance["training_seed"] = seeds.pop()  # every model trained with one seed: a seed's report
@@ -385,6 +385,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
         "table_eps": spec.table_eps, "eps_unit": EPS_UNIT, "attack": "+".join(spec.attack_names),
         "evaluation": spec.describe(), "seed": spec.seed, "baseline": names[0], "batch_size": spec.batch_size,
         "class_names": list(class_names), "versions": software_versions(), "device": device_description(dev),
+        "torch_threads": torch.get_num_threads(),
         "models": {n: {"source": "python object", "kind": "python", "method": "external", "arch": type(m).__name__,
                        "checkpoint": None, "sha256": None} for n, m in networks.items()}}
     result = cross_evaluate(networks, model_images, labels, spec, device=dev, progress=progress)
