@@ -145,6 +145,11 @@ def test_evaluate_models_end_to_end(tmp_path):
     base, winn = save(tmp_path / "base.pt", 0, "baseline"), save(tmp_path / "winn.pt", 1, "winn")
     with pytest.raises(UserError, match="given twice"):
         evaluate_models([str(base), str(winn), str(base)], EvalSpec(eps=(0.1,)), None, device="cpu", progress=False)
+    run = tmp_path / "run"  # a run folder is its best.pt: the same model given twice
+    run.mkdir()
+    save(run / "best.pt", 0, "baseline")
+    with pytest.raises(UserError, match="given twice"):
+        evaluate_models([str(run), f"again={run / 'best.pt'}"], EvalSpec(eps=(0.1,)), None, device="cpu", progress=False)
     report = evaluate_models([str(base), str(winn)], EvalSpec(eps=(0.05, 0.125), limit=20, batch_size=8),
                              tmp_path / "report", device="cpu", progress=False)
     out = {"names": report.names, "files": report.files, "metrics": report.metrics, "result": report.result}

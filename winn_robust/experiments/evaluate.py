@@ -255,6 +255,14 @@ def _loaded_names(loaded: Sequence[LoadedModel]) -> list[str]:
     return unique
 
 
+def _model_file(source: str) -> str:
+    """The file a NAME=SPEC source reads (a run folder means its best.pt), to catch a model given twice."""
+    spec = Path(source.partition("=")[2] if "=" in source and not Path(source).exists() else source)
+    if spec.is_dir() and (spec / "best.pt").is_file():
+        spec = spec / "best.pt"
+    return str(spec.resolve())
+
+
 def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None = None,
                     data_dir: Path | None = None, download: bool = False, device: str = "auto", progress: bool = True,
                     plots: bool = True, command: str | None = None, resume: bool = False, force: bool = False,
@@ -286,7 +294,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
                                                dict[str, Any], tuple[str, ...], FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
-    resolved = [str(Path(s.partition("=")[2] if "=" in s and not Path(s).exists() else s).resolve()) for s in sources]
+    resolved = [_model_file(s) for s in sources]
     repeated = [s for s, r in zip(sources, resolved) if resolved.count(r) > 1]
     if repeated:
         raise UserError(f"the same model is given twice ({repeated[0]}); give each model once")
