@@ -66,3 +66,20 @@ def test_resnet32_has_the_cifar_layout():
     assert len(convs) == 31  # stem + 3 stages x 5 blocks x 2 convs; shortcuts have no weights
     norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert all(n.num_groups == 1 for n in norms)
+
+
+def test_atomic_save_leaves_an_ordinary_file_and_no_temporary(tmp_path):
+    """mkstemp's private 0600 mode is not kept: others on a shared machine can read a checkpoint
+    as they can any file the user writes (the umask decides)."""
+    import os
+    import stat
+
+    from winn_robust.checkpoint import atomic_save
+
+    mask = os.umask(0o022)
+    try:
+        atomic_save({"x": 1}, tmp_path / "file.pt")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "file.pt").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["file.pt"]

@@ -24,6 +24,12 @@ FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.
 REQUIRED_METADATA = ("arch", "dataset", "image_shape", "num_classes", "method")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(payload: Any, path: str | Path) -> int:
     """torch.save to a temporary file beside `path`, fsync, then rename over it: a kill at any
     moment leaves either the old file or the new one, never half of one. Returns the bytes written."""
@@ -36,6 +42,7 @@ def atomic_save(payload: Any, path: str | Path) -> int:
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
