@@ -88,3 +88,21 @@ def test_attack_records_its_thread_count(tmp_path):
         torch.set_num_threads(before)
     provenance = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
     assert provenance["torch_threads"] == 1 and provenance["eps"] == [0.125]
+
+
+def test_evaluate_is_public_and_takes_a_model_that_is_not_ours(tmp_path):
+    """The README's Python API: `winn_robust.evaluate` on a plain nn.Sequential in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    import winn_robust
+    from winn_robust.experiments.evaluate import evaluate
+
+    assert winn_robust.evaluate is evaluate
+    digits = load_digits()
+    images = torch.tensor(digits.images[:60], dtype=torch.float32).unsqueeze(1) / 16
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    report = winn_robust.evaluate({"mlp": model}, images, torch.tensor(digits.target[:60]), eps=1 / 8,
+                                  attacks="fgsm", dataset="digits", device="cpu", out_dir=tmp_path / "r")
+    assert (tmp_path / "r" / "table.md").is_file() and report.names == ["mlp"]
+    assert report.provenance["eps"] == [0.125]
