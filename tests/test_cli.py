@@ -107,8 +107,8 @@ def test_reproduce_end_to_end_with_reduced_sizes(tmp_path):
 
 @pytest.mark.parametrize("argv, expected", [
     (["train", "--method", "winn", "--data", "imagenet", "--out", "x"], ["unknown dataset", "digits"]),
-    (["train", "--method", "winn", "--data", "digits", "--arch", "vgg", "--out", "x"], ["unknown architecture", "resnet32"]),
-    (["train", "--method", "gan", "--data", "digits", "--out", "x"], ["unknown method"]),
+    (["train", "--method", "winn", "--data", "digits", "--arch", "vgg", "--out", "x"], ["--arch 'vgg' is unknown", "resnet32"]),
+    (["train", "--method", "gan", "--data", "digits", "--out", "x"], ["--method 'gan' is unknown"]),
     (["train", "--method", "winn", "--data", "digits", "--epochs", "0", "--out", "x"], ["--epochs must be positive"]),
     (["reproduce", "--preset", "nope"], ["unknown preset", "quick"]),
     (["train", "--data", "digits"], ["required"]),

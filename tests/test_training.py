@@ -153,13 +153,15 @@ def test_winn_pool_grows_by_negatives_per_class_times_classes(tmp_path, tiny_dat
 
 def test_training_batches_pair_positives_with_same_label_negatives(tmp_path, tiny_data, monkeypatch):
     seen = []
-    original = trainer_module.winn_loss
+    from winn_robust.training.methods import introspective
+
+    original = introspective.winn_loss
 
     def spy(model, pos, neg, labels, *args, **kwargs):
         seen.append((labels.clone(), neg.clone()))
         return original(model, pos, neg, labels, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "winn_loss", spy)
+    monkeypatch.setattr(introspective, "winn_loss", spy)
     config = TrainConfig(method="winn", **{**TINY, "epochs": 1})
     trainer = trainer_module.Trainer(config, tiny_data, tmp_path, torch.device("cpu"), progress=False)
     # mark every pool entry with its class so a negative's class can be read off its pixels
@@ -187,7 +189,7 @@ def test_validation_error_alone_picks_the_best_checkpoint(tmp_path, tiny_data):
     result = train(config, tiny_data, tmp_path, progress=False)
     rows = read_rows(tmp_path / "metrics.csv")
     errors = [float(r["val_error"]) for r in rows]
-    best_epoch = errors.index(min(errors)) + 1
+    best_epoch = len(errors) - errors[::-1].index(min(errors))  # equal minima: the later epoch
     best = read_checkpoint(tmp_path / "best.pt")["metadata"]
     assert best["epoch"] == best_epoch == result.best_epoch
     model = build_model("vanilla", (1, 8, 8), 4)

@@ -29,7 +29,7 @@ def test_eps_mistakes_are_named_with_a_fix(typed, expected):
 
 
 def test_names_are_case_insensitive():
-    config = TrainConfig(method="WINN", arch="Vanilla", data="Fashion_MNIST", generator_init="Official").validate()
+    config = TrainConfig(method="WINN", arch="Vanilla", data="Fashion_MNIST", generator_init="Official")
     assert (config.method, config.arch, config.data, config.generator_init) == ("winn", "vanilla", "fashion-mnist", "official")
 
 

@@ -19,11 +19,47 @@ import torch
 
 from winn_robust import commands, distributed
 from winn_robust.attacks import ATTACKS
-from winn_robust.errors import UserError
+from winn_robust.commands import METHOD_SETTING_FLAGS, flag_of
+from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
 from winn_robust.experiments.presets import PRESETS
 from winn_robust.training.config import FIELD_HELP, TrainConfig
+from winn_robust.training.methods import PUBLISHED
+from winn_robust.training.methods.registry import SETTING_HELP, settings_owners
 from winn_robust.version import __version__
+
+
+def fraction(text: str) -> float:
+    """A number as papers write it (0.3, 8/255), for argparse."""
+    from winn_robust.units import parse_fraction
+
+    try:
+        return parse_fraction(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a decimal or a fraction such as 8/255)") from None
+
+
+def cli_message(exc: UserError) -> str:
+    """The library names settings by field; on the command line they are flags."""
+    text = str(exc)
+    if isinstance(exc, SettingError) and text.startswith(exc.field):
+        return flag_of(exc.field) + text[len(exc.field):]
+    return text
+
+
+def add_method_setting_options(parser: argparse.ArgumentParser, default_note: str) -> None:
+    """Each method's own settings, in one group, each saying which methods have it."""
+    group = parser.add_argument_group("method settings", "each method's own settings (a flag the chosen method "
+                                                         "does not have is refused)")
+    owners = settings_owners()
+    for name, flag in METHOD_SETTING_FLAGS.items():
+        group.add_argument(flag, dest=f"method_{name}", default=None, metavar="VALUE",
+                           help=f"{', '.join(owners.get(name, []))}: {SETTING_HELP[name]}{default_note}")
+    group.add_argument("--method-preset", choices=sorted(PUBLISHED), type=str.lower,
+                       help="a paper's published settings for its method (madry-mnist: eps 0.3, 40 steps of 0.01; "
+                            "madry-cifar10: 8/255, 10 steps of 2/255; trades-mnist: beta 1; trades-cifar10: beta 6, "
+                            "eps 0.031, 10 steps of 0.007); flags given beside it win")
+
 
 EXAMPLE_WORKFLOW = """example workflow (scikit-learn's digits, no download):
   winn-robust train --method baseline --data digits --epochs 20 --val-size 200 --out runs/base
@@ -64,13 +100,16 @@ def add_train_parser(sub: Any) -> None:
         if field.name == "data":
             add_data_options(parser)
             continue
+        if field.name == "method_options":
+            continue
         # default None: the command must know which settings the user gave (--resume restores the rest)
         default = getattr(defaults, field.name)
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
-            kind = int if field.name in ("train_limit",) else type(default)
+            kind = {"train_limit": int, "select_limit": int, "select_eps": fraction}.get(field.name, type(default))
             parser.add_argument(flag, type=kind, default=None, help=f"{FIELD_HELP[field.name]} [default: {default}]")
+    add_method_setting_options(parser, "")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped, with the run's own settings")
@@ -132,6 +171,8 @@ def add_report_parser(sub: Any) -> None:
                         help="a report folder holding per_example.csv (or the CSV itself); several: one per seed")
     parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the model named "
                                            "baseline, else the first model]")
+    parser.add_argument("--reference", help="aggregate: a second comparison beside the baseline, e.g. pgd-at (every "
+                                            "other model minus it, with intervals)")
     parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]; "
                                                  "required with several folders (the aggregate's folder)")
     parser.add_argument("--eps", action="append",
@@ -174,8 +215,11 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, help="report folder [default: runs/<preset>]")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
     parser.add_argument("--methods", type=comma_list,
-                        help="comma list of methods to train, baseline first; choices: baseline, icn, winn "
-                             "[default: the preset's]")
+                        help="comma list of methods to train, baseline first; choices: baseline, icn, winn, pgd-at, "
+                             "trades, fast-at, or your own as NAME=FILE.py:FUNCTION [default: the preset's]")
+    parser.add_argument("--reference", type=str.lower,
+                        help="a second comparison in the aggregate beside the baseline, e.g. pgd-at: the verdict gives "
+                             "every other method's difference from it too, with its interval")
     parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables (decimals or fractions "
                                       "such as 1/8); the first is the table eps [default: the preset's]")
     parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot (FGSM) [default: the preset's]")
@@ -197,14 +241,16 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    add_method_setting_options(parser, " [default: the preset's or the method's]")
     for field in fields(TrainConfig):
-        if field.name == "method":
+        if field.name in ("method", "method_options"):
             continue
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
-            kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], int)
+            kind = fraction if field.name == "select_eps" else \
+                {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], int)
             parser.add_argument(flag, type=kind, default=None, help=FIELD_HELP[field.name] + " [default: the preset's]")
     add_common_options(parser)
 
@@ -257,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         line = distributed.report_line(exc)
         if line is not None:
-            print(f"winn-robust: error: {line}", file=sys.stderr)
+            print(f"winn-robust: error: {cli_message(exc) if line == str(exc) else line}", file=sys.stderr)
         if distributed.world().distributed:
             distributed.exit_after_failure(2, exc)
         return 2

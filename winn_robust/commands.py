@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,7 @@ from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
+from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
 from winn_robust.training.trainer import LAST_NAME, TrainData, check_same_settings, clear_run, holds_run
 from winn_robust.units import parse_eps
@@ -31,21 +32,60 @@ if TYPE_CHECKING:
     from winn_robust.evaluation.spec import EvalSpec
 
 
+# the methods' own settings on the command line: setting name -> flag (the CLI alone knows flags)
+METHOD_SETTING_FLAGS = CLI_FLAGS
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag of a setting named in a library error."""
+    return METHOD_SETTING_FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+
 def progress_wanted(args: argparse.Namespace) -> bool:
     """Progress bars unless --no-progress, or when stderr is not a terminal (logs, CI, jobs)."""
     return not args.no_progress and sys.stderr.isatty()
 
 
+def method_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The method's own settings given on the command line (`--method-preset` first, flags on
+    top); a setting the method does not have is refused, naming the methods that have it."""
+    from winn_robust.training.methods import published_settings, settings_owners, split_method_spec
+
+    given: dict[str, Any] = {}
+    if getattr(args, "method_preset", None):
+        preset_method, given = published_settings(args.method_preset)
+        if split_method_spec(method)[0] != preset_method:
+            raise UserError(f"--method-preset {args.method_preset} is for --method {preset_method}, not {method}")
+    owners = settings_owners()
+    name, source = split_method_spec(method)
+    for setting in owners:
+        value = getattr(args, f"method_{setting}", None)
+        if value is None:
+            continue
+        has = ["user"] if source is not None else []
+        if name not in owners[setting] and not (source is not None and "user" in owners[setting]):
+            holders = ", ".join(m for m in owners[setting] if m not in has)
+            raise UserError(f"{flag_of(setting)} is a setting of {holders}, not of {name}; drop it or choose one of "
+                            "those methods")
+        given[setting] = value
+    return given
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The settings given on the command line; with --resume, the run's saved settings with the
     given ones on top (the trainer then refuses any that differ from the run's)."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name != "method_options" and getattr(args, f.name, None) is not None}
     if args.resume:
         last = args.out / LAST_NAME
         if not last.is_file():
             raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
         meta = read_checkpoint(last)["metadata"]
-        config = TrainConfig.from_dict({**meta.get("hparams", {}), **given}).validate()
+        saved = TrainConfig.from_dict(meta.get("hparams", {})).to_dict()
+        method = given.get("method", saved["method"])
+        options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
+        config = TrainConfig.from_dict({**saved, **given, "method_options": options})
         check_same_settings(last, meta, config)  # before loading any data
         if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
             args.data_dir = Path(meta["data_dir"])
@@ -53,7 +93,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         return config
     if "data" not in given:
         raise UserError("train needs --data (mnist, svhn, fashion-mnist, cifar10 or digits)")
-    return TrainConfig(**given).validate()
+    method = given.get("method", TrainConfig.method)
+    config = TrainConfig(**given, method_options=method_settings(args, method))
+    if config.training_method.train_eps is None and getattr(config.training_method, "eps", 0) is None \
+            and config.training_method.name != "user":
+        raise UserError(f"--method {config.method} trains against a budget: give --train-eps in [0, 1] pixel units "
+                        "(MNIST: 0.3, CIFAR-10: 8/255) or a --method-preset")
+    return config
 
 
 def load_for_training(args: argparse.Namespace, device: torch.device) -> tuple[TrainConfig, TrainData]:
@@ -192,7 +238,7 @@ def run_report(args: argparse.Namespace) -> None:
         raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
-    files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
+    files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps, reference=args.reference,
                             resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
@@ -247,6 +293,9 @@ def run_reproduce(args: argparse.Namespace) -> None:
     from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 
     overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
+    overrides["method_settings"] = {name: getattr(args, f"method_{name}") for name in METHOD_SETTING_FLAGS
+                                    if getattr(args, f"method_{name}", None) is not None} or None
+    overrides["method_preset"] = getattr(args, "method_preset", None)
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,

@@ -7,8 +7,6 @@ wrapped (`PixelSpaceModel`: x -> model((x + 1) / 2)), never the data. Every fail
 one UserError line naming the file and what to do."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from torch import nn
 from winn_robust.checkpoint import load_checkpoint
 from winn_robust.errors import UserError
 from winn_robust.units import to_pixel_range
+from winn_robust.user_code import import_function, split_function_spec
 
 BEST = "best.pt"
 
@@ -57,11 +56,9 @@ def split_spec(text: str) -> tuple[str | None, str]:
 def load_model(text: str, device: torch.device | str = "cpu") -> LoadedModel:
     """One model from NAME=SPEC or SPEC, in our convention, on `device`."""
     name, spec = split_spec(str(text))
-    path_part, colon, function = spec.rpartition(":")
-    if colon and path_part.endswith(".py"):
-        if not function.isidentifier():
-            raise UserError(f"{spec}: FUNCTION in FILE.py:FUNCTION must be a Python name, got {function!r}")
-        return _from_python(name, spec, Path(path_part), function, device)
+    python = split_function_spec(spec)
+    if python is not None:
+        return _from_python(name, spec, python[0], python[1], device)
     path = Path(spec)
     if path.suffix == ".py":
         raise UserError(f"{spec}: give the function that builds the model as FILE.py:FUNCTION, "
@@ -101,22 +98,7 @@ def _from_torchscript(name: str | None, spec: str, path: Path, device: torch.dev
 
 
 def _from_python(name: str | None, spec: str, path: Path, function: str, device: torch.device | str) -> LoadedModel:
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; FILE.py:FUNCTION needs a Python file that defines FUNCTION")
-    module_name = f"winn_robust_user_model_{abs(hash(str(path.resolve())))}"
-    loader_spec = importlib.util.spec_from_file_location(module_name, path)
-    if loader_spec is None or loader_spec.loader is None:
-        raise UserError(f"{path} cannot be imported as a Python file")
-    module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[module_name] = module
-    try:
-        loader_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise UserError(f"importing {path} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
-    build = getattr(module, function, None)
-    if not callable(build):
-        raise UserError(f"{path} defines no function {function!r}; FILE.py:FUNCTION must name a function returning "
-                        "a torch.nn.Module")
+    build = import_function(path, function, "a function returning a torch.nn.Module")
     try:
         built = build()
     except Exception as exc:

@@ -47,6 +47,14 @@ def check_eps(eps: float) -> float:
     return eps
 
 
+def parse_fraction(text: str) -> float:
+    """A number as papers write it: a decimal or a fraction such as 8/255 (ValueError otherwise)."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except ZeroDivisionError:
+        raise ValueError(f"{text!r} divides by zero") from None
+
+
 def parse_eps(values: Iterable[str | float]) -> list[float]:
     """eps values as the user typed them (repeated and/or comma-separated; decimals or fractions
     as papers write them, 8/255, 1/32), checked, de-duplicated in the user's order. At least one

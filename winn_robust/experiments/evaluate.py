@@ -36,6 +36,7 @@ from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import REPORT_FILES, write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
+from winn_robust.training.trainer import training_cost
 from winn_robust.units import EPS_UNIT, to_model_range
 
 SPLIT = "test"
@@ -103,6 +104,10 @@ def _model_provenance(loaded: LoadedModel) -> dict[str, Any]:
         record.update(method=meta.get("method"), arch=meta.get("arch"), epoch=meta.get("epoch"),
                       val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
                       metadata=_plain(meta))
+        cost = training_cost(loaded.path.parent) if loaded.path else None
+        if cost is not None:
+            cost["train_images"] = meta.get("train_size")
+            record.update(training_cost=cost, select_by=meta.get("select_by", "clean"), best_epoch=meta.get("epoch"))
     else:
         record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
     return record

@@ -34,14 +34,17 @@ from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results
 from winn_robust.reporting.per_example import metrics_from_per_example
 from winn_robust.reporting.summary import RunDescription, write_summary
-from winn_robust.training import METHODS, TrainConfig
+from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
+from winn_robust.training.methods import make_method, settings_owners, split_method_spec
+from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.trainer import LAST_NAME, check_same_settings
 from winn_robust.units import format_eps_list, parse_eps
 
-EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds")
+EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds", "method_settings",
+              "reference")
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
-SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed"))
+SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed", "method_options"))
 
 
 def parse_seeds(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -93,6 +96,9 @@ class ReproduceSettings:
     jobs: int = 1
     threads: int = 0              # CPU threads in all; 0 = torch's default
     nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
+    method_specs: Mapping[str, str] = field(default_factory=dict)   # name -> spec (NAME=FILE.py:FUNCTION for yours)
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> its own settings
+    reference: str | None = None  # a second comparison in the aggregate (e.g. pgd-at), beside the baseline
 
     def launcher(self) -> list[str]:
         """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
@@ -126,7 +132,9 @@ class ReproduceSettings:
         return self.seed_dir(seed) / "models" / method
 
     def config(self, seed: int, method: str) -> TrainConfig:
-        return TrainConfig(**{**self.train.to_dict(), "method": method, "seed": seed}).validate()
+        shared = {k: v for k, v in self.train.to_dict().items() if k not in ("method", "method_options", "seed")}
+        return TrainConfig(**shared, method=self.method_specs.get(method, method),
+                           method_options=dict(self.method_options.get(method, {})), seed=seed)
 
 
 def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | None = None, download: bool = False,
@@ -137,17 +145,21 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     values = get_preset(preset)
     for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
         if overrides.get(key) is not None:
-            values[key] = overrides[key]
+            values[key] = {**values.get(key, {}), **overrides[key]} if key == "method_settings" else overrides[key]
     eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key]) if values.get(key) else []
            for key in ("eps", "sweep")}
     if not eps["eps"]:
         raise UserError("give at least one --eps, in [0, 1] pixel units (e.g. --eps 0.125)")
-    methods = list(dict.fromkeys(m.strip().lower() for m in values["methods"]))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from {', '.join(METHODS)}")
+    specs = {split_method_spec(m)[0]: m.strip() for m in values["methods"]}
+    methods = list(specs)
     if not methods or methods[0] != "baseline" or len(methods) < 2:
         raise UserError("--methods must start with baseline and name at least one other method, e.g. baseline,winn")
+    eps_values = eps["eps"]
+    method_options = resolve_method_options(specs, values.get("method_settings") or {},
+                                            overrides.get("method_preset"), eps_values[0])
+    reference = values.get("reference")
+    if reference is not None and reference not in methods[1:]:
+        raise UserError(f"--reference {reference} is not among the methods ({', '.join(methods[1:])}); name one of them")
     for key in ("test_limit", "strong_limit"):
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive, got {values[key]}")
@@ -165,7 +177,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     data_dir = values.get("data_dir")
     if data_dir is None:
         data_dir = next((Path(c) for c in values.get("data_dir_candidates", []) if Path(c).is_dir()), None)
-    train_config = TrainConfig(**{k: values[k] for k in (*SHARED_TRAIN_FIELDS, "seed") if k in values}).validate()
+    train_config = TrainConfig(**{k: values[k] for k in (*SHARED_TRAIN_FIELDS, "seed") if k in values}, method="baseline")
     check_batch_split(train_config.batch_size, nproc_per_node)
     settings = ReproduceSettings(
         preset=preset, train=train_config, methods=tuple(methods), seeds=seeds, eps=tuple(eps["eps"]),
@@ -174,9 +186,41 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
-        nproc_per_node=nproc_per_node)
+        nproc_per_node=nproc_per_node, method_specs=specs, method_options=method_options, reference=reference)
+    for method in methods:  # every method's settings, checked now, before hours of training
+        settings.config(settings.seeds[0], method)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
     return settings
+
+
+def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], method_preset: str | None,
+                           table_eps: float) -> dict[str, dict[str, Any]]:
+    """Each method's own settings: a shared setting (a preset's `method_settings`, or a flag such
+    as --train-steps) goes to every method that has it; a --method-preset to its method; the
+    training eps of a method that has one defaults to the table eps."""
+    from winn_robust.training.methods import published_settings
+
+    owners = settings_owners()
+    names = {name: split_method_spec(spec)[0] if "=" not in spec else "user" for name, spec in specs.items()}
+    for setting in shared:
+        if not any(n in owners.get(setting, []) for n in names.values()):
+            holders = ", ".join(owners.get(setting, [])) or "no method"
+            raise UserError(f"{CLI_FLAGS.get(setting, setting)} is a setting of {holders}, none of which is in --methods")
+    options: dict[str, dict[str, Any]] = {}
+    for name, kind in names.items():
+        mine = {k: v for k, v in shared.items() if kind in owners.get(k, [])}
+        if method_preset:
+            preset_method, values = published_settings(method_preset)
+            if preset_method == kind:
+                mine = {**values, **mine}
+        if "eps" in owners and kind in owners["eps"] and mine.get("eps") is None:
+            mine["eps"] = table_eps
+        options[name] = mine
+        make_method(specs[name], mine)  # refuses bad values now, naming the setting
+    if method_preset and not any(published_settings(method_preset)[0] == k for k in names.values()):
+        raise UserError(f"--method-preset {method_preset} is for {published_settings(method_preset)[0]}, which is not in "
+                        "--methods")
+    return options
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -197,7 +241,15 @@ def training_state(run_dir: Path, config: TrainConfig) -> str:
 
 def train_argv(settings: ReproduceSettings, config: TrainConfig, run_dir: Path, state: str, device: str) -> list[str]:
     argv = ["train"]
-    for name, value in config.to_dict().items():
+    values = config.to_dict()
+    method = config.training_method
+    for name, value in values.pop("method_options").items():
+        if name in ("label", "source", "sha256") or value is None:
+            continue
+        argv += [CLI_FLAGS.get(name, "--" + name.replace("_", "-")), repr(value) if isinstance(value, float) else str(value)]
+    if method.name == "user":
+        values["method"] = f"{method.method_name}={config.method_options['source']}"
+    for name, value in values.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             argv += [flag] if value else []
@@ -343,7 +395,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
         write_seed_summary(seed_dir, run, timings, list(settings.methods))
     summary = seed_dirs[0] / "summary.md"
     if len(seed_dirs) > 1:
-        write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]])
+        write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], reference=settings.reference)
         summary = out / "summary.md"
     if len(seed_dirs) > 1:
         print((out / "table.md").read_text().split("\n\n")[1])  # the verdict paragraph

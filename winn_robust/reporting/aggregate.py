@@ -48,6 +48,7 @@ from winn_robust.evaluation.seeds import (
     probability_of_improvement,
     summarize_seeds,
 )
+from winn_robust.reporting.cost import ModelCost, cost_records, cost_table, has_costs, model_costs, plot_cost
 from winn_robust.reporting.files import _json_safe
 from winn_robust.reporting.per_example import format_eps
 from winn_robust.units import EPS_UNIT, PIXEL_UNITS
@@ -353,6 +354,8 @@ class Aggregate:
     warnings: list[IndicatorWarning]
     resamples: int
     bootstrap_seed: int
+    reference: str | None = None  # a second comparison (e.g. pgd-at): every other method minus it
+    reference_rows: list[AggregateRow] = field(default_factory=list)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -435,7 +438,8 @@ def _collect_warnings(seeds: Sequence[SeedReport], labels: Sequence[str]) -> lis
 
 
 def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, table_eps: Sequence[float] | None = None,
-                    resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> Aggregate:
+                    resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED,
+                    reference: str | None = None) -> Aggregate:
     """Every statistic of the aggregate report, after checking the seeds can be paired."""
     if not seeds:
         raise UserError("give at least one report folder")
@@ -477,10 +481,86 @@ def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, ta
     for metric in ("correction_by_method", "correction_by_baseline"):
         for attack, eps in runs:
             rows += [_correction_row(seeds, metric, attack, eps, m, baseline) for m in models[1:]]
+    reference_rows: list[AggregateRow] = []
+    if reference is not None:
+        if reference not in models[1:]:
+            raise UserError(f"--reference {reference!r} is not a method of {first.folder}; its methods are "
+                            f"{_names(models[1:])}")
+        for m in (m for m in models if m != reference):
+            reference_rows.append(_error_row(seeds, "clean_error", CLEAN_ATTACK, None, m, reference, resamples, bootstrap_seed))
+            for eps in chosen:
+                reference_rows += [_error_row(seeds, "adv_error", attack, eps, m, reference, resamples, bootstrap_seed)
+                                   for attack in attacks if (attack, eps) in runs]
+                reference_rows.append(_error_row(seeds, "robust_error", ROBUST_ATTACK, eps, m, reference, resamples,
+                                                 bootstrap_seed))
     datasets = [s.provenance.get("dataset") for s in seeds if s.provenance.get("dataset")]
     return Aggregate(seeds=seeds, labels=labels, dataset=str(datasets[0]) if datasets else "unknown", n=first.n,
                      baseline=baseline, models=models, attacks=attacks, eps=eps_values, table_eps=chosen, rows=rows,
-                     warnings=_collect_warnings(seeds, labels), resamples=int(resamples), bootstrap_seed=int(bootstrap_seed))
+                     warnings=_collect_warnings(seeds, labels), resamples=int(resamples), bootstrap_seed=int(bootstrap_seed),
+                     reference=reference, reference_rows=reference_rows)
+
+
+# ----------------------------------------------------------------------------- reference and cost
+def reference_verdict(agg: Aggregate) -> str:
+    """Sentences comparing every other method with the reference (e.g. pgd-at), as the verdict
+    compares them with the baseline: robust error at the table eps and clean error."""
+    if agg.reference is None:
+        return ""
+    sentences = []
+    for row in agg.reference_rows:
+        if row.difference is None or row.metric == "adv_error":
+            continue
+        verb, amount = _change(row.difference)
+        what = "clean error" if row.metric == "clean_error" else f"robust error at eps {format_eps(row.eps or 0)}"
+        sentences.append(f"{row.model} {verb} {what} {amount} against {agg.reference}.")
+    return (f"Against the reference defence {agg.reference} (method minus {agg.reference} of the same seed, same "
+            "intervals): " + " ".join(sentences))
+
+
+def reference_table(agg: Aggregate) -> list[str]:
+    lines = [f"## Against the reference: {agg.reference}", "",
+             f"Each model's error minus {agg.reference}'s in the same seed, percentage points (negative = fewer errors "
+             f"than {agg.reference}); 95% CI as above.", "",
+             "| model | metric | attack | eps | mean | difference, points (95% CI) | paired t-test p |", "|---" * 7 + "|"]
+    for row in agg.reference_rows:
+        d = row.difference
+        diff = "-" if d is None else f"{_pts(d.mean, sign=True)} [{_pts(d.low, sign=True)}, {_pts(d.high, sign=True)}]"
+        eps = "-" if row.eps is None else format_eps(row.eps)
+        lines.append(f"| {row.model} | {METRICS[row.metric][0]} | {row.attack} | {eps} | {_pct(row.summary.mean)} | {diff} | "
+                     f"{_num(row.ttest_p, '.3g')} |")
+    return lines
+
+
+def _cost_errors(agg: Aggregate) -> tuple[list[str], dict[str, dict[str, tuple[float, ...]]]]:
+    """The errors the cost table sets beside the cost, at the first table eps."""
+    eps = agg.table_eps[0]
+    labels = ["clean", *[a for a in agg.attacks if any(r.attack == a and r.eps == eps and r.metric == "adv_error"
+                                                       for r in agg.rows)], "robust"]
+    errors: dict[str, dict[str, tuple[float, ...]]] = {}
+    for m in agg.models:
+        values = {"clean": agg.row(m, "clean_error", CLEAN_ATTACK, None).per_seed,
+                  "robust": agg.row(m, "robust_error", ROBUST_ATTACK, eps).per_seed}
+        values.update({a: agg.row(m, "adv_error", a, eps).per_seed for a in labels[1:-1]})
+        errors[m] = values
+    return labels, errors
+
+
+def aggregate_costs(agg: Aggregate) -> list[ModelCost]:
+    _, errors = _cost_errors(agg)
+    return model_costs([s.provenance for s in agg.seeds], agg.models, errors)
+
+
+def cost_section(agg: Aggregate) -> list[str]:
+    costs = aggregate_costs(agg)
+    if not has_costs(costs):
+        return []
+    labels, _ = _cost_errors(agg)
+    return ["## Cost of training beside robustness", "",
+            f"Per model, means over {len(agg.seeds)} seeds: how best.pt was selected (and the epoch chosen in each seed), "
+            "seconds of training passes (validation and selection excluded; wall time depends on what ran beside it), "
+            "forward and backward image-passes (counted by hooks on the model), and the errors at eps "
+            f"{format_eps(agg.table_eps[0])}. cost.png draws robust error against training cost.", "",
+            *cost_table(costs, labels)]
 
 
 # ----------------------------------------------------------------------------- verdict
@@ -622,6 +702,7 @@ def aggregate_markdown(agg: Aggregate) -> str:
     """table.md: the verdict, what was aggregated and how, then the tables at the table eps."""
     old = any(s.schema == 1 for s in agg.seeds)
     lines = [f"# Aggregate robustness report: {len(agg.seeds)} seeds", "", verdict(agg), "",
+             *([reference_verdict(agg), ""] if agg.reference else []),
              f"Dataset: {agg.dataset}, N = {agg.n} test images (the same images in every seed). Baseline: {agg.baseline}. "
              f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {EPS_UNIT}: {_eps_list(agg.eps)}; "
              f"the tables show eps {_eps_list(agg.table_eps)}, table.csv and results.json every eps.", "",
@@ -645,12 +726,19 @@ def aggregate_markdown(agg: Aggregate) -> str:
                           "By method: 1 - N_{base and M} / N_base on the baseline's adversarial examples; by baseline: "
                           "1 - N_{M and base} / N_M on the method's. n/a: no mistakes to correct in that seed.", "",
                           *_correction_table(agg, attack, eps)]
+    if agg.reference:
+        lines += ["", *reference_table(agg)]
+    cost = cost_section(agg)
+    if cost:
+        lines += ["", *cost]
     return "\n".join(lines) + "\n"
 
 
 def summary_markdown(agg: Aggregate) -> str:
     """summary.md: the verdict, the seed folders and how the statistics were computed."""
-    return "\n".join([f"# Summary: {len(agg.seeds)} seeds", "", verdict(agg), "", "Seed folders:", "", *_seed_lines(agg),
+    return "\n".join([f"# Summary: {len(agg.seeds)} seeds", "", verdict(agg), "",
+                      *([reference_verdict(agg), ""] if agg.reference else []),
+                      *([*cost_section(agg), ""] if cost_section(agg) else []), "Seed folders:", "", *_seed_lines(agg),
                       "", "Statistics:", "", *_statistics_lines(agg), "",
                       "All tables: table.md (percent), table.csv (fractions), results.json (everything)."]) + "\n"
 
@@ -694,7 +782,10 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
                        "prob_improvement": "P(method seed error < baseline seed error) + 0.5 P(equal), from "
                                            "scipy.stats.mannwhitneyu's U"},
         "verdict": verdict(agg), "warnings": [w.to_dict() for w in agg.warnings],
-        "rows": [row.to_dict(agg.labels) for row in agg.rows]}
+        "rows": [row.to_dict(agg.labels) for row in agg.rows],
+        **({"reference": agg.reference, "reference_verdict": reference_verdict(agg),
+            "reference_rows": [row.to_dict(agg.labels) for row in agg.reference_rows]} if agg.reference else {}),
+        **({"cost": cost_records(aggregate_costs(agg))} if has_costs(aggregate_costs(agg)) else {})}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -754,7 +845,7 @@ def plot_aggregate(agg: Aggregate, out_dir: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- writing
 def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline: str | None = None,
                     table_eps: Sequence[float] | None = None, resamples: int = DEFAULT_RESAMPLES,
-                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> dict[str, Path]:
+                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, reference: str | None = None) -> dict[str, Path]:
     """Read the seed folders, check they pair up, and write table.md, summary.md, table.csv,
     results.json and the plots into out_dir (which must not be one of the seed folders)."""
     out_dir = Path(out_dir)
@@ -763,7 +854,8 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
         if seed.folder.resolve() == out_dir.resolve():
             raise UserError(f"--out {out_dir} is one of the seed folders; its table.md would be overwritten: "
                             "give a new folder for the aggregate")
-    agg = aggregate_seeds(seeds, baseline=baseline, table_eps=table_eps, resamples=resamples, bootstrap_seed=bootstrap_seed)
+    agg = aggregate_seeds(seeds, baseline=baseline, table_eps=table_eps, resamples=resamples, bootstrap_seed=bootstrap_seed,
+                          reference=reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in ("table.md", "summary.md", "table.csv", "results.json")}
     files["table.md"].write_text(aggregate_markdown(agg))
@@ -771,4 +863,9 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
     aggregate_frame(agg).to_csv(files["table.csv"], index=False)
     files["results.json"].write_text(json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
     files.update(plot_aggregate(agg, out_dir))
+    cost_plot = plot_cost(aggregate_costs(agg), "robust", out_dir / "cost.png",
+                          f"{agg.dataset}: robust error at eps {format_eps(agg.table_eps[0])} against training cost "
+                          f"({len(agg.seeds)} seeds; faint: one seed, large: the mean)")
+    if cost_plot is not None:
+        files["cost.png"] = cost_plot
     return files

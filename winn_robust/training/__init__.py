@@ -1,5 +1,7 @@
-"""Training: baseline (CE), ICN and WINN with introspective pseudo-negative synthesis."""
-from winn_robust.training.config import METHODS, TrainConfig
+"""Training: baseline (CE), ICN and WINN with introspective pseudo-negative synthesis, the
+reference defences (PGD-AT, TRADES, Fast-AT) and a user's own method, through one trainer."""
+from winn_robust.training.config import TrainConfig
+from winn_robust.training.methods import METHODS, TrainingMethod, make_method
 from winn_robust.training.trainer import TrainingDiverged, train
 
-__all__ = ["METHODS", "TrainConfig", "TrainingDiverged", "train"]
+__all__ = ["METHODS", "TrainConfig", "TrainingDiverged", "TrainingMethod", "make_method", "train"]

@@ -1,18 +1,21 @@
-"""Every training hyper-parameter in one place; defaults are the WINN paper's (docs/conventions.md),
-and each has its help text here, next to it, for every command that exposes it."""
+"""Every shared training setting in one place (each method's own are in training/methods/);
+defaults are the WINN paper's (docs/conventions.md), and each has its help text here, next to
+it, for every command that exposes it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError
 from winn_robust.models import ARCHITECTURES
 from winn_robust.models.generator import GENERATOR_INITS
-
-METHODS = ("baseline", "icn", "winn")
+from winn_robust.training.methods import TrainingMethod, make_method, settings_owners
 
 FIELD_HELP = {
-    "method": "baseline (CE only), icn (logistic introspective loss) or winn (Wasserstein)",
+    "method": "baseline (CE only), icn (logistic introspective loss), winn (Wasserstein), pgd-at (Madry et al.), "
+              "trades (Zhang et al.), fast-at (Wong et al.), or your own as NAME=FILE.py:FUNCTION",
     "arch": "vanilla, resnet20, resnet32, resnet44 or resnet56",
     "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download)",
     "epochs": "training epochs (paper: 200)",
@@ -20,8 +23,6 @@ FIELD_HELP = {
     "lr": "Adam learning rate (paper: 1e-3)",
     "beta1": "Adam beta1 (paper: 0.0)",
     "beta2": "Adam beta2 (paper: 0.9)",
-    "alpha": "weight of the introspective term (paper: 0.01)",
-    "gp_lambda": "gradient-penalty weight lambda (paper: 10)",
     "negatives_per_class": "pseudo-negatives synthesized per class each epoch (paper: 100)",
     "initial_negatives_per_class": "pool entries per class drawn from the frozen random generator",
     "synthesis_lr": "Adam learning rate on the pixels during synthesis (paper: 0.02)",
@@ -37,12 +38,25 @@ FIELD_HELP = {
     "generator_init": "the frozen random generator's initialisation: official (conv/linear weights std 0.1, "
                       "biases 0, layer-norm gain 1: diverse starts) or legacy (every parameter N(0, 0.1^2), "
                       "winn-robust 0.1: nearly identical starts)",
+    "select_by": "which epoch best.pt keeps: clean (lowest validation error; ties go to the later epoch), pgd "
+                 "(lowest PGD error on the validation split, ties to the later epoch) or last (the final epoch)",
+    "select_eps": "budget of --select-by pgd, in [0, 1] pixel units (default: the method's training eps)",
+    "select_limit": "--select-by pgd attacks the first N validation images (default: all)",
     "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
 }
 
 
-@dataclass
+SELECT_RULES = ("clean", "pgd", "last")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """The settings of one training run, validated once when built (a SettingError names the
+    field). `method` is a method's name (or NAME=FILE.py:FUNCTION); its own settings live in
+    `method_options` (resolved to the method's full settings on construction, so two configs of
+    the same run compare equal); `training_method` is the typed method object. The pseudo-negative
+    settings (negatives_per_class, synthesis_*, generator_init) are shared by every method that
+    synthesizes negatives (ICN and WINN) and unused by the others."""
     method: str = "winn"
     arch: str = "vanilla"
     data: str = "mnist"
@@ -51,8 +65,6 @@ class TrainConfig:
     lr: float = 1e-3
     beta1: float = 0.0
     beta2: float = 0.9
-    alpha: float = 0.01            # weight of the introspective term
-    gp_lambda: float = 10.0        # weight of the gradient penalty (WINN)
     negatives_per_class: int = 100         # synthesized and appended each epoch
     initial_negatives_per_class: int = 100  # drawn from the frozen random generator
     synthesis_lr: float = 0.02
@@ -66,46 +78,82 @@ class TrainConfig:
     seed: int = 0
     generator_init: str = "official"
     amp: bool = False
+    select_by: str = "clean"               # which epoch best.pt holds: clean | pgd | last
+    select_eps: float | None = None        # pgd selection budget, [0, 1] pixel units (default: the train eps)
+    select_limit: int | None = None        # pgd selection on the first N validation images (default: all)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("arch", "data", "generator_init", "select_by"):
+            object.__setattr__(self, name, str(getattr(self, name)).strip().lower())
+        object.__setattr__(self, "data", {"fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
+                                          "cifar-10": "cifar10"}.get(self.data, self.data))
+        built = make_method(self.method, self.method_options)
+        object.__setattr__(self, "method", built.method_name)
+        object.__setattr__(self, "method_options", built.settings())
+        object.__setattr__(self, "_method", built)
+        if self.arch not in ARCHITECTURES:
+            raise SettingError("arch", f"{self.arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+        if self.generator_init not in GENERATOR_INITS:
+            raise SettingError("generator_init", f"{self.generator_init!r} is unknown; choose one of "
+                                                 f"{', '.join(GENERATOR_INITS)}")
+        if self.select_by not in SELECT_RULES:
+            raise SettingError("select_by", f"{self.select_by!r} is unknown; choose one of {', '.join(SELECT_RULES)}")
+        for name in ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
+                     "synthesis_lr", "synthesis_max_steps", "val_size"):
+            if not getattr(self, name) > 0:
+                raise SettingError(name, f"must be positive, got {getattr(self, name)}")
+        for name in ("lr", "synthesis_lr", "synthesis_tolerance", "synthesis_ce_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise SettingError(name, f"must be a finite number, got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "synthesis_beta1", "synthesis_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise SettingError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        for name in ("synthesis_tolerance", "synthesis_ce_weight"):
+            if not getattr(self, name) >= 0:
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("train_limit", "select_limit"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise SettingError(name, f"must be positive, got {getattr(self, name)}")
+        if self.select_eps is not None and not 0.0 < self.select_eps <= 1.0:
+            raise SettingError("select_eps", f"must be in (0, 1] pixel units, got {self.select_eps}")
+        if self.select_by == "pgd" and self.selection_eps is None:
+            raise SettingError("select_eps", f"is needed to select by PGD error: {self.method} has no training eps; "
+                                             "give the PGD budget in [0, 1] pixel units")
+
+    @property
+    def training_method(self) -> TrainingMethod:
+        """The typed method object (built and validated once, with the config)."""
+        return self.__dict__["_method"]  # type: ignore[no-any-return]
 
     @property
     def introspective(self) -> bool:
-        return self.method in ("icn", "winn")
+        """The method synthesizes pseudo-negatives (pool and synthesis pass)."""
+        return self.training_method.uses_negatives
 
-    def validate(self) -> TrainConfig:
-        """Check every value once (names are case-insensitive: WINN, ResNet32 and Digits are accepted)."""
-        for name in ("method", "arch", "data", "generator_init"):
-            setattr(self, name, str(getattr(self, name)).strip().lower())
-        self.data = {"fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "cifar-10": "cifar10"}.get(
-            self.data, self.data)
-        if self.method not in METHODS:
-            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.arch not in ARCHITECTURES:
-            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-        if self.generator_init not in GENERATOR_INITS:
-            raise UserError(f"unknown --generator-init {self.generator_init!r}; choose one of {', '.join(GENERATOR_INITS)}")
-        positive = ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
-                    "synthesis_lr", "synthesis_max_steps", "val_size")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "synthesis_beta1", "synthesis_beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("alpha", "gp_lambda", "synthesis_tolerance", "synthesis_ce_weight"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.train_limit is not None and self.train_limit <= 0:
-            raise UserError(f"--train-limit must be positive, got {self.train_limit}")
-        return self
+    @property
+    def selection_eps(self) -> float | None:
+        """The budget of PGD model selection: select_eps, else the method's training eps."""
+        return self.select_eps if self.select_eps is not None else self.training_method.train_eps
 
-    def with_method(self, method: str) -> TrainConfig:
-        """The same settings for another method (how `reproduce` trains every method alike)."""
-        return replace(self, method=method).validate()
+    def with_method(self, method: str, options: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The same shared settings for another method (how `reproduce` trains every method alike)."""
+        return replace(self, method=method, method_options=dict(options or {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["method_options"] = dict(self.method_options)
+        return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """From to_dict's output, or from an older checkpoint's flat hparams (alpha and gp_lambda
+        were shared fields then: they become the method's own settings)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        given = {k: v for k, v in values.items() if k in known}
+        if "method_options" not in values:
+            owners = settings_owners()
+            method = str(values.get("method", cls.method)).lower()
+            given["method_options"] = {k: v for k, v in values.items()
+                                       if k in ("alpha", "gp_lambda") and method in owners.get(k, [])}
+        return cls(**given)

@@ -20,7 +20,7 @@ class LossTerms:
     introspective: torch.Tensor   # WINN: mean f(neg) - mean f(pos); ICN: logistic loss
     penalty: torch.Tensor          # WINN gradient penalty; zero otherwise
     f_pos_mean: torch.Tensor
-    logits_pos: torch.Tensor
+    logits_pos: torch.Tensor | None  # None: the method did not give logits (no training error logged)
 
     def stacked(self) -> torch.Tensor:
         return torch.stack([self.loss.detach(), self.ce.detach(), self.introspective.detach(), self.penalty.detach()])
@@ -86,3 +86,29 @@ def icn_loss(model: Scorer, pos: torch.Tensor, neg: torch.Tensor, labels: torch.
     logistic = F.softplus(-f_pos).mean() + F.softplus(f_neg).mean()
     loss = ce + alpha * logistic
     return LossTerms(loss, ce, logistic, ce.new_zeros(()), f_pos.detach().mean(), logits[:n])
+
+
+def adversarial_loss(model: Scorer, adv: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+    """CE on adversarial images only (PGD-AT, Fast-AT); train error is the error on them."""
+    logits, f = model.score(adv)
+    ce = F.cross_entropy(logits, labels)
+    zero = ce.new_zeros(())
+    return LossTerms(ce, ce, zero, zero, f.detach().mean(), logits)
+
+
+def trades_kl(logits_adv: torch.Tensor, probs_clean: torch.Tensor) -> torch.Tensor:
+    """KL(p(x) || p(x')) per image, as TRADES writes it: KLDivLoss(log_softmax(x'), softmax(x))
+    summed over the classes."""
+    return F.kl_div(F.log_softmax(logits_adv, dim=1), probs_clean, reduction="none").sum(dim=1)
+
+
+def trades_loss(model: Scorer, pos: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, beta: float) -> LossTerms:
+    """CE(f(x), y) + beta * mean KL(p(x) || p(x')), both passes in one forward, gradients through
+    both distributions (as the official code: the clean softmax is not detached)."""
+    n = pos.shape[0]
+    logits, f = model.score(torch.cat([pos, adv]))
+    clean, perturbed = logits[:n], logits[n:]
+    ce = F.cross_entropy(clean, labels)
+    kl = trades_kl(perturbed, F.softmax(clean, dim=1)).mean()
+    loss = ce + beta * kl
+    return LossTerms(loss, ce, kl, ce.new_zeros(()), f[:n].detach().mean(), clean)

@@ -30,22 +30,17 @@ import torch
 from tqdm.auto import tqdm
 
 from winn_robust import distributed
+from winn_robust.attacks.pgd import PGD
 from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import UserError
 from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.training.config import TrainConfig
+from winn_robust.training.cost import PassCounter
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
-from winn_robust.training.losses import (
-    TERM_NAMES,
-    LossTerms,
-    Scorer,
-    baseline_loss,
-    icn_loss,
-    interpolation_coefficients,
-    winn_loss,
-)
+from winn_robust.training.losses import LossTerms, Scorer, interpolation_coefficients
+from winn_robust.training.methods import StepContext
 from winn_robust.training.parallel import DataParallelScorer, RankSlice
 from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
 from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
@@ -56,9 +51,12 @@ CHECK_EVERY = 50  # steps between host-side finiteness checks
 # settings that may differ on --resume because they cannot change what the run computes
 RESUMABLE_CHANGES = ("epochs",)
 METRIC_FIELDS = ("epoch", "method", "loss", "ce", "introspective", "wasserstein_estimate", "gradient_penalty",
-                 "train_error", "val_error", "tau_low", "tau_high", "synthesis_steps_mean", "synthesis_steps_max",
+                 "robust_term", "train_eps", "train_error", "val_error", "val_pgd_error", "tau_low", "tau_high",
+                 "synthesis_steps_mean", "synthesis_steps_max",
                  "synthesis_unconverged", "pool_size", "seconds_classification", "seconds_synthesis",
-                 "seconds_validation", "seconds_total", "negatives_per_second", "bytes_written")
+                 "seconds_validation", "seconds_total", "negatives_per_second", "forward_passes", "backward_passes",
+                 "bytes_written")
+SELECTION_PGD_STEPS = 10  # --select-by pgd: PGD-10 (one random start, steps of 2.5 eps / 10) on the validation split
 
 __all__ = ["TrainData", "TrainResult", "Trainer", "TrainingDiverged", "train"]
 
@@ -99,6 +97,7 @@ class Batch:
     neg: torch.Tensor | None
     coefficients: torch.Tensor | None
     part: RankSlice
+    global_size: int
 
 
 @dataclass
@@ -166,7 +165,9 @@ def check_same_run(path: Path, meta: dict[str, Any], config: TrainConfig, data: 
 class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device,
                  progress: bool = True) -> None:
-        self.config = config.validate()
+        self.config = config
+        self.method = config.training_method
+        self.method.prepare()
         self.world = distributed.world()
         distributed.check_batch_split(config.batch_size, self.world.world_size)
         self.data = data
@@ -185,6 +186,9 @@ class Trainer:
         self.epoch = 0
         self.best_val_error = float("inf")
         self.best_epoch = 0
+        self.best_select_value = float("inf")
+        self.cost = {"train_seconds": 0.0, "forward_passes": 0, "backward_passes": 0}
+        self.passes = PassCounter(self.model)
         self.tau_range = (0.0, 0.0)
         self.pool_files: list[dict[str, Any]] = []
         self.extra_metadata: dict[str, Any] = {}
@@ -215,11 +219,12 @@ class Trainer:
         f_means: list[torch.Tensor] = []
         wrong = torch.zeros((), dtype=torch.long, device=self.device)
         pending: list[torch.Tensor] = []
+        logged_error = True
         bar = tqdm(range(steps), desc=f"epoch {self.epoch} classify", leave=False, disable=not self.progress, unit="batch")
         for step in bar:
             batch = self.draw_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             with self.autocast:
-                terms = self.step_loss(batch)
+                terms = self.step_loss(batch, step, steps)
             part = batch.part
             self.optimizer.zero_grad(set_to_none=True)
             (terms.loss if part.loss_scale == 1.0 else terms.loss * part.loss_scale).backward()
@@ -230,11 +235,14 @@ class Trainer:
             pending.append(stacked)
             sums += stacked
             f_means.append(f_mean)
-            wrong += (terms.logits_pos.detach()[:part.real].argmax(1) != batch.labels[:part.real]).sum()
+            if terms.logits_pos is None:
+                logged_error = False
+            else:
+                wrong += (terms.logits_pos.detach()[:part.real].argmax(1) != batch.labels[:part.real]).sum()
             if len(pending) == CHECK_EVERY or step == steps - 1:
                 # the global batch's terms, so every rank reaches the same verdict at the same step
                 block = distributed.all_reduce_sum(torch.stack(pending))
-                check_finite(list(block.unbind(0)), TERM_NAMES, step + 1 - len(pending), self.epoch)
+                check_finite(list(block.unbind(0)), self.method.term_names, step + 1 - len(pending), self.epoch)
                 pending = []
                 if self.progress:
                     bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
@@ -243,20 +251,24 @@ class Trainer:
         means = (sums / steps).tolist()
         f_all = distributed.all_reduce_sum(torch.stack(f_means))  # each global batch's mean f on positives
         self.tau_range = (f_all.min().item(), f_all.max().item())
-        return {"loss": means[0], "ce": means[1], "introspective": means[2],
-                "wasserstein_estimate": -means[2] if cfg.method == "winn" else float("nan"),
-                "gradient_penalty": means[3], "train_error": wrong.item() / n}
+        term, penalty = self.method.term_columns
+        nan = float("nan")
+        return {"loss": means[0], "ce": means[1], "introspective": means[2] if term in ("introspective", "") else nan,
+                "wasserstein_estimate": -means[2] if self.method.uses_interpolation else nan,
+                "robust_term": means[2] if term == "robust_term" else nan,
+                "gradient_penalty": means[3] if penalty or not term else nan,
+                "train_eps": self.method.train_eps if self.method.train_eps is not None else nan,
+                "train_error": wrong.item() / n if logged_error else nan}
 
     def draw_batch(self, index: torch.Tensor) -> Batch:
         """The randoms of the whole global batch, in the order one process draws them (pool
         indices, then interpolation coefficients), then this rank's slice."""
-        cfg = self.config
         labels = self.data.train_labels[index]
         neg_index = coefficients = None
-        if cfg.introspective:
+        if self.method.uses_negatives:
             assert self.pool is not None
             neg_index = self.pool.draw(labels, self.rng)
-            if cfg.method == "winn":
+            if self.method.uses_interpolation:
                 coefficients = interpolation_coefficients(len(index), self.data.train_images, self.rng)
         part = RankSlice.of(len(index), self.world)
         rows = part.rows
@@ -265,17 +277,20 @@ class Trainer:
         if neg_index is not None:
             assert self.pool is not None
             neg = self.pool.take(labels, neg_index[rows])
-        return Batch(pos, labels, neg, None if coefficients is None else coefficients[rows], part)
+        return Batch(pos, labels, neg, None if coefficients is None else coefficients[rows], part, len(index))
 
-    def step_loss(self, batch: Batch) -> LossTerms:
-        cfg = self.config
-        if cfg.method == "baseline":
-            return baseline_loss(self.scorer, batch.pos, batch.labels)
-        assert batch.neg is not None
-        if cfg.method == "winn":
-            return winn_loss(self.scorer, batch.pos, batch.neg, batch.labels, cfg.alpha, cfg.gp_lambda, None,
-                             coefficients=batch.coefficients)
-        return icn_loss(self.scorer, batch.pos, batch.neg, batch.labels, cfg.alpha)
+    def step_loss(self, batch: Batch, step: int = 0, steps: int = 1) -> LossTerms:
+        """The method's loss of one batch; the trainer never asks which method it is."""
+        def draw(sampler: str) -> Callable[[tuple[int, ...]], torch.Tensor]:
+            def sample(shape: tuple[int, ...]) -> torch.Tensor:
+                fn = torch.rand if sampler == "rand" else torch.randn
+                values = fn((batch.global_size, *shape), generator=self.rng, device=self.device)
+                return values[batch.part.rows]
+            return sample
+
+        ctx = StepContext(self.scorer, self.model, batch.pos, batch.labels, batch.neg, batch.coefficients,
+                          draw("rand"), draw("randn"), self.rng, max(1, self.epoch), step, steps)
+        return self.method.loss(ctx)
 
     def synthesis_pass(self) -> dict[str, float]:
         """New negatives for every class in one batch, started from fresh generator images. With
@@ -324,20 +339,48 @@ class Trainer:
         wrong = distributed.all_reduce_sum(wrong_count(self.model, images[lo:hi], labels[lo:hi]))
         return wrong.item() / max(1, len(images))
 
+    def validation_pgd_error(self) -> float:
+        """PGD-10 error on the validation split at the selection eps (--select-by pgd). The random
+        starts come from their own generator (seed, epoch) drawn for the whole split, so selection
+        leaves the training stream untouched and several ranks attack as one process does."""
+        eps = self.config.selection_eps
+        assert eps is not None
+        images, labels = self.data.val_images, self.data.val_labels
+        if self.config.select_limit is not None:
+            images, labels = images[:self.config.select_limit], labels[:self.config.select_limit]
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.epoch)
+        noise = torch.rand(images.shape, generator=generator, device=self.device)
+        attack = PGD(steps=SELECTION_PGD_STEPS, restarts=1, random_start=True)
+        lo, hi = distributed.shard(len(images), self.world)
+        wrong = torch.zeros((), dtype=torch.long, device=self.device)
+        for start in range(lo, hi, 500):
+            end = min(hi, start + 500)
+            adv = attack.run_from(self.model, images[start:end], labels[start:end], eps, [noise[start:end]]).adversarial
+            wrong += wrong_count(self.model, adv, labels[start:end])
+        return distributed.all_reduce_sum(wrong).item() / max(1, len(images))
+
     def run_epoch(self) -> dict[str, Any]:
         self.epoch += 1
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": self.epoch, "method": self.config.method}
         self.new_negatives = None
+        self.passes.take()
         row.update(self.classification_pass())
         t1 = time.perf_counter()
         if self.config.introspective:
             row.update(self.synthesis_pass())
         t2 = time.perf_counter()
-        row["val_error"] = self.validation_error()
+        counts = distributed.all_reduce_sum(torch.tensor(self.passes.take(), dtype=torch.long, device=self.device))
+        with self.passes.paused():
+            row["val_error"] = self.validation_error()
+            row["val_pgd_error"] = self.validation_pgd_error() if self.config.select_by == "pgd" else float("nan")
         t3 = time.perf_counter()
         row.update(pool_size=len(self.pool) if self.pool else 0, seconds_classification=t1 - t0,
-                   seconds_synthesis=t2 - t1, seconds_validation=t3 - t2, seconds_total=t3 - t0)
+                   seconds_synthesis=t2 - t1, seconds_validation=t3 - t2, seconds_total=t3 - t0,
+                   forward_passes=int(counts[0]), backward_passes=int(counts[1]))
+        self.cost["train_seconds"] += t2 - t0
+        self.cost["forward_passes"] += int(counts[0])
+        self.cost["backward_passes"] += int(counts[1])
         synthesized = self.data.num_classes * self.config.negatives_per_class if self.config.introspective else 0
         row["negatives_per_second"] = synthesized / (t2 - t1) if synthesized else 0.0
         return row
@@ -346,20 +389,27 @@ class Trainer:
     def metadata(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"arch": self.config.arch, "dataset": self.data.dataset, "image_shape": list(self.data.image_shape),
                 "num_classes": self.data.num_classes, "class_names": list(self.data.class_names),
-                "method": self.config.method, "hparams": self.config.to_dict(), "seed": self.config.seed,
+                "method": self.config.method, "method_options": dict(self.config.method_options),
+                "hparams": self.config.to_dict(), "seed": self.config.seed, "select_by": self.config.select_by,
                 "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
                 "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
                 "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
                 "world_size": self.world.world_size, "winn_robust_version": __version__, "torch_version": str(torch.__version__),
                 "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "torch_threads": torch.get_num_threads(), **self.extra_metadata}
+                "torch_threads": torch.get_num_threads(), "cost": dict(self.cost), **self.extra_metadata}
+
+    def selection_value(self, row: dict[str, Any]) -> float:
+        """What --select-by minimises: clean or PGD validation error, or -epoch (last)."""
+        rule = self.config.select_by
+        return {"clean": row["val_error"], "pgd": row.get("val_pgd_error", float("nan")), "last": -float(self.epoch)}[rule]
 
     def save(self, row: dict[str, Any]) -> int:
         """Record the epoch on every rank (best so far), then write its files on rank 0 alone.
         Returns the bytes written (0 on other ranks)."""
-        improved = row["val_error"] < self.best_val_error
+        value = self.selection_value(row)
+        improved = value <= self.best_select_value  # ties go to the later epoch
         if improved:
-            self.best_val_error, self.best_epoch = row["val_error"], self.epoch
+            self.best_select_value, self.best_val_error, self.best_epoch = value, row["val_error"], self.epoch
         return self.write_epoch(row, improved) or 0
 
     @main_only
@@ -368,7 +418,7 @@ class Trainer:
         so last.pt never lists a file that is not on disk). Returns the bytes written."""
         metadata = self.metadata(row)
         metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error,
-                        data_fingerprint=self.data.fingerprint())
+                        best_select_value=self.best_select_value, data_fingerprint=self.data.fingerprint())
         written = 0
         if improved:
             written += save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
@@ -404,6 +454,8 @@ class Trainer:
             self.pool = load_pool(self.out_dir, self.pool_files, self.device)
         self.epoch = int(meta["epoch"])
         self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
+        self.best_select_value = float(meta.get("best_select_value", self.best_val_error))
+        self.cost = {**self.cost, **meta.get("cost", {})}
         low, high = meta["tau_range"]
         self.tau_range = (float(low), float(high))
 
@@ -433,6 +485,24 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as handle:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
+def training_cost(run_dir: Path) -> dict[str, Any] | None:
+    """What training the run cost, summed over its metrics.csv: epochs, seconds of training
+    (classification and synthesis passes; validation and model selection excluded) and forward
+    and backward image-passes. None without a metrics.csv or, for runs of older versions, without
+    the pass counts."""
+    rows = read_metrics(Path(run_dir) / METRICS_NAME, 10**9)
+    if not rows or any(not row.get("forward_passes") for row in rows):
+        return None
+    try:
+        return {"epochs": len(rows),
+                "train_seconds": sum(float(r["seconds_classification"]) + float(r["seconds_synthesis"]) for r in rows),
+                "forward_passes": sum(int(r["forward_passes"]) for r in rows),
+                "backward_passes": sum(int(r["backward_passes"]) for r in rows),
+                "train_images": None}
+    except (KeyError, ValueError):
+        return None
 
 
 RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool")

@@ -1,0 +1,161 @@
+"""The reference defences, from their papers' definitions, on the project's own PGD loop
+(winn_robust/attacks/pgd.py): the inner maximisation runs with the model in eval mode and frozen
+parameters, eps in [0, 1] pixel units (model space 2 eps), every iterate projected onto the
+eps-ball and the pixel box.
+
+- PGD-AT (Madry et al. 2018): minimise CE(f(x'), y), x' = the harness's PGD (`pgd` attack) with
+  one random start, K steps of a; it keeps each image's most damaging iterate rather than the last.
+- TRADES (Zhang et al. 2019): minimise CE(f(x), y) + beta * KL(p(x) || p(x')), x' from K
+  sign-gradient steps that maximise that KL, started at x + 0.001 N(0, 1) (pixel units).
+- Fast-AT (Wong, Rice, Kolter 2020): one FGSM step of 1.25 eps from a uniform start in the ball.
+
+`ramp_epochs` > 0 grows the training eps linearly from 0 over that many epochs (per batch), the
+steps growing with it: PGD-AT on MNIST can stall near chance without a ramp in some set-ups."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from winn_robust.attacks.pgd import PGD, sign_ascent, uniform_start
+from winn_robust.errors import SettingError
+from winn_robust.models.base import frozen_eval
+from winn_robust.training.losses import LossTerms, adversarial_loss, trades_kl, trades_loss
+from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative, check_positive
+from winn_robust.units import MODEL_HIGH, MODEL_LOW, MODEL_SCALE, eps_to_model
+
+NORMS = ("linf",)
+TRADES_START_STD = 0.001  # pixel units, the official code's
+
+
+@dataclass(frozen=True)
+class AdversarialMethod(TrainingMethod):
+    """Shared settings: eps (None until the run's table eps or --train-eps fills it), the linear
+    ramp and the threat model."""
+    eps: float | None = None
+    ramp_epochs: float = 0.0
+    norm: str = "linf"
+
+    def validate(self) -> None:
+        if self.eps is not None and not 0.0 <= self.eps <= 1.0:
+            raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps} (8/255 = 0.0314; MNIST's 0.3)")
+        check_non_negative("ramp_epochs", self.ramp_epochs)
+        if self.norm not in NORMS:
+            raise SettingError("norm", f"{self.norm!r} is not supported for training; choose one of {', '.join(NORMS)}")
+
+    @property
+    def train_eps(self) -> float | None:
+        return self.eps
+
+    def eps_at(self, ctx: StepContext) -> float:
+        """The training eps of this batch (the ramp's value while it lasts)."""
+        if self.eps is None:
+            raise SettingError("eps", f"is not set for {self.name}; give the training eps in [0, 1] pixel units")
+        if self.ramp_epochs <= 0:
+            return self.eps
+        return self.eps * min(1.0, ctx.progress / self.ramp_epochs)
+
+
+@dataclass(frozen=True)
+class PGDAT(AdversarialMethod):
+    steps: int = 10
+    step_size: float = 0.0   # pixel units; 0 = 2.5 * eps / steps
+
+    name = "pgd-at"
+    summary = "Madry et al. 2018: CE on PGD examples from a uniform random start"
+    term_columns = ("", "")
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive("steps", self.steps)
+        check_non_negative("step_size", self.step_size)
+
+    def inner_attack(self, eps_now: float) -> PGD:
+        """The harness's PGD: one restart from a uniform start, the step scaled with a ramped eps."""
+        step = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else 0.0
+        return PGD(steps=self.steps, step_size=step, restarts=1, random_start=True)
+
+    def loss(self, ctx: StepContext) -> LossTerms:
+        eps_now = self.eps_at(ctx)
+        noise = ctx.rand(tuple(ctx.pos.shape[1:]))
+        adv = self.inner_attack(eps_now).run_from(ctx.model, ctx.pos, ctx.labels, eps_now, [noise]).adversarial
+        return adversarial_loss(ctx.scorer, adv, ctx.labels)
+
+
+@dataclass(frozen=True)
+class TRADES(AdversarialMethod):
+    beta: float = 6.0
+    steps: int = 10
+    step_size: float = 0.0   # pixel units; 0 = 2.5 * eps / steps
+
+    name = "trades"
+    summary = "Zhang et al. 2019: CE(f(x)) + beta * KL(p(x) || p(x')), x' maximising that KL"
+    term_names = ("total loss", "cross-entropy", "TRADES KL term", "unused")
+    term_columns = ("robust_term", "")
+
+    def validate(self) -> None:
+        super().validate()
+        check_non_negative("beta", self.beta)
+        check_positive("steps", self.steps)
+        check_non_negative("step_size", self.step_size)
+
+    def perturb(self, model: torch.nn.Module, x: torch.Tensor, eps_now: float, start_noise: torch.Tensor) -> torch.Tensor:
+        """TRADES' inner maximisation: K sign steps on KL(p(x) || p(x')) from x + 0.001 N(0, 1)."""
+        radius = eps_to_model(eps_now)
+        step_pixels = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else \
+            2.5 * eps_now / self.steps
+        with frozen_eval(model):
+            with torch.no_grad():
+                probs = F.softmax(model(x), dim=1)
+            start = (x + MODEL_SCALE * TRADES_START_STD * start_noise).clamp(MODEL_LOW, MODEL_HIGH)
+
+            def kl(logits: torch.Tensor) -> torch.Tensor:
+                return trades_kl(logits, probs)
+
+            return sign_ascent(model, x, start, kl, radius, eps_to_model(step_pixels), self.steps)
+
+    def loss(self, ctx: StepContext) -> LossTerms:
+        eps_now = self.eps_at(ctx)
+        adv = self.perturb(ctx.model, ctx.pos, eps_now, ctx.randn(tuple(ctx.pos.shape[1:])))
+        return trades_loss(ctx.scorer, ctx.pos, adv, ctx.labels, self.beta)
+
+
+@dataclass(frozen=True)
+class FastAT(AdversarialMethod):
+    step_factor: float = 1.25   # the FGSM step, in units of eps
+
+    name = "fast-at"
+    summary = "Wong et al. 2020: one FGSM step of 1.25 eps from a uniform random start"
+    term_columns = ("", "")
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive("step_factor", self.step_factor)
+
+    def perturb(self, model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, eps_now: float,
+                noise: torch.Tensor) -> torch.Tensor:
+        radius = eps_to_model(eps_now)
+        with frozen_eval(model):
+            def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(logits, labels, reduction="none")
+
+            return sign_ascent(model, x, uniform_start(x, radius, noise), cross_entropy, radius,
+                               self.step_factor * radius, 1)
+
+    def loss(self, ctx: StepContext) -> LossTerms:
+        eps_now = self.eps_at(ctx)
+        adv = self.perturb(ctx.model, ctx.pos, ctx.labels, eps_now, ctx.rand(tuple(ctx.pos.shape[1:])))
+        return adversarial_loss(ctx.scorer, adv, ctx.labels)
+
+
+# The papers' published settings (eps and steps in [0, 1] pixel units), as `--method-preset NAME`.
+PUBLISHED: dict[str, tuple[str, dict[str, Any]]] = {
+    "madry-mnist": ("pgd-at", {"eps": 0.3, "steps": 40, "step_size": 0.01}),
+    "madry-cifar10": ("pgd-at", {"eps": 8 / 255, "steps": 10, "step_size": 2 / 255}),
+    "trades-mnist": ("trades", {"eps": 0.3, "steps": 40, "step_size": 0.01, "beta": 1.0}),
+    "trades-cifar10": ("trades", {"eps": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0}),
+    "fast-at-mnist": ("fast-at", {"eps": 0.3, "step_factor": 1.25}),
+    "fast-at-cifar10": ("fast-at", {"eps": 8 / 255, "step_factor": 1.25}),
+}

@@ -1,0 +1,85 @@
+"""Training methods by name, built once from their settings and validated there; the trainer
+only ever sees `TrainingMethod` objects. `NAME=FILE.py:FUNCTION` is a user's own method."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from winn_robust.errors import SettingError
+from winn_robust.training.methods.adversarial import PGDAT, PUBLISHED, TRADES, FastAT
+from winn_robust.training.methods.base import TrainingMethod, coerce_settings
+from winn_robust.training.methods.introspective import ICN, WINN, Baseline
+from winn_robust.training.methods.user import UserMethod
+
+METHOD_CLASSES: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (Baseline, ICN, WINN, PGDAT, TRADES, FastAT)}
+METHODS = tuple(METHOD_CLASSES)
+
+
+def split_method_spec(text: str) -> tuple[str, str | None]:
+    """`NAME` or `NAME=FILE.py:FUNCTION` -> (name, source or None); names are case-insensitive."""
+    name, sep, source = str(text).strip().partition("=")
+    if sep:
+        return name.strip(), source.strip()
+    return name.strip().lower(), None
+
+
+def method_class(name: str) -> type[TrainingMethod]:
+    key = name.strip().lower()
+    if key not in METHOD_CLASSES:
+        raise SettingError("method", f"{name!r} is unknown; choose one of {', '.join(METHODS)}, or give your own as "
+                                     "NAME=FILE.py:FUNCTION")
+    return METHOD_CLASSES[key]
+
+
+def make_method(spec: str, settings: Mapping[str, Any] | None = None) -> TrainingMethod:
+    """The method `spec` (a name, or NAME=FILE.py:FUNCTION) with `settings` (strings are converted).
+    A stored user method (settings holding its `source`) is rebuilt from its settings."""
+    settings = dict(settings or {})
+    name, source = split_method_spec(spec)
+    if source is None and name not in METHOD_CLASSES and settings.get("source"):
+        source = str(settings["source"])
+    if source is not None:
+        options = coerce_settings(UserMethod, {k: v for k, v in settings.items() if k not in ("label", "source")})
+        return UserMethod.from_spec(name, source, options)
+    cls = method_class(name)
+    return cls(**coerce_settings(cls, settings))
+
+
+def published_settings(name: str) -> tuple[str, dict[str, Any]]:
+    """A paper's published settings (`madry-mnist`, `trades-cifar10`, ...): (method, settings)."""
+    key = name.strip().lower()
+    if key not in PUBLISHED:
+        raise SettingError("method_preset", f"{name!r} is unknown; choose one of {', '.join(PUBLISHED)}")
+    method, values = PUBLISHED[key]
+    return method, dict(values)
+
+
+def settings_owners() -> dict[str, list[str]]:
+    """Each setting name and the methods that have it (for --help and for refusing a setting the
+    chosen method does not have)."""
+    from dataclasses import fields
+
+    owners: dict[str, list[str]] = {}
+    for cls in (*METHOD_CLASSES.values(), UserMethod):
+        for f in fields(cls):
+            owners.setdefault(f.name, []).append(cls.name)
+    return owners
+
+
+SETTING_HELP = {
+    "alpha": "weight of the introspective term (paper: 0.01)",
+    "gp_lambda": "gradient-penalty weight lambda (paper: 10)",
+    "eps": "training budget in [0, 1] pixel units, a decimal or a fraction (MNIST: 0.3; CIFAR-10: 8/255) "
+           "[default in reproduce: the table eps]",
+    "steps": "inner attack steps K (default 10)",
+    "step_size": "inner step in [0, 1] pixel units; 0 = 2.5 * eps / K (default 0)",
+    "ramp_epochs": "grow the training eps linearly from 0 over this many epochs (default 0: no ramp)",
+    "norm": "threat model of the inner attack: linf",
+    "beta": "weight of the KL term (official CIFAR-10 script: 6, the default; MNIST script: 1)",
+    "step_factor": "the FGSM step in units of eps (paper: 1.25)",
+}
+
+# the flag of each method setting on the command line (the CLI and the jobs that rebuild one)
+CLI_FLAGS = {"alpha": "--alpha", "gp_lambda": "--gp-lambda", "eps": "--train-eps", "steps": "--train-steps",
+             "step_size": "--train-step-size", "ramp_epochs": "--eps-ramp-epochs", "norm": "--train-norm",
+             "beta": "--beta", "step_factor": "--fast-step-factor"}
