@@ -69,6 +69,7 @@ def floor_classification(model: Classifier, optimizer: torch.optim.Optimizer, ba
                          config: TrainConfig) -> None:
     """One epoch of classification steps, bare: loss, backward, Adam step; nothing else."""
     model.train()
+    method: Any = config.training_method
     for b in batches:
         n = len(b.pos)
         if config.method == "winn":
@@ -78,12 +79,12 @@ def floor_classification(model: Classifier, optimizer: torch.optim.Optimizer, ba
             (grad,) = torch.autograd.grad(f[2 * n:].sum(), x_hat, create_graph=True)
             penalty = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
             gap = f[n:2 * n].mean() - f[:n].mean()
-            loss = F.cross_entropy(logits[:n], b.labels) + config.alpha * (gap + config.gp_lambda * penalty)
+            loss = F.cross_entropy(logits[:n], b.labels) + method.alpha * (gap + method.gp_lambda * penalty)
         elif config.method == "icn":
             assert b.neg is not None
             logits, f = model.score(torch.cat([b.pos, b.neg]))
             logistic = F.softplus(-f[:n]).mean() + F.softplus(f[n:]).mean()
-            loss = F.cross_entropy(logits[:n], b.labels) + config.alpha * logistic
+            loss = F.cross_entropy(logits[:n], b.labels) + method.alpha * logistic
         else:
             loss = F.cross_entropy(model(b.pos), b.labels)
         optimizer.zero_grad(set_to_none=True)
@@ -273,6 +274,7 @@ def classification_step(model: Classifier, score: Callable[..., Any], layout: La
                         batch: Batch, config: TrainConfig) -> tuple[float, list[torch.Tensor]]:
     """One WINN (or baseline) classification step's loss and parameter gradients (no update)."""
     n = len(batch.pos)
+    method: Any = config.training_method
     model.zero_grad(set_to_none=True)
     if config.method == "winn":
         assert batch.neg is not None and batch.coefficients is not None
@@ -280,8 +282,8 @@ def classification_step(model: Classifier, score: Callable[..., Any], layout: La
         logits, f = score(torch.cat([layout(batch.pos), layout(batch.neg), x_hat]))
         (grad,) = torch.autograd.grad(f[2 * n:].sum(), x_hat, create_graph=True)
         penalty = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-        loss = F.cross_entropy(logits[:n], batch.labels) + config.alpha * (
-            f[n:2 * n].mean() - f[:n].mean() + config.gp_lambda * penalty)
+        loss = F.cross_entropy(logits[:n], batch.labels) + method.alpha * (
+            f[n:2 * n].mean() - f[:n].mean() + method.gp_lambda * penalty)
     else:
         logits, _ = score(layout(batch.pos))
         loss = F.cross_entropy(logits, batch.labels)

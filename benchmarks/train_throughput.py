@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -377,8 +378,7 @@ def floor_and_compile(args: argparse.Namespace, dataset: ImageDataset, device: t
                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The trainer against its floor (WINN, --floor-train-limit images), and the compile check."""
     data = make_train_data(dataset, args.val_size, args.seed, args.floor_train_limit, device)
-    config = config_for("winn", args, dataset.name, device)
-    config.train_limit = args.floor_train_limit
+    config = dataclasses.replace(config_for("winn", args, dataset.name, device), train_limit=args.floor_train_limit)
     out = root / device.type / "floor"
     floor = train_floor.measure_floor(config, data, device, out, args.floor_repeats) if args.floor else None
     check = None

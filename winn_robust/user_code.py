@@ -44,4 +44,4 @@ def import_function(path: Path, function: str, what: str) -> Callable[..., Any]:
     found = getattr(module, function, None)
     if not callable(found):
         raise UserError(f"{path} defines no function {function!r}; FILE.py:FUNCTION must name {what}")
-    return found  # type: ignore[no-any-return]
+    return found

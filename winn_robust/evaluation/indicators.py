@@ -27,6 +27,7 @@ PROBABILITY_MAX = 0.5             # fraction of probed images whose outputs are 
 RANDOMNESS_MAX = 1e-4             # AutoAttack's check_randomized alpha
 GRADIENT_FREE_MAX = 0.002         # AutoAttack's check_square_sr alpha
 TRANSFER_MAX = 0.01
+SINGLE_STEP_GAP_MAX = 0.3  # 30 points more images fooled by iterative than single-step attacks
 SINGLE_STEP_MAX = 0.01
 MONOTONE_DROP_MAX = 0.01          # largest fall of the error between consecutive eps
 UNBOUNDED_MIN = 0.98              # error of an eps = 1 attack
@@ -200,11 +201,42 @@ def incomplete(result: CrossEvalResult) -> list[Indicator]:
     return out
 
 
+def single_step_gap(result: CrossEvalResult, describe: Mapping[str, Mapping[str, bool]]) -> list[Indicator]:
+    """Catastrophic overfitting (Wong et al. 2020) and masked gradients: iterative attacks fool far
+    more images than the single-step ones (FGSM). A model trained with single-step examples can
+    learn to defeat exactly that step while staying weak against PGD; its FGSM error then says
+    nothing about its robustness. Share of images an iterative gradient attack fools and no
+    single-step attack does."""
+    out = []
+    for eps in result.eps_values:
+        attacks = whitebox_runs(result, eps)
+        gradient = [a for a in attacks if describe[a]["gradient_based"]]
+        iterative = [a for a in gradient if describe[a]["iterative"]]
+        single = [a for a in gradient if a not in iterative]
+        if not single or not iterative:
+            continue
+        n = min(result.run_sizes[(a, eps)] for a in attacks)
+        for model in result.model_names:
+            one = np.any([_fooled(result, a, eps, model, model, n) for a in single], axis=0)
+            many = np.any([_fooled(result, a, eps, model, model, n) for a in iterative], axis=0)
+            extra = many & ~one
+            value = float(extra.mean()) if n else 0.0
+            out.append(Indicator("single-step-far-weaker", "single-step far weaker than iterative", model, eps, None,
+                                 value, SINGLE_STEP_GAP_MAX, _status(value, SINGLE_STEP_GAP_MAX),
+                                 "the input gradient at the image misleads a single step (gradient masking; after "
+                                 "FGSM or Fast-AT training, catastrophic overfitting): quote PGD or AutoAttack, not "
+                                 "FGSM, and for Fast-AT lower the step or eps, or stop before the collapse",
+                                 f"{int(extra.sum())} of {n} images fooled by {'/'.join(iterative)} and by no "
+                                 f"{'/'.join(single)}"))
+    return out
+
+
 def compute_indicators(result: CrossEvalResult, robust_error: Mapping[str, Mapping[float, float]],
                        describe: Mapping[str, Mapping[str, bool]]) -> list[Indicator]:
     """Every indicator for every model (and eps). `robust_error[model][eps]` is the worst-case
     error; `describe[attack]` says whether it is gradient-based and iterative."""
-    return [*model_probes(result), *per_eps(result, describe), *monotone(result, robust_error), *incomplete(result)]
+    return [*model_probes(result), *per_eps(result, describe), *single_step_gap(result, describe),
+            *monotone(result, robust_error), *incomplete(result)]
 
 
 def warnings_only(indicators: list[Indicator]) -> list[Indicator]:

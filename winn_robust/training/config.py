@@ -124,7 +124,8 @@ class TrainConfig:
     @property
     def training_method(self) -> TrainingMethod:
         """The typed method object (built and validated once, with the config)."""
-        return self.__dict__["_method"]  # type: ignore[no-any-return]
+        method: TrainingMethod = self.__dict__["_method"]
+        return method
 
     @property
     def introspective(self) -> bool:

@@ -60,7 +60,8 @@ def settings_owners() -> dict[str, list[str]]:
     from dataclasses import fields
 
     owners: dict[str, list[str]] = {}
-    for cls in (*METHOD_CLASSES.values(), UserMethod):
+    classes: list[type[TrainingMethod]] = [*METHOD_CLASSES.values(), UserMethod]
+    for cls in classes:
         for f in fields(cls):
             owners.setdefault(f.name, []).append(cls.name)
     return owners
