@@ -76,14 +76,14 @@ def floor_epoch(model: Classifier, optimizer: torch.optim.Optimizer, batches: li
             with torch.no_grad():
                 probs = F.softmax(model(x), 1)
             start = (x + MODEL_SCALE * 0.001 * noise).clamp(MODEL_LOW, MODEL_HIGH)
-            adv = bare_ascent(model, x, start, lambda z: F.kl_div(F.log_softmax(z, 1), probs, reduction="sum"),
+            adv = bare_ascent(model, x, start, lambda z, probs=probs: F.kl_div(F.log_softmax(z, 1), probs, reduction="sum"),
                               radius, eps_to_model(2.5 * method.eps / method.steps), method.steps)
         else:
             low, high = (x - radius).clamp(min=MODEL_LOW), (x + radius).clamp(max=MODEL_HIGH)
             start = torch.min(torch.max(x + (2 * noise - 1) * radius, low), high)
             steps, step = (1, method.step_factor * radius) if config.method == "fast-at" else \
                 (method.steps, eps_to_model(2.5 * method.eps / method.steps))
-            adv = bare_ascent(model, x, start, lambda z: F.cross_entropy(z, y, reduction="sum"), radius, step, steps)
+            adv = bare_ascent(model, x, start, lambda z, y=y: F.cross_entropy(z, y, reduction="sum"), radius, step, steps)
         for p in model.parameters():
             p.requires_grad_(True)
         model.train()
