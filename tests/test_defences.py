@@ -74,7 +74,7 @@ def test_trades_loss_equals_its_formula_on_fixed_tensors():
 
 
 def test_trades_inner_examples_raise_the_kl_within_the_ball(digits):
-    images, labels = digits
+    images, _labels = digits
     model = build_model("vanilla", (1, 8, 8), 10).eval()
     method = TRADES(eps=0.1, steps=5)
     start_noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
@@ -82,7 +82,7 @@ def test_trades_inner_examples_raise_the_kl_within_the_ball(digits):
     assert (adv - images).abs().max() <= eps_to_model(0.1) + 1e-6 and adv.min() >= -1 and adv.max() <= 1
     p = F.softmax(model(images), 1)
     near = (images + 0.002 * start_noise).clamp(-1, 1)
-    kl = lambda z: F.kl_div(F.log_softmax(model(z), 1), p, reduction="batchmean").item()  # noqa: E731
+    kl = lambda z: F.kl_div(F.log_softmax(model(z), 1), p, reduction="batchmean").item()
     assert kl(adv) > 10 * kl(near)
 
 
