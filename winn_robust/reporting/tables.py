@@ -10,6 +10,7 @@ import pandas as pd
 
 from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
+from winn_robust.reporting.cost import cost_table, has_costs, model_costs
 from winn_robust.reporting.per_example import format_eps
 from winn_robust.units import EPS_UNIT, PIXEL_UNITS
 
@@ -203,6 +204,26 @@ def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
     return lines
 
 
+def cost_lines(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
+    """The cost of training each model beside its errors at the table eps (empty when no model
+    has a cost record: external models, runs of older versions)."""
+    eps = eps_order(metrics, provenance.get("table_eps"))[0]
+    attacks = [a for a in metrics.attacks if (a, eps) in metrics.by_run]
+    errors: dict[str, dict[str, tuple[float, ...]]] = {}
+    for name in metrics.models:
+        values = {"clean": metrics.clean_error[name].value}
+        values.update({a: metrics.by_run[(a, eps)].models[name].adv_error.value for a in attacks})
+        values["robust"] = metrics.robust[eps].error[name].value if eps in metrics.robust else None
+        errors[name] = {k: (float(v),) for k, v in values.items() if v is not None}
+    costs = model_costs([provenance], metrics.models, errors)
+    if not has_costs(costs):
+        return []
+    return ["## Cost of training beside robustness", "",
+            f"How best.pt was selected (the epoch chosen), seconds of the training passes (validation and selection "
+            f"excluded), forward and backward image-passes counted by hooks on the model, and the errors at eps "
+            f"{format_eps(eps)}.", "", *cost_table(costs, ["clean", *attacks, "robust"]), ""]
+
+
 def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
                    unchanged_images: Mapping[tuple[str, float], Mapping[str, int]] | None = None,
                    attacks: Mapping[str, Mapping[str, Any]] | None = None) -> str:
@@ -214,6 +235,9 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
              "| model | clean error | McNemar p (clean error vs baseline) |", "|---|---|---|"]
     for name in metrics.models:
         lines.append(f"| {name} | {format_rate(metrics.clean_error[name])} | {format_pvalue(metrics.mcnemar_clean.get(name))} |")
+    cost = cost_lines(metrics, provenance)
+    if cost:
+        lines += ["", *cost[:-1]]
     table_eps = provenance.get("table_eps")
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
