@@ -413,7 +413,14 @@ def collectives_worker(rank: int, port: int, out: str) -> None:
     torch.save({"gathered": gathered, "sum": total, "mean": mean, "objects": objects, "outcome": outcome}, f"{out}/{rank}.pt")
     # the baseline under DDP: its critic gets no gradient (WINN and its critic run under torchrun above)
     train(TrainConfig(method="baseline", **SPAWN_TINY), tiny_train_data(), f"{out}/baseline", progress=False)
+    # the defences: their random starts are drawn for the whole global batch, so two ranks attack as one process
+    for method, options in DEFENCES.items():
+        train(TrainConfig(method=method, method_options=options, **SPAWN_TINY), tiny_train_data(), f"{out}/{method}",
+              progress=False)
     distributed.shutdown()
+
+
+DEFENCES = {"pgd-at": {"eps": 0.1, "steps": 2}, "trades": {"eps": 0.1, "steps": 2}}
 
 
 SPAWN_TINY = dict(arch="vanilla", data="digits", epochs=1, batch_size=20, val_size=40)
@@ -440,3 +447,9 @@ def test_collectives_agreement_and_baseline_training_on_two_gloo_processes(tmp_p
     # the baseline never trains its critic, under DDP neither (no gradient, so no Adam state)
     assert one["optimizer"]["state"].keys() == two["optimizer"]["state"].keys()
     assert torch.equal(one["model"]["critic.weight"], two["model"]["critic.weight"])
+    for method, options in DEFENCES.items():
+        train(TrainConfig(method=method, method_options=options, **SPAWN_TINY), tiny_train_data(), tmp_path / f"one-{method}",
+              progress=False)
+        one, two = (read_checkpoint(tmp_path / name / "last.pt") for name in (f"one-{method}", method))
+        assert max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"]) <= WEIGHT_TOL, method
+        assert one["metadata"]["cost"]["forward_passes"] == two["metadata"]["cost"]["forward_passes"]
