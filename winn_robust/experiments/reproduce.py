@@ -274,10 +274,10 @@ def evaluation_done(seed_dir: Path, spec: EvalSpec, checkpoints: Sequence[Path])
 
 
 def attack_argv(settings: ReproduceSettings, spec: EvalSpec, checkpoints: Sequence[Path], seed_dir: Path,
-                device: str) -> list[str]:
+                device: str, names: Sequence[str | None] = ()) -> list[str]:
     argv = ["attack", "--baseline", str(checkpoints[0])]
-    for path in checkpoints[1:]:
-        argv += ["--model", str(path)]
+    for path, name in zip(checkpoints[1:], [*names[1:], *[None] * len(checkpoints)]):
+        argv += ["--model", str(path) if name is None else f"{name}={path}"]
     argv += ["--eps", format_eps_list(spec.eps), "--attack", ",".join(spec.attack_names), "--seed", str(spec.seed),
              "--batch-size", str(spec.batch_size)]
     for attack in spec.attacks:
@@ -296,6 +296,18 @@ def attack_argv(settings: ReproduceSettings, spec: EvalSpec, checkpoints: Sequen
     resume = (seed_dir / STATE_DIR).is_dir()
     argv += ["--out", str(seed_dir), "--device", device] + (["--resume"] if resume else ["--force"])
     return argv + ([] if settings.progress and settings.jobs == 1 else ["--no-progress"])
+
+
+def evaluated_models(settings: ReproduceSettings, seed: int) -> tuple[list[Path], list[str | None]]:
+    """Every method's best.pt and, for each further --select-by rule, each method's best-RULE.pt
+    as the model METHOD-RULE (the baseline is the reference: its first rule only)."""
+    checkpoints: list[Path] = [settings.run_dir(seed, m) / "best.pt" for m in settings.methods]
+    names: list[str | None] = [None] * len(checkpoints)
+    for rule in settings.train.select_rules[1:]:
+        for method in settings.methods[1:]:
+            checkpoints.append(settings.run_dir(seed, method) / f"best-{rule}.pt")
+            names.append(f"{method}-{rule}")
+    return checkpoints, names
 
 
 def devices_for_jobs(settings: ReproduceSettings) -> list[int | None]:
@@ -366,7 +378,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
 
     evaluations: list[Job] = []
     for seed in settings.seeds:
-        checkpoints = [settings.run_dir(seed, m) / "best.pt" for m in settings.methods]
+        checkpoints, names = evaluated_models(settings, seed)
         seed_dir = settings.seed_dir(seed)
         for method in settings.methods:
             grids = sorted((settings.run_dir(seed, method) / "negatives").glob("epoch_*.png"))
@@ -377,7 +389,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
             skipped.append(name)
             continue
         gpu = gpus[len(evaluations) % len(gpus)]
-        evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg),
+        evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg, names),
                                out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher()))
     runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations)} seed(s) ({runs}); every attack on every model")

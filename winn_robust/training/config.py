@@ -39,7 +39,8 @@ FIELD_HELP = {
                       "biases 0, layer-norm gain 1: diverse starts) or legacy (every parameter N(0, 0.1^2), "
                       "winn-robust 0.1: nearly identical starts)",
     "select_by": "which epoch best.pt keeps: clean (lowest validation error; ties go to the later epoch), pgd "
-                 "(lowest PGD error on the validation split, ties to the later epoch) or last (the final epoch)",
+                 "(lowest PGD error on the validation split, ties to the later epoch) or last (the final epoch); a "
+                 "comma list (clean,last) also keeps best-RULE.pt for each further rule",
     "select_eps": "budget of --select-by pgd, in [0, 1] pixel units (default: the method's training eps)",
     "select_limit": "--select-by pgd attacks the first N validation images (default: all)",
     "amp": "bfloat16 autocast for the classification pass; synthesis stays float32 (off by default; see README)",
@@ -97,8 +98,12 @@ class TrainConfig:
         if self.generator_init not in GENERATOR_INITS:
             raise SettingError("generator_init", f"{self.generator_init!r} is unknown; choose one of "
                                                  f"{', '.join(GENERATOR_INITS)}")
-        if self.select_by not in SELECT_RULES:
-            raise SettingError("select_by", f"{self.select_by!r} is unknown; choose one of {', '.join(SELECT_RULES)}")
+        rules = [r.strip() for r in self.select_by.split(",")]
+        object.__setattr__(self, "select_by", ",".join(rules))
+        unknown = [r for r in rules if r not in SELECT_RULES]
+        if unknown or len(set(rules)) != len(rules):
+            raise SettingError("select_by", f"{self.select_by!r} must be one rule of {', '.join(SELECT_RULES)} (or a comma "
+                                            "list of different ones: the first for best.pt, each other for best-RULE.pt)")
         for name in ("epochs", "batch_size", "lr", "negatives_per_class", "initial_negatives_per_class",
                      "synthesis_lr", "synthesis_max_steps", "val_size"):
             if not getattr(self, name) > 0:
@@ -117,7 +122,7 @@ class TrainConfig:
                 raise SettingError(name, f"must be positive, got {getattr(self, name)}")
         if self.select_eps is not None and not 0.0 < self.select_eps <= 1.0:
             raise SettingError("select_eps", f"must be in (0, 1] pixel units, got {self.select_eps}")
-        if self.select_by == "pgd" and self.selection_eps is None:
+        if "pgd" in self.select_rules and self.selection_eps is None:
             raise SettingError("select_eps", f"is needed to select by PGD error: {self.method} has no training eps; "
                                              "give the PGD budget in [0, 1] pixel units")
 
@@ -126,6 +131,11 @@ class TrainConfig:
         """The typed method object (built and validated once, with the config)."""
         method: TrainingMethod = self.__dict__["_method"]
         return method
+
+    @property
+    def select_rules(self) -> tuple[str, ...]:
+        """The selection rules: the first picks best.pt, each other one best-RULE.pt."""
+        return tuple(self.select_by.split(","))
 
     @property
     def introspective(self) -> bool:

@@ -187,6 +187,7 @@ class Trainer:
         self.best_val_error = float("inf")
         self.best_epoch = 0
         self.best_select_value = float("inf")
+        self.extra_best: dict[str, dict[str, float]] = {}  # further --select-by rules: value and epoch
         self.cost = {"train_seconds": 0.0, "forward_passes": 0, "backward_passes": 0}
         self.passes = PassCounter(self.model)
         self.tau_range = (0.0, 0.0)
@@ -373,7 +374,7 @@ class Trainer:
         counts = distributed.all_reduce_sum(torch.tensor(self.passes.take(), dtype=torch.long, device=self.device))
         with self.passes.paused():
             row["val_error"] = self.validation_error()
-            row["val_pgd_error"] = self.validation_pgd_error() if self.config.select_by == "pgd" else float("nan")
+            row["val_pgd_error"] = self.validation_pgd_error() if "pgd" in self.config.select_rules else float("nan")
         t3 = time.perf_counter()
         row.update(pool_size=len(self.pool) if self.pool else 0, seconds_classification=t1 - t0,
                    seconds_synthesis=t2 - t1, seconds_validation=t3 - t2, seconds_total=t3 - t0,
@@ -390,7 +391,7 @@ class Trainer:
         return {"arch": self.config.arch, "dataset": self.data.dataset, "image_shape": list(self.data.image_shape),
                 "num_classes": self.data.num_classes, "class_names": list(self.data.class_names),
                 "method": self.config.method, "method_options": dict(self.config.method_options),
-                "hparams": self.config.to_dict(), "seed": self.config.seed, "select_by": self.config.select_by,
+                "hparams": self.config.to_dict(), "seed": self.config.seed, "select_by": self.config.select_rules[0],
                 "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
                 "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
                 "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
@@ -398,9 +399,9 @@ class Trainer:
                 "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "torch_threads": torch.get_num_threads(), "cost": dict(self.cost), **self.extra_metadata}
 
-    def selection_value(self, row: dict[str, Any]) -> float:
+    def selection_value(self, row: dict[str, Any], rule: str | None = None) -> float:
         """What --select-by minimises: clean or PGD validation error, or -epoch (last)."""
-        rule = self.config.select_by
+        rule = rule or self.config.select_rules[0]
         return {"clean": row["val_error"], "pgd": row.get("val_pgd_error", float("nan")), "last": -float(self.epoch)}[rule]
 
     def save(self, row: dict[str, Any]) -> int:
@@ -410,18 +411,28 @@ class Trainer:
         improved = value <= self.best_select_value  # ties go to the later epoch
         if improved:
             self.best_select_value, self.best_val_error, self.best_epoch = value, row["val_error"], self.epoch
-        return self.write_epoch(row, improved) or 0
+        extra = []
+        for rule in self.config.select_rules[1:]:
+            value = self.selection_value(row, rule)
+            if value <= self.extra_best.get(rule, {}).get("value", float("inf")):
+                self.extra_best[rule] = {"value": value, "epoch": self.epoch}
+                extra.append(rule)
+        return self.write_epoch(row, improved, extra) or 0
 
     @main_only
-    def write_epoch(self, row: dict[str, Any], improved: bool) -> int:
+    def write_epoch(self, row: dict[str, Any], improved: bool, extra: list[str] | None = None) -> int:
         """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
         so last.pt never lists a file that is not on disk). Returns the bytes written."""
         metadata = self.metadata(row)
         metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error,
-                        best_select_value=self.best_select_value, data_fingerprint=self.data.fingerprint())
+                        best_select_value=self.best_select_value, extra_selection=dict(self.extra_best),
+                        data_fingerprint=self.data.fingerprint())
         written = 0
         if improved:
             written += save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
+        for rule in extra or []:
+            written += save_checkpoint(self.out_dir / f"best-{rule}.pt", self.model,
+                                       {**metadata, "role": "best", "select_by": rule})
         if self.pool is not None:
             if not self.pool_files:  # epoch 0: the generator's initial images
                 record, size = save_pool_part(self.out_dir, 0, self.pool.images[:, :self.config.initial_negatives_per_class])
@@ -455,6 +466,7 @@ class Trainer:
         self.epoch = int(meta["epoch"])
         self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
         self.best_select_value = float(meta.get("best_select_value", self.best_val_error))
+        self.extra_best = {rule: dict(record) for rule, record in (meta.get("extra_selection") or {}).items()}
         self.cost = {**self.cost, **meta.get("cost", {})}
         low, high = meta["tau_range"]
         self.tau_range = (float(low), float(high))
@@ -505,7 +517,8 @@ def training_cost(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool")
+RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool", "best-clean.pt", "best-pgd.pt",
+             "best-last.pt")
 
 
 def holds_run(out_dir: Path) -> bool:
