@@ -75,12 +75,13 @@ def job_failed(job: Job, detail: str, log: Path | None = None) -> UserError:
                      "(finished jobs are kept)")
 
 
-def run_command(command: Sequence[str], env: dict[str, str], log: Path | None, cwd: str | None = None) -> int:
+def run_command(command: Sequence[str], env: dict[str, str], log: Path | None, cwd: str | None = None,
+                append: bool = False) -> int:
     """Run a job's command; its output goes to `log` (None: the terminal). The exit status."""
     if log is None:
         return subprocess.run(list(command), env=env, cwd=cwd).returncode
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as handle:
+    with open(log, "a" if append else "w") as handle:
         return subprocess.run(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT).returncode
 
 

@@ -6,7 +6,8 @@ SLURM; for trying a sweep's set-up anywhere, and for the tests).
 Every launcher runs the same command, `python -m winn_robust run-job OUT/jobs/<id>/spec.json`
 (behind torchrun with --nproc-per-node), from the directory `reproduce` was started in, so the
 reports do not depend on the launcher. Under submitit, a job's output is its folder's log.txt
-and submitit's own files are in its submitit/ sub-folder."""
+and submitit's own files are in its submitit/ sub-folder; a job stopped by its time limit or
+a preemption is requeued by submitit and resumes (experiments/submitit_job.py)."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from winn_robust.errors import UserError
-from winn_robust.experiments.jobs import Job, job_failed, run_command, run_local
+from winn_robust.experiments.jobs import Job, job_failed, run_local
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 SUBMITIT_DIR = "submitit"
@@ -71,11 +72,6 @@ def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:
     return options
 
 
-def run_in_job(command: list[str], env: dict[str, str], cwd: str, log: str) -> int:
-    """What a submitit job executes: the job's command with its output in its log; the exit status."""
-    return run_command(command, {**os.environ, **env}, Path(log), cwd=cwd)
-
-
 def _executor(job: Job, launch: LaunchSettings) -> Any:
     import submitit
 
@@ -95,7 +91,9 @@ def _submit(job: Job, launch: LaunchSettings) -> Any:
     env = job.environment_overrides()
     if launch.kind == "slurm":
         env.pop("CUDA_VISIBLE_DEVICES", None)  # SLURM gives each job its GPUs
-    return _executor(job, launch).submit(run_in_job, job.command(), env, os.getcwd(), str(job.log))
+    from winn_robust.experiments.submitit_job import RunInJob
+
+    return _executor(job, launch).submit(RunInJob(), job.command(), env, os.getcwd(), str(job.log))
 
 
 def _failure(job: Job, submitted: Any) -> UserError | None:

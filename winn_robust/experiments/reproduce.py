@@ -166,6 +166,9 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         raise UserError(f"--threads must be positive, got {threads}")
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    if launch.kind == "slurm" and 0 < launch.slurm_gpus_per_job < nproc_per_node:
+        raise UserError(f"--nproc-per-node {nproc_per_node} starts {nproc_per_node} processes, one GPU each, but "
+                        f"--slurm-gpus-per-job is {launch.slurm_gpus_per_job}; give --slurm-gpus-per-job {nproc_per_node}")
     if nproc_per_node > 1 and launch.jobs > 1:
         raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
                         "run the jobs one at a time: drop --jobs")
@@ -288,9 +291,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
                       progress=settings.progress and settings.jobs == 1 and not settings.launch.submitit,
                       threads=threads)
 
+    settings.launch.check_available()
     training = training_jobs(settings, runtime, threads, gpus)
-    if training.todo:
-        settings.launch.check_available()
     out.mkdir(parents=True, exist_ok=True)
     stage(1, 4, f"loading {base.data}")
     dataset = load_dataset(base.data, settings.data_dir, settings.download)
@@ -313,8 +315,6 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
 
     evaluations = evaluation_jobs(settings, runtime, threads, gpus)
     skipped += evaluations.skipped
-    if evaluations.todo:
-        settings.launch.check_available()
     runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations.todo)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
