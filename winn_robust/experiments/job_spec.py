@@ -23,8 +23,9 @@ from winn_robust import distributed
 from winn_robust.checkpoint import file_sha256, read_checkpoint
 from winn_robust.errors import UserError
 from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.experiments.evaluate import STATE_DIR, evaluate_models
+from winn_robust.experiments.evaluate import evaluate_models
 from winn_robust.experiments.jobs import SPEC_NAME
+from winn_robust.experiments.resume_store import STATE_DIR
 from winn_robust.experiments.training_run import run_training
 from winn_robust.reporting.files import read_results
 from winn_robust.training import TrainConfig
