@@ -131,8 +131,9 @@ def add_report_parser(sub: Any) -> None:
                                         "hierarchical-bootstrap CI, paired t-test, probability of improvement) and a verdict.")
     parser.add_argument("report", type=Path, nargs="+",
                         help="a report folder holding per_example.csv (or the CSV itself); several: one per seed")
-    parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the model named "
-                                           "baseline, else the first model]")
+    parser.add_argument("--baseline", help="the baseline model's name [default, for one folder and for several alike: "
+                                           "the one results.json records (the first folder's that records one), else "
+                                           "the model named baseline, else the first model]")
     parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]; "
                                                  "required with several folders (the aggregate's folder)")
     parser.add_argument("--eps", action="append",
