@@ -311,7 +311,8 @@ def test_only_train_and_attack_run_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setattr(distributed, "exit_after_failure", lambda code, exc: None)
     assert main(["report", "nowhere"]) == 2
-    assert capsys.readouterr().err.strip() == ("winn-robust: error: only `train` and `attack` run under torchrun; run `winn-robust "
+    assert capsys.readouterr().err.strip() == ("winn-robust: error: only `train`, `attack` and `run-job` run under torchrun; "
+                                               "run `winn-robust "
                                                "report` without torchrun (one process)")
 
 

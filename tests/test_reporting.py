@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from winn_robust.errors import UserError
 from winn_robust.evaluation import CrossEvalResult, EvalSpec, compute_metrics, cross_evaluate
 from winn_robust.images import save_image_grid
 from winn_robust.models import build_model
 from winn_robust.reporting import metrics_from_per_example, result_from_per_example, table_frame, write_reports
-from winn_robust.reporting.per_example import check_model_names
+from winn_robust.reporting.files import rebuild_tables
+from winn_robust.reporting.per_example import check_model_names, default_baseline, read_per_example
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.units import EPS_UNIT
 
@@ -72,6 +74,42 @@ def test_per_example_reproduces_a_real_sweep(tmp_path):
     recomputed = metrics_from_per_example(files["per_example.csv"], "baseline")
     assert recomputed == metrics
     assert table_frame(recomputed, {}).to_csv(index=False) == files["table.csv"].read_text()
+
+
+def test_the_parsed_schema_round_trips_and_keeps_the_worst_case(hand_reports):
+    files, result = hand_reports
+    parsed = read_per_example(files["per_example.csv"])
+    assert parsed.schema == 2 and list(parsed.clean) == ["base", "meth", "robust"]
+    assert parsed.adv[("fgsm", 0.125, "base", "meth")].tolist() == result.adv_preds[RUN]["base"]["meth"].tolist()
+    # worst[...] columns as written: base wrong clean on {0, 1}, on own or transferred examples on {2, 4..9}
+    assert np.flatnonzero(parsed.worst[(0.125, "base")]).tolist() == [0, 1, 2, 4, 5, 6, 7, 9]
+    frame = __import__("pandas").read_csv(files["per_example.csv"])
+    frame["label"] = frame["label"].astype(object)
+    frame.loc[3, "label"] = "x"
+    frame.to_csv(files["per_example.csv"], index=False)
+    with pytest.raises(UserError, match="'label' holds something other than whole numbers"):
+        read_per_example(files["per_example.csv"])
+
+
+@pytest.mark.parametrize("models, recorded, given, expected", [
+    (["a", "baseline"], [], None, "baseline"), (["a", "b"], [], None, "a"), (["a", "baseline"], [None, "a"], None, "a"),
+    (["a", "baseline"], ["a"], "baseline", "baseline")])
+def test_one_rule_for_the_default_baseline(models, recorded, given, expected):
+    assert default_baseline(models, recorded, given) == expected
+
+
+def test_rebuilding_without_results_json_takes_the_model_named_baseline(hand_reports, tmp_path):
+    """The same rule as the aggregate's: without results.json, the model named baseline, not the first."""
+    files, _ = hand_reports
+    frame = __import__("pandas").read_csv(files["per_example.csv"])
+    frame = frame.rename(columns=lambda c: c.replace("meth", "baseline"))
+    (tmp_path / "bare").mkdir()
+    frame.to_csv(tmp_path / "bare" / "per_example.csv", index=False)
+    rebuilt = rebuild_tables(tmp_path / "bare")
+    table = __import__("pandas").read_csv(rebuilt["table.csv"])
+    assert table["model"].iloc[0] == "baseline"  # the baseline leads the table and corrects nobody
+    assert table.loc[table["model"] == "baseline", "correction_by_method"].isna().all()
+    assert table.loc[table["model"] == "base", "correction_by_method"].notna().all()
 
 
 def test_table_csv_columns_and_fractions(hand_reports):

@@ -64,11 +64,11 @@ def test_two_jobs_at_once_killed_and_restarted_give_the_same_report(one_job, tmp
     out = tmp_path / "jobs2"
     real, calls = reproduce_module.run_jobs, []
 
-    def killed_during_evaluation(jobs, parallel):
+    def killed_during_evaluation(jobs, launch):
         calls.append(len(jobs))
         if len(calls) == 2:  # the training jobs ran; the evaluation is killed
             raise KeyboardInterrupt
-        return real(jobs, parallel)
+        return real(jobs, launch)
 
     monkeypatch.setattr(reproduce_module, "run_jobs", killed_during_evaluation)
     argv = ["reproduce", *TINY, "--jobs", "2", "--threads", "2", "--out", str(out)]
@@ -80,7 +80,8 @@ def test_two_jobs_at_once_killed_and_restarted_give_the_same_report(one_job, tmp
         assert mine[name] == theirs[name], name
     for name in ("seed-1/table.csv", "table.csv"):
         assert without_paths(mine[name]) == without_paths(theirs[name]), name
-    assert (out / "logs").is_dir()
+    assert (out / "jobs" / "train-winn-seed1" / "log.txt").is_file()
+    assert (out / "jobs" / "evaluate-seed0" / "spec.json").is_file()
 
 
 def test_a_run_folder_of_other_settings_is_refused_not_overwritten(one_job, capsys):

@@ -22,6 +22,7 @@ from winn_robust.attacks import ATTACKS
 from winn_robust.commands import METHOD_SETTING_FLAGS, flag_of
 from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
+from winn_robust.experiments.launchers import LAUNCHERS, LaunchSettings
 from winn_robust.experiments.presets import PRESETS
 from winn_robust.training.config import FIELD_HELP, TrainConfig
 from winn_robust.training.methods import PUBLISHED
@@ -169,8 +170,9 @@ def add_report_parser(sub: Any) -> None:
                                         "hierarchical-bootstrap CI, paired t-test, probability of improvement) and a verdict.")
     parser.add_argument("report", type=Path, nargs="+",
                         help="a report folder holding per_example.csv (or the CSV itself); several: one per seed")
-    parser.add_argument("--baseline", help="the baseline model's name [default: results.json's, else the model named "
-                                           "baseline, else the first model]")
+    parser.add_argument("--baseline", help="the baseline model's name [default, for one folder and for several alike: "
+                                           "the one results.json records (the first folder's that records one), else "
+                                           "the model named baseline, else the first model]")
     parser.add_argument("--reference", help="aggregate: a second comparison beside the baseline, e.g. pgd-at (every "
                                             "other model minus it, with intervals)")
     parser.add_argument("--out", type=Path, help="folder for the rebuilt files [default: the report folder]; "
@@ -238,6 +240,7 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                         help="run each training and evaluation under torchrun with N processes (one GPU each, or "
                              "N CPU processes), one job at a time; the batch size must divide by N [default: 1]")
+    add_launcher_options(parser)
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
@@ -255,6 +258,32 @@ def add_reproduce_parser(sub: Any) -> None:
     add_common_options(parser)
 
 
+def add_launcher_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="where the jobs run: local (child processes, --jobs at once), slurm (one SLURM job per "
+                             "training run and per evaluation, through submitit, from a login node) or submitit-local "
+                             "(submitit's local executor: the slurm path without SLURM, to try a set-up) "
+                             "[default: local]; see docs/cluster.md")
+    defaults = LaunchSettings()
+    parser.add_argument("--slurm-partition", help="slurm: the partition to submit to [default: the cluster's]")
+    parser.add_argument("--slurm-gpus-per-job", type=int, default=defaults.slurm_gpus_per_job, metavar="G",
+                        help="slurm: GPUs per job; with --nproc-per-node N give N [default: 0]")
+    parser.add_argument("--slurm-cpus-per-job", type=int, default=defaults.slurm_cpus_per_job, metavar="C",
+                        help=f"slurm: CPUs per job, split over its torchrun processes [default: {defaults.slurm_cpus_per_job}]")
+    parser.add_argument("--slurm-time", type=int, default=defaults.slurm_time, metavar="MIN",
+                        help=f"slurm and submitit-local: time limit per job, minutes [default: {defaults.slurm_time}]")
+    parser.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="slurm: any other sbatch option, e.g. account=myproject or qos=high; repeat for more")
+
+
+def add_run_job_parser(sub: Any) -> None:
+    parser = sub.add_parser("run-job", help="run one job of `reproduce` from its spec.json (what reproduce's launchers "
+                                            "start; also under torchrun)",
+                            description="Run the training or evaluation a spec.json in OUT/jobs/<id>/ describes, as "
+                                        "`reproduce` does: a killed job continues where it stopped.")
+    parser.add_argument("spec", type=Path, help="a job's spec.json (OUT/jobs/<id>/spec.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="winn-robust", description=__doc__.splitlines()[0] if __doc__ else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_WORKFLOW)
@@ -266,14 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_parser(sub)
     add_plot_parser(sub)
     add_reproduce_parser(sub)
+    add_run_job_parser(sub)
     return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    if distributed.world().distributed and args.command not in ("train", "attack"):
-        raise distributed.AgreedError(f"only `train` and `attack` run under torchrun; run `winn-robust {args.command}` "
+    if distributed.world().distributed and args.command not in ("train", "attack", "run-job"):
+        raise distributed.AgreedError(f"only `train`, `attack` and `run-job` run under torchrun; run `winn-robust {args.command}` "
                                       "without torchrun (one process)")
-    return int(getattr(commands, f"run_{args.command}")(args) or 0)
+    return int(getattr(commands, f"run_{args.command.replace('-', '_')}")(args) or 0)
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

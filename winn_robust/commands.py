@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +20,10 @@ from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
-from winn_robust.training import TrainConfig, train
-from winn_robust.training.inputs import load_train_data
+from winn_robust.training import TrainConfig
 from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
-from winn_robust.training.trainer import LAST_NAME, TrainData, check_same_settings, clear_run, holds_run
+from winn_robust.training.trainer import LAST_NAME, check_same_settings
 from winn_robust.units import parse_eps
 
 if TYPE_CHECKING:
@@ -102,58 +100,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def load_for_training(args: argparse.Namespace, device: torch.device) -> tuple[TrainConfig, TrainData]:
-    config = train_config(args)
-    distributed.check_batch_split(config.batch_size)  # before loading any data
-    data = load_train_data(config.data, args.data_dir, args.download, config.val_size, config.seed,
-                           config.train_limit, device)
-    return config, data
-
-
-def prepare_run_folder(args: argparse.Namespace) -> None:
-    """--resume continues, --force replaces, and nothing else overwrites a run."""
-    if args.resume and args.force:
-        raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
-    if not args.resume and holds_run(args.out):
-        if not args.force:
-            raise UserError(f"{args.out} already holds a training run; pass --resume to continue it, --force to replace "
-                            "it, or choose another --out")
-        if distributed.world().is_main:
-            clear_run(args.out)
-
-
 def run_train(args: argparse.Namespace) -> None:
-    """Train one model. Under torchrun every rank runs this: it joins the process group on its
-    own device, the ranks agree that all of them read their settings and data (or all stop with
-    the failing rank's message), then train data-parallel; rank 0 prints and writes."""
-    if args.dist_timeout <= 0:
-        raise distributed.AgreedError(f"--dist-timeout must be positive, got {args.dist_timeout}")
-    started = time.perf_counter()
-    device = resolve_device(args.device)
-    here = distributed.init_from_env(device, args.dist_timeout)
+    """Train one model (experiments/training_run.py, which a `reproduce` training job runs too).
+    Under torchrun every rank runs this: it joins the process group on its own device, the ranks
+    agree that all of them read their settings and data (or all stop with the failing rank's
+    message), then train data-parallel; rank 0 prints and writes."""
+    from winn_robust.experiments.training_run import run_training
 
-    def prepare() -> tuple[TrainConfig, TrainData]:
-        prepare_run_folder(args)
-        return load_for_training(args, device)
-
-    config, data = distributed.agree(prepare)
-    where = f"device {device}, {torch.get_num_threads()} thread(s)" if not here.distributed else \
-        (f"{here.world_size} ranks ({distributed.backend_for(device)}, {device.type}), batch {config.batch_size} = "
-         f"{here.world_size} x {config.batch_size // here.world_size}")
-    say = distributed.main_only(print)
-    say(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
-        f"{len(data.val_images)} validation images, seed {config.seed}, {where}", file=sys.stderr)
-    extra = {"data_dir": str(args.data_dir.resolve())} if args.data_dir else {}
-    result = train(config, data, args.out, device, resume=args.resume, progress=progress_wanted(args),
-                   extra_metadata=extra)
-    if here.is_main:
-        from winn_robust.reporting.plots import plot_training_metrics
-
-        plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
-        print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
-              f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
-              f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'} and {plot}")
-    distributed.shutdown()
+    run_training(lambda: (train_config(args), args.data_dir), args.out, download=args.download, device=args.device,
+                 resume=args.resume, force=args.force, progress=progress_wanted(args), dist_timeout=args.dist_timeout)
 
 
 def parse_limits(items: list[str]) -> dict[str, int]:
@@ -290,15 +245,25 @@ def run_reproduce(args: argparse.Namespace) -> None:
         print("\n".join(describe_presets()))
         return
     from winn_robust.attacks import parse_attack_options
-    from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
+    from winn_robust.experiments.launchers import LaunchSettings, parse_slurm_options
+    from winn_robust.experiments.reproduce import PRESET_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 
-    overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
+    overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + PRESET_KEYS}
     overrides["method_settings"] = {name: getattr(args, f"method_{name}") for name in METHOD_SETTING_FLAGS
                                     if getattr(args, f"method_{name}", None) is not None} or None
     overrides["method_preset"] = getattr(args, "method_preset", None)
+    launch = LaunchSettings(args.launcher, args.jobs, args.slurm_partition, args.slurm_gpus_per_job,
+                            args.slurm_cpus_per_job, args.slurm_time, parse_slurm_options(args.slurm_option))
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,
-                                attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,
+                                attack_options=parse_attack_options(args.attack_option), launch=launch,
                                 threads=args.threads or 0, eval_seed=args.eval_seed,
                                 nproc_per_node=args.nproc_per_node)
     reproduce(settings)
+
+
+def run_run_job(args: argparse.Namespace) -> None:
+    """One job of `reproduce` (its spec.json), in the job's own process or on each torchrun rank."""
+    from winn_robust.experiments.job_spec import run_job
+
+    run_job(args.spec)

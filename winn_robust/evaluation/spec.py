@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from winn_robust.attacks import Attack, make_attack
+from winn_robust.attacks import Attack, attack_class, make_attack
 from winn_robust.errors import UserError
 from winn_robust.units import check_eps
+
+SPEC_VERSION = 1  # of EvalSpec.to_dict(): bump when a key changes meaning
 
 
 @dataclass(frozen=True)
@@ -115,3 +117,30 @@ class EvalSpec:
         return {"eps": list(self.eps), "table_eps": self.table_eps, "batch_size": self.batch_size, "limit": self.limit,
                 "seed": self.seed, "attacks": [a.settings() for a in self.attacks],
                 "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready and complete: `EvalSpec.from_dict(spec.to_dict())` is the same evaluation
+        (attacks by registry name with every setting; how `reproduce` hands an evaluation to a job)."""
+        return {"version": SPEC_VERSION, "eps": list(self.eps), "attacks": [a.settings() for a in self.attacks],
+                "batch_size": self.batch_size, "limit": self.limit, "seed": self.seed,
+                "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()},
+                "probes": self.probes}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EvalSpec:
+        """The inverse of `to_dict`, validated like any other EvalSpec; another version is refused."""
+        if values.get("version") != SPEC_VERSION:
+            raise UserError(f"evaluation settings of version {values.get('version')!r}, but this winn-robust reads version "
+                            f"{SPEC_VERSION}; write them again with this version")
+        attacks = []
+        for settings in values.get("attacks", []):
+            options = {k: v for k, v in settings.items() if k != "attack"}
+            try:
+                attacks.append(attack_class(str(settings.get("attack", "")))(**options))
+            except TypeError as exc:
+                raise UserError(f"attack settings {dict(settings)} do not fit attack {settings.get('attack')!r}: {exc}") from None
+        return cls(eps=tuple(values["eps"]), attacks=tuple(attacks), batch_size=int(values["batch_size"]),
+                   limit=values.get("limit"), seed=int(values.get("seed", 0)),
+                   attack_limits=dict(values.get("attack_limits") or {}),
+                   attack_eps={k: tuple(v) for k, v in (values.get("attack_eps") or {}).items()},
+                   probes=bool(values.get("probes", True)))

@@ -8,164 +8,33 @@ evaluations keep their finished work in OUT/.evaluation-state, so `--resume` con
 killed run and ends with the same files as an uninterrupted one."""
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from winn_robust import distributed
-from winn_robust.checkpoint import atomic_save, file_sha256, load_tensors
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
-from winn_robust.environment import device_description, software_versions
 from winn_robust.errors import UserError
 from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate
 from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicators
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs, load_model
+from winn_robust.experiments.provenance import build_provenance, model_provenance, now, python_model_provenance
+from winn_robust.experiments.resume_store import STATE_DIR, FolderStore, prepare_output
+from winn_robust.model_set import ModelSet, safe_name
+from winn_robust.model_set import model_names as model_names  # re-exported: its old home
+from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs
 from winn_robust.models.base import Classifier
-from winn_robust.reporting.files import REPORT_FILES, write_reports
+from winn_robust.reporting.files import write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
-from winn_robust.training.trainer import training_cost
-from winn_robust.units import EPS_UNIT, to_model_range
-
-SPLIT = "test"
-STATE_DIR = ".evaluation-state"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.+()-]")
-
-
-# ----------------------------------------------------------------------------- names and checks
-def _safe(text: Any) -> str:
-    return _UNSAFE.sub("_", str(text)) or "model"
-
-
-def model_names(metadatas: list[dict[str, Any]], paths: list[Path]) -> list[str]:
-    """Readable, unique names: the method ('baseline', 'winn'), plus '-<arch>' when the
-    architectures differ, plus '-<file stem>' where that still collides (e.g. two seeds).
-    Characters that would break CSV column headers become '_'."""
-    archs = {str(m.get("arch")) for m in metadatas}
-    names = [_safe(m.get("method", "model")) + (f"-{_safe(m.get('arch'))}" if len(archs) > 1 else "") for m in metadatas]
-    counts = Counter(names)
-    names = [f"{n}-{_safe(p.stem if p.stem != 'best' else p.parent.name)}" if counts[n] > 1 else n
-             for n, p in zip(names, paths)]
-    seen: Counter[str] = Counter()
-    unique = []
-    for name in names:
-        seen[name] += 1
-        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return unique
-
-
-def _data_signature(meta: dict[str, Any]) -> tuple[str, tuple[int, ...], int]:
-    return str(meta["dataset"]), tuple(int(v) for v in meta["image_shape"]), int(meta["num_classes"])
-
-
-def check_comparable(loaded: Sequence[LoadedModel]) -> None:
-    """Every checkpoint must share dataset, image shape and class count with the first one."""
-    ours = [m for m in loaded if m.kind == "checkpoint"]
-    if not ours:
-        return
-    ref = _data_signature(ours[0].metadata)
-    for other in ours[1:]:
-        sig = _data_signature(other.metadata)
-        if sig != ref:
-            raise UserError(
-                f"checkpoints {ours[0].path} (dataset {ref[0]}, image shape {list(ref[1])}, {ref[2]} classes) and "
-                f"{other.path} (dataset {sig[0]}, image shape {list(sig[1])}, {sig[2]} classes) were trained on different "
-                "data; compare only models trained on the same dataset")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def _model_provenance(loaded: LoadedModel) -> dict[str, Any]:
-    meta = loaded.metadata
-    record: dict[str, Any] = {"source": loaded.source, "kind": loaded.kind,
-                              "checkpoint": str(loaded.path) if loaded.path else None,
-                              "sha256": file_sha256(loaded.path) if loaded.path else None}
-    if loaded.kind == "checkpoint":
-        record.update(method=meta.get("method"), arch=meta.get("arch"), epoch=meta.get("epoch"),
-                      val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
-                      metadata=_plain(meta))
-        cost = training_cost(loaded.path.parent) if loaded.path else None
-        if cost is not None:
-            cost["train_images"] = meta.get("train_size")
-            record.update(training_cost=cost, select_by=meta.get("select_by", "clean"), best_epoch=meta.get("epoch"))
-    else:
-        record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
-    return record
-
-
-# ----------------------------------------------------------------------------- resumable state
-class FolderStore:
-    """Finished work items of one evaluation, one atomically written file each, beside a record
-    of what the evaluation is (so a --resume of another evaluation is refused, not mixed in)."""
-
-    def __init__(self, root: Path, identity: Mapping[str, Any], resume: bool) -> None:
-        """Under torchrun rank 0 alone clears and writes the folder; the other ranks only read it,
-        and only on --resume (otherwise they could read a file rank 0 is about to delete)."""
-        self.root = root
-        self.readable = resume
-        identity_path = root / "identity.json"
-        wanted = json.dumps(_plain(dict(identity)), sort_keys=True)
-        if resume and identity_path.is_file():
-            if identity_path.read_text() != wanted:
-                saved, mine = json.loads(identity_path.read_text()), json.loads(wanted)
-                what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
-                raise UserError(f"--resume: {root} holds an evaluation with another {what}; run the same command "
-                                "again, or pass --force instead of --resume to start over")
-        elif distributed.world().is_main:
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            identity_path.write_text(wanted)
-        self.readable = self.readable or distributed.world().is_main
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{_safe(key)}.pt"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self._path(key)
-        return load_tensors(path, what="evaluation state file") if self.readable and path.is_file() else None
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        atomic_save(value, self._path(key))
-
-
-def prepare_output(out: Path, force: bool, resume: bool) -> None:
-    """Refuse to mix a new report with an older one's files unless told to replace them."""
-    existing = [name for name in REPORT_FILES if (out / name).exists()]
-    has_state = (out / STATE_DIR).is_dir()
-    if resume:
-        if not has_state and existing:
-            raise UserError(f"--resume: {out} holds a finished report and no saved evaluation to continue; "
-                            "pass --force to replace it")
-        return
-    if (existing or has_state) and not force:
-        raise UserError(f"{out} already holds a report ({', '.join(existing) or STATE_DIR}); pass --force to replace it, "
-                        "--resume to continue a killed evaluation, or choose another --out")
-    if not distributed.world().is_main:
-        return
-    for name in existing:
-        (out / name).unlink()
-    for stale in out.glob("error_vs_eps*.png") if out.is_dir() else []:
-        stale.unlink()
+from winn_robust.units import to_model_range
 
 
 # ----------------------------------------------------------------------------- the report object
@@ -241,33 +110,6 @@ class EvaluationReport:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _loaded_names(loaded: Sequence[LoadedModel]) -> list[str]:
-    ours = [m for m in loaded if m.kind == "checkpoint" and m.name is None]
-    auto = iter(model_names([m.metadata for m in ours], [m.path for m in ours if m.path is not None])) if ours else iter(())
-    names = []
-    for m in loaded:
-        if m.name is not None:
-            names.append(_safe(m.name))
-        elif m.kind == "checkpoint":
-            names.append(next(auto))
-        else:
-            names.append(_safe(Path(m.source.split(":")[0]).stem))
-    seen: Counter[str] = Counter()
-    unique = []
-    for name in names:
-        seen[name] += 1
-        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return unique
-
-
-def _model_file(source: str) -> str:
-    """The file a NAME=SPEC source reads (a run folder means its best.pt), to catch a model given twice."""
-    spec = Path(source.partition("=")[2] if "=" in source and not Path(source).exists() else source)
-    if spec.is_dir() and (spec / "best.pt").is_file():
-        spec = spec / "best.pt"
-    return str(spec.resolve())
-
-
 def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None = None,
                     data_dir: Path | None = None, download: bool = False, device: str = "auto", progress: bool = True,
                     plots: bool = True, command: str | None = None, resume: bool = False, force: bool = False,
@@ -275,7 +117,7 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     """Evaluate the models given as NAME=SPEC strings (the first is the baseline: the reference
     every other model is compared with) on the first `spec.limit` test images and, when
     `out_dir` is given, write the report there."""
-    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    timestamp = now()
     started = time.perf_counter()
     dev = resolve_device(device)
     prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
@@ -299,57 +141,42 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
                                                dict[str, Any], tuple[str, ...], FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
-    resolved = [_model_file(s) for s in sources]
-    repeated = [s for s, r in zip(sources, resolved) if resolved.count(r) > 1]
-    if repeated:
-        raise UserError(f"the same model is given twice ({repeated[0]}); give each model once")
+    ModelSet.refuse_repeated(sources)
     if out_dir is not None:
         prepare_output(Path(out_dir), force, resume)
-    loaded = [load_model(s, dev) for s in sources]
+    models = ModelSet.load(sources, dev)
     notes = notes if notes is not None else []
-    for m in loaded:
-        notes.extend(m.notes)
-    if loaded and loaded[0].kind == "checkpoint" and loaded[0].metadata.get("method") in ("winn", "icn"):
-        notes.append(f"warning: the baseline {loaded[0].source} is a {loaded[0].metadata['method']} model; "
-                     "correction rates and differences compare every model with it")
-    check_comparable(loaded)
-    ours = [m for m in loaded if m.kind == "checkpoint"]
-    dataset_name = _data_signature(ours[0].metadata)[0] if ours else data
+    notes.extend(models.notes)
+    signature = models.signature
+    dataset_name = signature[0] if signature else data
     if dataset_name is None:
         raise UserError("no winn-robust checkpoint among the models, so the dataset is unknown: pass --data")
-    if data is not None and ours and data.lower() != dataset_name:
-        raise UserError(f"--data {data} differs from the checkpoints' dataset {dataset_name} ({ours[0].source}); "
+    if data is not None and signature and data.lower() != dataset_name:
+        raise UserError(f"--data {data} differs from the checkpoints' dataset {dataset_name} ({models.checkpoints[0].source}); "
                         "evaluate on the dataset the models were trained on")
     dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
-    if ours:
-        _, image_shape, num_classes = _data_signature(ours[0].metadata)
+    if signature:
+        _, image_shape, num_classes = signature
         if tuple(dataset.image_shape) != image_shape or dataset.num_classes != num_classes:
             raise UserError(f"dataset {dataset_name} has images {list(dataset.image_shape)} and {dataset.num_classes} "
                             f"classes, but the checkpoints expect {list(image_shape)} and {num_classes}")
     images, labels = dataset.test_images[:spec.limit], dataset.test_labels[:spec.limit]
-    for m in loaded:
+    for m in models.models:
         if m.kind != "checkpoint":
             check_outputs(m, images.to(dev), dataset.num_classes)
-    names = _loaded_names(loaded)
-    networks = {name: m.model for name, m in zip(names, loaded)}
-    provenance: dict[str, Any] = {
-        "command": command, "command_timestamp": timestamp,
-        "dataset": dataset.name, "split": SPLIT, "n": len(labels), "limit": spec.limit,
-        "eps": list(spec.eps), "table_eps": spec.table_eps, "eps_unit": EPS_UNIT,
-        "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
-        "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
-        "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
-        "versions": software_versions(), "device": device_description(dev), "notes": list(notes),
-        "torch_threads": torch.get_num_threads(), "ranks": distributed.world().world_size}
-    seeds = {m.metadata.get("seed") for m in loaded if m.kind == "checkpoint"}
-    if len(seeds) == 1 and None not in seeds and len(ours) == len(loaded):
-        provenance["training_seed"] = seeds.pop()  # every model trained with one seed: a seed's report
+    names = list(models.names)
+    provenance = build_provenance(spec, command=command, timestamp=timestamp, dataset=dataset.name, n=len(labels),
+                                  names=names, class_names=dataset.class_names, device=dev, notes=notes,
+                                  models={name: model_provenance(m) for name, m in zip(names, models.models)},
+                                  ranks=distributed.world().world_size)
+    if models.training_seed is not None:
+        provenance["training_seed"] = models.training_seed  # every model trained with one seed: a seed's report
     store = None
     if out_dir is not None:
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
                     "n": len(labels), "evaluation": spec.describe()}
         store = FolderStore(Path(out_dir) / STATE_DIR, identity, resume)
-    return networks, images, labels, names, provenance, tuple(dataset.class_names), store
+    return models.networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
 def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str, Any], spec: EvalSpec,
@@ -386,21 +213,15 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     networks = {}
     for name, model in models.items():
         wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model)
-        networks[_safe(name)] = wrapped.to(dev).eval()
+        networks[safe_name(name)] = wrapped.to(dev).eval()
     model_images = to_model_range(images01)
     num_classes = int(max(int(labels.max()) + 1, len(class_names)))
     for name, net in networks.items():
         check_outputs(LoadedModel(name, net, name, "python", None), model_images.to(dev), num_classes)
     names = list(networks)
-    provenance: dict[str, Any] = {
-        "command": "winn_robust.evaluate()", "command_timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": dataset, "split": SPLIT, "n": len(labels), "limit": spec.limit, "eps": list(spec.eps),
-        "table_eps": spec.table_eps, "eps_unit": EPS_UNIT, "attack": "+".join(spec.attack_names),
-        "evaluation": spec.describe(), "seed": spec.seed, "baseline": names[0], "batch_size": spec.batch_size,
-        "class_names": list(class_names), "versions": software_versions(), "device": device_description(dev),
-        "torch_threads": torch.get_num_threads(),
-        "models": {n: {"source": "python object", "kind": "python", "method": "external", "arch": type(m).__name__,
-                       "checkpoint": None, "sha256": None} for n, m in networks.items()}}
+    provenance = build_provenance(spec, command="winn_robust.evaluate()", timestamp=now(), dataset=dataset,
+                                  n=len(labels), names=names, class_names=class_names, device=dev,
+                                  models={n: python_model_provenance(m) for n, m in networks.items()})
     result = cross_evaluate(networks, model_images, labels, spec, device=dev, progress=progress)
     report = build_report(result, names, provenance, spec, tuple(class_names) or tuple(map(str, range(num_classes))))
     if out_dir is not None:

@@ -1,11 +1,12 @@
-"""Runs are jobs: each training run and each seed's evaluation is one `python -m winn_robust`
-command, run as its own process, so several can run at once (`--jobs N`) with the CPU threads
-split between them, or one per visible GPU. A job whose work is already done is skipped; an
-interrupted one continues (`train --resume`, `attack --resume`); a killed `reproduce` restarted
-with the same command therefore finishes with the same report.
+"""Runs are jobs: each training run and each seed's evaluation is a spec.json in its own folder
+(OUT/jobs/<id>/, experiments/job_spec.py), run as its own process with `python -m winn_robust
+run-job SPEC` (under torchrun when asked), so several can run at once with the CPU threads
+split between them, or one per visible GPU, or one per cluster job (experiments/launchers.py).
+A job whose work is already done is skipped; an interrupted one continues; a killed `reproduce`
+restarted with the same command therefore finishes with the same report.
 
-With one job at a time the child writes to the terminal (progress bars); with several, each
-writes a log under OUT/logs/ and the parent prints a line as each finishes."""
+The local launcher: with one job at a time the child writes to the terminal (progress bars);
+with several, each writes OUT/jobs/<id>/log.txt and the parent prints a line as each finishes."""
 from __future__ import annotations
 
 import os
@@ -19,57 +20,87 @@ from pathlib import Path
 
 from winn_robust.errors import UserError
 
+SPEC_NAME, LOG_NAME = "spec.json", "log.txt"
+TAIL_LINES = 5
 
-@dataclass
+
+@dataclass(frozen=True)
 class Job:
-    """One command (the arguments after `winn-robust`), where it logs, and how many threads it gets."""
+    """One job folder (spec.json, log.txt) and the resources its process gets."""
     name: str
-    argv: list[str]
-    log: Path
+    folder: Path
     threads: int = 1
     gpu: int | None = None
-    launcher: list[str] = field(default_factory=list)  # e.g. torchrun's, before `-m winn_robust`
+    launcher: tuple[str, ...] = field(default_factory=tuple)  # e.g. torchrun's, before `-m winn_robust`
+
+    @property
+    def spec(self) -> Path:
+        return self.folder / SPEC_NAME
+
+    @property
+    def log(self) -> Path:
+        return self.folder / LOG_NAME
 
     def command(self) -> list[str]:
-        prefix = self.launcher or [sys.executable]
-        return [*prefix, "-m", "winn_robust", *self.argv, "--threads", str(self.threads)]
+        prefix = list(self.launcher) or [sys.executable]
+        return [*prefix, "-m", "winn_robust", "run-job", str(self.spec)]
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+    def environment_overrides(self) -> dict[str, str]:
+        """What the job's process gets on top of the parent's (or the cluster job's) environment."""
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         return env
 
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **self.environment_overrides()}
 
-def _last_error_line(log: Path) -> str:
+
+def log_tail(log: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last non-empty lines of a job's log (what a failure is reported with)."""
     if not log.is_file():
-        return "no log"
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["empty log"])[-1].strip()
+        return []
+    return [line.rstrip() for line in log.read_text(errors="replace").splitlines() if line.strip()][-lines:]
+
+
+def job_failed(job: Job, detail: str, log: Path | None = None) -> UserError:
+    """A failed job, named, with its log's last lines printed above the one-line error."""
+    log = log or job.log
+    tail = log_tail(log)
+    if tail:
+        print(f"    last lines of {log}:", *(f"    | {line}" for line in tail), sep="\n", file=sys.stderr, flush=True)
+    errors = [line for line in tail if "error" in line.lower()]
+    last = (errors or tail or ["no log"])[-1].strip()
+    return UserError(f"job {job.name} failed ({detail}) in {log}: {last}; fix it and run the same command again "
+                     "(finished jobs are kept)")
+
+
+def run_command(command: Sequence[str], env: dict[str, str], log: Path | None, cwd: str | None = None,
+                append: bool = False) -> int:
+    """Run a job's command; its output goes to `log` (None: the terminal). The exit status."""
+    if log is None:
+        return subprocess.run(list(command), env=env, cwd=cwd).returncode
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a" if append else "w") as handle:
+        return subprocess.run(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT).returncode
 
 
 def _run(job: Job, to_terminal: bool) -> float:
     started = time.perf_counter()
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    if to_terminal:
-        code = subprocess.run(job.command(), env=job.environment()).returncode
-    else:
-        with open(job.log, "w") as handle:
-            code = subprocess.run(job.command(), env=job.environment(), stdout=handle, stderr=subprocess.STDOUT).returncode
+    code = run_command(job.command(), job.environment(), None if to_terminal else job.log)
     if code == 130:
         raise KeyboardInterrupt
     if code != 0:
-        where = "above" if to_terminal else f"in {job.log}"
-        detail = "" if to_terminal else f": {_last_error_line(job.log)}"
-        raise UserError(f"job {job.name} failed (exit status {code}){detail}; see {where}, fix it and run the same "
-                        "command again (finished jobs are kept)")
+        if to_terminal:
+            raise UserError(f"job {job.name} failed (exit status {code}); see above, fix it and run the same command "
+                            "again (finished jobs are kept)")
+        raise job_failed(job, f"exit status {code}")
     return time.perf_counter() - started
 
 
-def run_jobs(jobs: Sequence[Job], parallel: int) -> dict[str, float]:
-    """Run `jobs`, at most `parallel` at once; seconds per job. The first failure stops the rest
-    from starting (running ones finish) and is raised as one UserError."""
+def run_local(jobs: Sequence[Job], parallel: int) -> dict[str, float]:
+    """Run `jobs` as child processes, at most `parallel` at once; seconds per job. The first
+    failure stops the rest from starting (running ones finish) and is raised as one UserError."""
     if not jobs:
         return {}
     if parallel <= 1:

@@ -5,8 +5,10 @@ Layout: with one seed, OUT/ is that seed's report (table.md, table.csv, results.
 per_example.csv, plots, summary.md) beside OUT/models/<method>/ (checkpoints, metrics.csv,
 negatives/, pool/). With several, OUT/seed-<k>/ holds each seed's report and models, and OUT/
 the aggregate (table.md and summary.md open with the verdict). Every training run and every
-evaluation is a job (experiments/jobs.py): finished ones are skipped after checking their
-settings match, interrupted ones resume, `--jobs N` runs N at once."""
+evaluation is a job, a spec.json in OUT/jobs/<id>/ (experiments/job_spec.py): finished ones
+are skipped after their settings are compared with what their outputs record (last.pt's
+settings, results.json's evaluation and checkpoint hashes), interrupted ones resume; a
+launcher (experiments/launchers.py) runs them: locally, `--jobs N` at once, or on SLURM."""
 from __future__ import annotations
 
 import shutil
@@ -19,7 +21,6 @@ from typing import Any
 
 import torch
 
-from winn_robust.checkpoint import file_sha256, read_checkpoint
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.distributed import check_batch_split
@@ -27,8 +28,9 @@ from winn_robust.environment import machine_description
 from winn_robust.errors import UserError
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.experiments.evaluate import STATE_DIR
-from winn_robust.experiments.jobs import Job, run_jobs, threads_per_job
+from winn_robust.experiments.job_spec import EvaluateJob, Runtime, TrainJob, Work, write_spec
+from winn_robust.experiments.jobs import SPEC_NAME, Job, threads_per_job
+from winn_robust.experiments.launchers import LaunchSettings, run_jobs
 from winn_robust.experiments.presets import get_preset
 from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results
@@ -38,11 +40,13 @@ from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
 from winn_robust.training.methods.registry import CLI_FLAGS
-from winn_robust.training.trainer import LAST_NAME, check_same_settings
-from winn_robust.units import format_eps_list, parse_eps
+from winn_robust.training.trainer import BEST_NAME
+from winn_robust.units import parse_eps
 
-EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds", "method_settings",
-              "reference")
+# what a preset (and the command line, under the same names) sets besides the TrainConfig fields
+PRESET_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds", "method_settings",
+               "reference")
+JOBS_DIR = "jobs"
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed", "method_options"))
 
@@ -93,14 +97,18 @@ class ReproduceSettings:
     command: str = ""
     attack_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     eval_seed: int = 0
-    jobs: int = 1
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
     threads: int = 0              # CPU threads in all; 0 = torch's default
     nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
     method_specs: Mapping[str, str] = field(default_factory=dict)   # name -> spec (NAME=FILE.py:FUNCTION for yours)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> its own settings
     reference: str | None = None  # a second comparison in the aggregate (e.g. pgd-at), beside the baseline
 
-    def launcher(self) -> list[str]:
+    @property
+    def jobs(self) -> int:
+        return self.launch.jobs
+
+    def torchrun_prefix(self) -> list[str]:
         """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
         if self.nproc_per_node <= 1:
             return []
@@ -140,10 +148,12 @@ class ReproduceSettings:
 def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | None = None, download: bool = False,
                      device: str = "auto", progress: bool = True, command: str = "",
                      attack_options: Mapping[str, Mapping[str, str]] | None = None, jobs: int = 1,
-                     threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1) -> ReproduceSettings:
-    """The preset, with every override that is not None taking precedence; checked here, once."""
+                     threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1,
+                     launch: LaunchSettings | None = None) -> ReproduceSettings:
+    """The preset, with every override that is not None taking precedence; checked here, once.
+    `launch` (how the jobs run) carries its own --jobs; without it, a local launcher with `jobs`."""
     values = get_preset(preset)
-    for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
+    for key in (*SHARED_TRAIN_FIELDS, "seed", *PRESET_KEYS):
         if overrides.get(key) is not None:
             values[key] = {**values.get(key, {}), **overrides[key]} if key == "method_settings" else overrides[key]
     eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key]) if values.get(key) else []
@@ -163,13 +173,15 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     for key in ("test_limit", "strong_limit"):
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive, got {values[key]}")
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    launch = launch or LaunchSettings(jobs=jobs)
     if threads < 0:
         raise UserError(f"--threads must be positive, got {threads}")
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
-    if nproc_per_node > 1 and jobs > 1:
+    if launch.kind == "slurm" and 0 < launch.slurm_gpus_per_job < nproc_per_node:
+        raise UserError(f"--nproc-per-node {nproc_per_node} starts {nproc_per_node} processes, one GPU each, but "
+                        f"--slurm-gpus-per-job is {launch.slurm_gpus_per_job}; give --slurm-gpus-per-job {nproc_per_node}")
+    if nproc_per_node > 1 and launch.jobs > 1:
         raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
                         "run the jobs one at a time: drop --jobs")
     seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
@@ -185,8 +197,9 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         strong_limit=values.get("strong_limit"), attack_options=dict(attack_options or {}),
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
-        command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
-        nproc_per_node=nproc_per_node, method_specs=specs, method_options=method_options, reference=reference)
+        command=command or f"winn-robust reproduce --preset {preset}", launch=launch, threads=threads,
+        eval_seed=eval_seed, nproc_per_node=nproc_per_node, method_specs=specs, method_options=method_options,
+        reference=reference)
     for method in methods:  # every method's settings, checked now, before hours of training
         settings.config(settings.seeds[0], method)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
@@ -224,84 +237,22 @@ def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], 
 
 
 # ----------------------------------------------------------------------------- jobs
-def training_state(run_dir: Path, config: TrainConfig) -> str:
-    """'finished', 'resume' or 'fresh' for one (method, seed) run folder; a folder trained with
-    other settings is refused (naming the setting), never silently overwritten or mixed in."""
-    last = run_dir / LAST_NAME
-    if not last.is_file():
-        return "fresh"
-    meta = read_checkpoint(last)["metadata"]
-    check_same_settings(last, meta, config)
-    done = int(meta.get("epoch", 0))
-    if done > config.epochs:
-        raise UserError(f"{run_dir} already holds {done} epochs, more than --epochs {config.epochs}; use another --out "
-                        "or the run's own epochs")
-    return "finished" if done == config.epochs and (run_dir / "best.pt").is_file() else "resume"
+def job_folder(settings: ReproduceSettings, job_id: str) -> Path:
+    return settings.out / JOBS_DIR / job_id
 
 
-def train_argv(settings: ReproduceSettings, config: TrainConfig, run_dir: Path, state: str, device: str) -> list[str]:
-    argv = ["train"]
-    values = config.to_dict()
-    method = config.training_method
-    for name, value in values.pop("method_options").items():
-        if name in ("label", "source", "sha256") or value is None:
-            continue
-        argv += [CLI_FLAGS.get(name, "--" + name.replace("_", "-")), repr(value) if isinstance(value, float) else str(value)]
-    if method.name == "user":
-        values["method"] = f"{method.method_name}={config.method_options['source']}"
-    for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        elif value is not None:
-            argv += [flag, str(value)]
-    if settings.data_dir is not None:
-        argv += ["--data-dir", str(settings.data_dir)]
-    if settings.download:
-        argv += ["--download"]
-    argv += ["--out", str(run_dir), "--device", device] + (["--resume"] if state == "resume" else ["--force"])
-    return argv + ([] if settings.progress and settings.jobs == 1 else ["--no-progress"])
-
-
-def evaluation_done(seed_dir: Path, spec: EvalSpec, checkpoints: Sequence[Path]) -> bool:
-    """The seed's report exists and was made by this very evaluation of these very checkpoints."""
-    document = read_results(seed_dir / "results.json") if (seed_dir / "results.json").is_file() else {}
-    provenance = document.get("provenance") or {}
-    if provenance.get("evaluation") != spec.describe() or not (seed_dir / "per_example.csv").is_file():
-        return False
-    shas = [m.get("sha256") for m in (provenance.get("models") or {}).values()]
-    return shas == [file_sha256(p) for p in checkpoints]
-
-
-def attack_argv(settings: ReproduceSettings, spec: EvalSpec, checkpoints: Sequence[Path], seed_dir: Path,
-                device: str, names: Sequence[str | None] = ()) -> list[str]:
-    argv = ["attack", "--baseline", str(checkpoints[0])]
-    for path, name in zip(checkpoints[1:], [*names[1:], *[None] * len(checkpoints)]):
-        argv += ["--model", str(path) if name is None else f"{name}={path}"]
-    argv += ["--eps", format_eps_list(spec.eps), "--attack", ",".join(spec.attack_names), "--seed", str(spec.seed),
-             "--batch-size", str(spec.batch_size)]
-    for attack in spec.attacks:
-        defaults = type(attack)(seed=attack.seed).settings()
-        for key, value in attack.settings().items():
-            if key not in ("attack", "seed") and defaults[key] != value:
-                argv += ["--attack-option", f"{attack.name}.{key}={value}"]
-    for name, n in spec.attack_limits.items():
-        argv += ["--attack-limit", f"{name}={n}"]
-    for name, values in spec.attack_eps.items():
-        argv += ["--attack-eps", f"{name}={format_eps_list(values)}"]
-    if spec.limit is not None:
-        argv += ["--limit", str(spec.limit)]
-    if settings.data_dir is not None:
-        argv += ["--data-dir", str(settings.data_dir)]
-    resume = (seed_dir / STATE_DIR).is_dir()
-    argv += ["--out", str(seed_dir), "--device", device] + (["--resume"] if resume else ["--force"])
-    return argv + ([] if settings.progress and settings.jobs == 1 else ["--no-progress"])
+def make_job(settings: ReproduceSettings, job_id: str, name: str, work: Work, runtime: Runtime, threads: int,
+             gpu: int | None) -> Job:
+    """Write the job's spec.json into its folder; the Job that runs it."""
+    folder = job_folder(settings, job_id)
+    write_spec(folder, name, work, runtime)
+    return Job(name, folder, threads, gpu, tuple(settings.torchrun_prefix()))
 
 
 def evaluated_models(settings: ReproduceSettings, seed: int) -> tuple[list[Path], list[str | None]]:
     """Every method's best.pt and, for each further --select-by rule, each method's best-RULE.pt
     as the model METHOD-RULE (the baseline is the reference: its first rule only)."""
-    checkpoints: list[Path] = [settings.run_dir(seed, m) / "best.pt" for m in settings.methods]
+    checkpoints: list[Path] = [settings.run_dir(seed, m) / BEST_NAME for m in settings.methods]
     names: list[str | None] = [None] * len(checkpoints)
     for rule in settings.train.select_rules[1:]:
         for method in settings.methods[1:]:
@@ -311,12 +262,22 @@ def evaluated_models(settings: ReproduceSettings, seed: int) -> tuple[list[Path]
 
 
 def devices_for_jobs(settings: ReproduceSettings) -> list[int | None]:
-    """One GPU per job when several are visible (and CUDA is wanted), else the CPU."""
-    if settings.nproc_per_node > 1:
+    """One GPU per job when several are visible (and CUDA is wanted), else the CPU; on a cluster
+    (submitit) the scheduler gives each job its devices."""
+    if settings.nproc_per_node > 1 or settings.launch.submitit:
         return [None]  # torchrun's ranks take cuda:LOCAL_RANK themselves
     wants_cuda = settings.device == "auto" or settings.device.startswith("cuda")
     count = torch.cuda.device_count() if wants_cuda and torch.cuda.is_available() else 0
     return list(range(count)) if count > 1 else [None]
+
+
+def threads_for_jobs(settings: ReproduceSettings, gpus: Sequence[int | None]) -> int:
+    """Torch threads of each job's process: SLURM's CPUs per job split over its torchrun ranks;
+    locally the machine's (or --threads) split over the jobs running at once."""
+    if settings.launch.kind == "slurm":
+        return threads_per_job(settings.threads or settings.launch.slurm_cpus_per_job, settings.nproc_per_node)
+    total = settings.threads or torch.get_num_threads()
+    return threads_per_job(total, max(settings.jobs, settings.nproc_per_node) if list(gpus) == [None] else 1)
 
 
 def stage(number: int, total: int, text: str) -> None:
@@ -332,6 +293,49 @@ class ReproduceResult:
     skipped: list[str]
 
 
+@dataclass
+class JobPlan:
+    """The jobs of one stage: the ones to run and the names of those already finished."""
+    todo: list[Job] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def training_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int, gpus: Sequence[int | None]) -> JobPlan:
+    plan = JobPlan()
+    for seed in settings.seeds:
+        for method in settings.methods:
+            work = TrainJob(settings.config(seed, method), settings.run_dir(seed, method), settings.data_dir,
+                            settings.download)
+            name = f"train {method} seed {seed}"
+            if work.state() == "finished":
+                plan.skipped.append(name)
+                continue
+            gpu = gpus[len(plan.todo) % len(gpus)]
+            plan.todo.append(make_job(settings, f"train-{method}-seed{seed}", name, work, runtime, threads, gpu))
+    return plan
+
+
+def evaluation_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int, gpus: Sequence[int | None]) -> JobPlan:
+    plan = JobPlan()
+    for seed in settings.seeds:
+        seed_dir = settings.seed_dir(seed)
+        for method in settings.methods:
+            grids = sorted((settings.run_dir(seed, method) / "negatives").glob("epoch_*.png"))
+            if grids:
+                shutil.copyfile(grids[-1], seed_dir / f"negatives_{method}.png")
+        name, job_id = f"evaluate seed {seed}", f"evaluate-seed{seed}"
+        checkpoints, names = evaluated_models(settings, seed)
+        work = EvaluateJob(settings.eval_spec, tuple(checkpoints), seed_dir, settings.data_dir, settings.download,
+                           command=f"{settings.command} (job {name}: winn-robust run-job "
+                                   f"{job_folder(settings, job_id) / SPEC_NAME})", names=tuple(names))
+        if work.state() == "finished":
+            plan.skipped.append(name)
+            continue
+        gpu = gpus[len(plan.todo) % len(gpus)]
+        plan.todo.append(make_job(settings, job_id, name, work, runtime, threads, gpu))
+    return plan
+
+
 def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     """Train every method for every seed, evaluate each seed, write each seed's report and (with
     several seeds) the aggregate, into `settings.out`."""
@@ -339,25 +343,13 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     base, spec, out = settings.train, settings.eval_spec, settings.out
     device = resolve_device(settings.device)
     gpus = devices_for_jobs(settings)
-    parallel = max(settings.jobs, 1)
-    total_threads = settings.threads or torch.get_num_threads()
-    threads = threads_per_job(total_threads, max(parallel, settings.nproc_per_node) if gpus == [None] else 1)
-    device_arg = settings.device if gpus == [None] else "cuda"
+    threads = threads_for_jobs(settings, gpus)
+    runtime = Runtime(device=settings.device if gpus == [None] else "cuda",
+                      progress=settings.progress and settings.jobs == 1 and not settings.launch.submitit,
+                      threads=threads)
 
-    jobs: list[Job] = []
-    skipped: list[str] = []
-    for seed in settings.seeds:
-        for method in settings.methods:
-            config, run_dir = settings.config(seed, method), settings.run_dir(seed, method)
-            state = training_state(run_dir, config)
-            name = f"train {method} seed {seed}"
-            if state == "finished":
-                skipped.append(name)
-                continue
-            gpu = gpus[len(jobs) % len(gpus)]
-            log = out / "logs" / f"{method}-seed{seed}.log"
-            jobs.append(Job(name, train_argv(settings, config, run_dir, state, device_arg), log, threads, gpu,
-                            settings.launcher()))
+    settings.launch.check_available()
+    training = training_jobs(settings, runtime, threads, gpus)
     out.mkdir(parents=True, exist_ok=True)
     stage(1, 4, f"loading {base.data}")
     dataset = load_dataset(base.data, settings.data_dir, settings.download)
@@ -365,36 +357,25 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     val = effective_val_size(base.val_size, n_train)
     train_size = min(n_train - val, base.train_limit or n_train)
     timings: dict[str, float] = {"data": time.perf_counter() - started}
+    at_once = "one SLURM job per run" if settings.launch.kind == "slurm" else f"up to {settings.jobs} job(s) at once"
     print(f"    {train_size} train / {val} validation / {len(dataset.test_images)} test images; seeds "
-          f"{', '.join(map(str, settings.seeds))}; up to {parallel} job(s) at once, {threads} thread(s) each, device "
+          f"{', '.join(map(str, settings.seeds))}; {at_once} ({settings.launch.kind}), {threads} thread(s) each, device "
           f"{device}" + (f"; every job under torchrun with {settings.nproc_per_node} processes"
                          if settings.nproc_per_node > 1 else ""), file=sys.stderr)
 
-    stage(2, 4, f"training: {len(jobs)} run(s) to do" + (f", {len(skipped)} already finished ({', '.join(skipped)})"
-                                                        if skipped else ""))
+    skipped = list(training.skipped)
+    stage(2, 4, f"training: {len(training.todo)} run(s) to do" + (f", {len(skipped)} already finished "
+                                                                 f"({', '.join(skipped)})" if skipped else ""))
     t0 = time.perf_counter()
-    timings.update({k: v for k, v in run_jobs(jobs, parallel).items()})
+    timings.update(run_jobs(training.todo, settings.launch))
     timings["training"] = time.perf_counter() - t0
 
-    evaluations: list[Job] = []
-    for seed in settings.seeds:
-        checkpoints, names = evaluated_models(settings, seed)
-        seed_dir = settings.seed_dir(seed)
-        for method in settings.methods:
-            grids = sorted((settings.run_dir(seed, method) / "negatives").glob("epoch_*.png"))
-            if grids:
-                shutil.copyfile(grids[-1], seed_dir / f"negatives_{method}.png")
-        name = f"evaluate seed {seed}"
-        if evaluation_done(seed_dir, spec, checkpoints):
-            skipped.append(name)
-            continue
-        gpu = gpus[len(evaluations) % len(gpus)]
-        evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg, names),
-                               out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher()))
+    evaluations = evaluation_jobs(settings, runtime, threads, gpus)
+    skipped += evaluations.skipped
     runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
-    stage(3, 4, f"evaluating {len(evaluations)} seed(s) ({runs}); every attack on every model")
+    stage(3, 4, f"evaluating {len(evaluations.todo)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
-    timings.update(run_jobs(evaluations, parallel))
+    timings.update(run_jobs(evaluations.todo, settings.launch))
     timings["evaluation"] = time.perf_counter() - t0
 
     stage(4, 4, "writing the summaries" + (" and the aggregate over seeds" if len(settings.seeds) > 1 else ""))

@@ -16,7 +16,6 @@ per_example.csv columns read here (schema 2, and schema 1 of older reports):
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -27,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from winn_robust.errors import UserError
@@ -49,16 +47,13 @@ from winn_robust.evaluation.seeds import (
     summarize_seeds,
 )
 from winn_robust.reporting.cost import ModelCost, cost_records, cost_table, has_costs, model_costs, plot_cost
-from winn_robust.reporting.files import _json_safe
-from winn_robust.reporting.per_example import format_eps
+from winn_robust.reporting.files import read_results, write_json
+from winn_robust.reporting.per_example import adv_column, default_baseline, format_eps, read_per_example
+from winn_robust.reporting.plots import MARKERS, save_figure
 from winn_robust.units import EPS_UNIT, PIXEL_UNITS
 
 AGGREGATE_SCHEMA_VERSION = 1
 MIN_RESAMPLES = 100
-_ADV_V2 = re.compile(r"^adv\[attack=(?P<attack>[^,\]=]+),eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
-_ADV_V1 = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
-_WORST = re.compile(r"^worst\[eps=(?P<eps>[^\]]+)\]:(?P<model>.+)$")
-_CLEAN = "clean:"
 
 # metric -> (what it is, whether it is an error rate: errors get differences, tests and intervals)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -119,92 +114,21 @@ class SeedReport:
         return list(dict.fromkeys((key[0], key[1]) for key in self.adv))
 
 
-def _parse_eps(text: str, column: str, csv_path: Path) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"{csv_path}: column {column!r} has eps {text!r}, not a number; "
-                        "is it a per_example.csv written by winn-robust?") from None
-
-
 def read_seed_report(path: str | Path) -> SeedReport:
-    """Parse a report folder (or its per_example.csv) of either schema; results.json beside it
-    is optional (provenance, baseline, dataset, seed, failure indicators)."""
+    """Parse a report folder (or its per_example.csv) of either schema (reporting/per_example.py
+    owns the format); results.json beside it is optional (provenance, baseline, dataset, seed,
+    failure indicators)."""
     path = Path(path)
     csv_path = path / "per_example.csv" if path.is_dir() else path
     if not csv_path.is_file():
         raise UserError(f"no per_example.csv at {csv_path}; give report folders written by `winn-robust attack` or `reproduce`")
-    document: dict[str, Any] = {}
-    results_path = csv_path.parent / "results.json"
-    if results_path.is_file():
-        try:
-            document = dict(json.loads(results_path.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise UserError(f"{results_path} is not a results.json written by winn-robust; move it aside or fix it") from None
-    try:
-        frame = pd.read_csv(csv_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
-    if "label" not in frame.columns:
-        raise UserError(f"{csv_path} has no label column; is it a per_example.csv written by winn-robust?")
+    document = read_results(csv_path.parent / "results.json")
     provenance = dict(document.get("provenance") or {})
-
-    def ints(column: str, prefix: bool = False) -> np.ndarray:
-        """A column of whole numbers; with `prefix`, an attack run on the first n images only (its
-        later cells empty) gives its first n values."""
-        values = frame[column]
-        if prefix:
-            present = values.notna().to_numpy()
-            n = int(present.sum())
-            if not present[:n].all():
-                raise UserError(f"{csv_path}: column {column!r} has empty cells between values; an attack run on a "
-                                "subset fills the first N rows")
-            values = values.iloc[:n]
-        try:
-            return values.to_numpy(np.int64)
-        except (ValueError, TypeError):
-            raise UserError(f"{csv_path}: column {column!r} holds something other than whole numbers (an empty cell?); "
-                            "per_example.csv must have a prediction in every cell") from None
-
-    labels = ints("label")
-    index = ints("index") if "index" in frame.columns else np.arange(labels.shape[0])
-    clean = {c[len(_CLEAN):]: ints(c) for c in frame.columns if c.startswith(_CLEAN)}
-    adv: dict[tuple[str, float, str, str], np.ndarray] = {}
-    worst: dict[tuple[float, str], np.ndarray] = {}
-    schema = 2
-    old_attack = str(provenance.get("attack") or "unknown")
-    for column in frame.columns:
-        if match := _ADV_V2.match(column):
-            adv[(match["attack"], _parse_eps(match["eps"], column, csv_path), match["src"], match["tgt"])] = ints(column, True)
-        elif match := _ADV_V1.match(column):
-            schema = 1
-            adv[(old_attack, _parse_eps(match["eps"], column, csv_path), match["src"], match["tgt"])] = ints(column)
-        elif match := _WORST.match(column):
-            values = ints(column, True)
-            if not np.isin(values, (0, 1)).all():
-                raise UserError(f"{csv_path}: column {column!r} must hold 0 or 1 (1 = wrong clean or under some attack)")
-            worst[(_parse_eps(match["eps"], column, csv_path), match["model"])] = values.astype(bool)
-        elif column.startswith(("adv[", "worst[")):
-            raise UserError(f"{csv_path}: column {column!r} is not adv[attack=A,eps=E,src=S]:T, adv[eps=E,src=S]:T "
-                            "or worst[eps=E]:M; was it written by another version of winn-robust?")
-    if not clean or not adv:
-        raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
-    for (_, _, source, target) in adv:
-        for model in (source, target):
-            if model not in clean:
-                raise UserError(f"{csv_path}: model {model!r} of an adv column has no clean:{model} column")
-    for eps in sorted({key[1] for key in adv}):
-        for model in clean:
-            if (eps, model) not in worst:  # schema 1: wrong clean or on any adversarial example at eps
-                runs = [preds for (_, e, _, target), preds in adv.items() if e == eps and target == model]
-                n = min(len(p) for p in runs)
-                wrong = clean[model][:n] != labels[:n]
-                for preds in runs:
-                    wrong = wrong | (preds[:n] != labels[:n])
-                worst[(eps, model)] = wrong
+    parsed = read_per_example(csv_path, attack=str(provenance.get("attack") or "unknown"))
     indicators = [dict(r) for r in document.get("indicators") or [] if isinstance(r, Mapping)]
-    return SeedReport(folder=csv_path.parent, schema=schema, index=index, labels=labels, clean=clean, adv=adv,
-                      worst=worst, provenance=provenance, indicators=indicators, has_results_json=bool(document))
+    return SeedReport(folder=csv_path.parent, schema=parsed.schema, index=parsed.index, labels=parsed.labels,
+                      clean=parsed.clean, adv=parsed.adv, worst=parsed.worst, provenance=provenance,
+                      indicators=indicators, has_results_json=bool(document))
 
 
 # ----------------------------------------------------------------------------- checks across seeds
@@ -371,7 +295,7 @@ class Aggregate:
 def _adv_wrong(seed: SeedReport, attack: str, eps: float, source: str, target: str) -> np.ndarray:
     key = (attack, eps, source, target)
     if key not in seed.adv:
-        column = f"adv[attack={attack},eps={format_eps(eps)},src={source}]:{target}"
+        column = adv_column(attack, eps, source, target)
         raise UserError(f"{seed.folder}/per_example.csv has no column {column}; it is needed for the aggregate "
                         "(rewrite the report with `winn-robust attack`)")
     preds = seed.adv[key]
@@ -454,9 +378,7 @@ def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, ta
         seed.label = label
     first = seeds[0]
     names = first.models
-    if baseline is None:
-        baseline = next((s.provenance["baseline"] for s in seeds if s.provenance.get("baseline")), None)
-        baseline = baseline or ("baseline" if "baseline" in names else names[0])
+    baseline = default_baseline(names, [s.provenance.get("baseline") for s in seeds], baseline)
     if baseline not in names:
         raise UserError(f"baseline {baseline!r} is not a model of {first.folder}; its models are {_names(names)}")
     models = (baseline, *[m for m in names if m != baseline])
@@ -789,8 +711,6 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- plots
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
 
 def _draw_attack(ax: Any, agg: Aggregate, attack: str) -> None:
     eps = sorted({row.eps for row in agg.rows if row.metric == "adv_error" and row.attack == attack and row.eps is not None})
@@ -814,11 +734,9 @@ def _draw_attack(ax: Any, agg: Aggregate, attack: str) -> None:
 
 
 def _save_figure(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
     with warnings.catch_warnings():  # fill_between with NaN bands only warns
         warnings.simplefilter("ignore", RuntimeWarning)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+        return save_figure(fig, path)
 
 
 def plot_aggregate(agg: Aggregate, out_dir: Path) -> dict[str, Path]:
@@ -861,7 +779,7 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
     files["table.md"].write_text(aggregate_markdown(agg))
     files["summary.md"].write_text(summary_markdown(agg))
     aggregate_frame(agg).to_csv(files["table.csv"], index=False)
-    files["results.json"].write_text(json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
+    write_json(files["results.json"], aggregate_document(agg))
     files.update(plot_aggregate(agg, out_dir))
     cost_plot = plot_cost(aggregate_costs(agg), "robust", out_dir / "cost.png",
                           f"{agg.dataset}: robust error at eps {format_eps(agg.table_eps[0])} against training cost "

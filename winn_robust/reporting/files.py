@@ -15,7 +15,7 @@ from winn_robust.errors import UserError
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
-from winn_robust.reporting.per_example import per_example_frame, result_from_per_example
+from winn_robust.reporting.per_example import default_baseline, per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
 from winn_robust.reporting.tables import table_frame, table_markdown
 from winn_robust.units import EPS_UNIT
@@ -106,7 +106,7 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     names = list(result.clean_preds)
     if not names or not result.adv_preds:
         raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
-    baseline = baseline or provenance.get("baseline") or names[0]
+    baseline = default_baseline(names, [provenance.get("baseline")], baseline)
     if baseline not in names:
         raise UserError(f"--baseline {baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)

@@ -10,17 +10,21 @@ Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from winn_robust.errors import UserError
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.metrics import Metrics, compute_metrics, worst_case_wrong
 
 FORBIDDEN_NAME_CHARS = "[],:="
 _ADV_COLUMN = re.compile(r"^adv\[attack=(?P<attack>[^,\]=]+),eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
 _ADV_COLUMN_V1 = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
+_WORST_COLUMN = re.compile(r"^worst\[eps=(?P<eps>[^\]]+)\]:(?P<model>.+)$")
 _CLEAN_PREFIX = "clean:"
 
 
@@ -74,21 +78,113 @@ def per_example_frame(result: CrossEvalResult) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+@dataclass
+class PerExample:
+    """A parsed per_example.csv of either schema: predictions keyed by what the columns name.
+    `worst` holds every (eps, model): from the worst[...] columns, or (schema 1, which has none)
+    computed from the clean and adv columns as `worst_case_wrong` does."""
+    schema: int
+    index: np.ndarray
+    labels: np.ndarray
+    clean: dict[str, np.ndarray]
+    adv: dict[tuple[str, float, str, str], np.ndarray]  # (attack, eps, source, target) -> predictions, first n images
+    worst: dict[tuple[float, str], np.ndarray]          # (eps, model) -> True = robust error
+
+    def adv_preds(self) -> dict[tuple[str, float], dict[str, dict[str, np.ndarray]]]:
+        """adv as the harness nests it: [(attack, eps)][source][target], in column order."""
+        nested: dict[tuple[str, float], dict[str, dict[str, np.ndarray]]] = {}
+        for (attack, eps, source, target), values in self.adv.items():
+            nested.setdefault((attack, eps), {}).setdefault(source, {})[target] = values
+        return nested
+
+    def to_result(self) -> CrossEvalResult:
+        adv = self.adv_preds()
+        sizes = {key: len(next(iter(next(iter(by_source.values())).values()))) for key, by_source in adv.items()}
+        return CrossEvalResult(labels=self.labels, clean_preds=self.clean, adv_preds=adv, run_sizes=sizes)
+
+
+def _parse_eps(text: str, column: str, path: Path) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{path}: column {column!r} has eps {text!r}, not a number; "
+                        "is it a per_example.csv written by winn-robust?") from None
+
+
+def _ints(frame: pd.DataFrame, column: str, path: Path, prefix: bool = False) -> np.ndarray:
+    """A column of whole numbers; with `prefix`, an attack run on the first n images only (its
+    later cells empty) gives its first n values."""
+    values = frame[column]
+    if prefix:
+        present = values.notna().to_numpy()
+        n = int(present.sum())
+        if not present[:n].all():
+            raise UserError(f"{path}: column {column!r} has empty cells between values; an attack run on a "
+                            "subset fills the first N rows")
+        values = values.iloc[:n]
+    try:
+        return values.to_numpy(np.int64)
+    except (ValueError, TypeError):
+        raise UserError(f"{path}: column {column!r} holds something other than whole numbers (an empty cell?); "
+                        "per_example.csv must have a prediction in every cell") from None
+
+
+def read_per_example(path: str | Path, attack: str = "unknown") -> PerExample:
+    """Parse per_example.csv (the inverse of `per_example_frame`), checking every column; `attack`
+    names the single attack of a schema-1 file. Anything malformed is one UserError."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a per_example.csv written by winn-robust ({exc})") from None
+    if "label" not in frame.columns:
+        raise UserError(f"{path} has no label column; is it a per_example.csv written by winn-robust?")
+    labels = _ints(frame, "label", path)
+    index = _ints(frame, "index", path) if "index" in frame.columns else np.arange(labels.shape[0])
+    clean = {c[len(_CLEAN_PREFIX):]: _ints(frame, c, path) for c in frame.columns if c.startswith(_CLEAN_PREFIX)}
+    adv: dict[tuple[str, float, str, str], np.ndarray] = {}
+    worst: dict[tuple[float, str], np.ndarray] = {}
+    schema = 2
+    for column in frame.columns:
+        if match := _ADV_COLUMN.match(column):
+            adv[(match["attack"], _parse_eps(match["eps"], column, path), match["src"], match["tgt"])] = \
+                _ints(frame, column, path, prefix=True)
+        elif match := _ADV_COLUMN_V1.match(column):
+            schema = 1
+            adv[(attack, _parse_eps(match["eps"], column, path), match["src"], match["tgt"])] = _ints(frame, column, path)
+        elif match := _WORST_COLUMN.match(column):
+            values = _ints(frame, column, path, prefix=True)
+            if not np.isin(values, (0, 1)).all():
+                raise UserError(f"{path}: column {column!r} must hold 0 or 1 (1 = wrong clean or under some attack)")
+            worst[(_parse_eps(match["eps"], column, path), match["model"])] = values.astype(bool)
+        elif column.startswith(("adv[", "worst[")):
+            raise UserError(f"{path}: column {column!r} is not adv[attack=A,eps=E,src=S]:T, adv[eps=E,src=S]:T "
+                            "or worst[eps=E]:M; was it written by another version of winn-robust?")
+    if not clean or not adv:
+        raise UserError(f"{path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
+    for (_, _, source, target) in adv:
+        for model in (source, target):
+            if model not in clean:
+                raise UserError(f"{path}: model {model!r} of an adv column has no clean:{model} column")
+    parsed = PerExample(schema, index, labels, clean, adv, worst)
+    if any((eps, model) not in worst for (_, eps, _, _) in adv for model in clean):  # schema 1: computed
+        for eps, by_model in worst_case_wrong(labels, clean, parsed.adv_preds()).items():
+            for model, wrong in by_model.items():
+                worst.setdefault((eps, model), wrong)
+    return parsed
+
+
 def result_from_per_example(path: str | Path, attack: str = "unknown") -> CrossEvalResult:
     """Parse per_example.csv back into predictions (the inverse of `per_example_frame`);
     `attack` names the single attack of a schema-1 file."""
-    frame = pd.read_csv(path)
-    labels = frame["label"].to_numpy(np.int64)
-    clean = {c[len(_CLEAN_PREFIX):]: frame[c].to_numpy(np.int64) for c in frame.columns if c.startswith(_CLEAN_PREFIX)}
-    adv: dict[tuple[str, float], dict[str, dict[str, np.ndarray]]] = {}
-    for column in frame.columns:
-        match = _ADV_COLUMN.match(column) or _ADV_COLUMN_V1.match(column)
-        if match:
-            name = match.groupdict().get("attack") or attack
-            values = frame[column].dropna().to_numpy(np.int64)
-            adv.setdefault((name, float(match["eps"])), {}).setdefault(match["src"], {})[match["tgt"]] = values
-    sizes = {key: len(next(iter(row.values()))) for key, by_source in adv.items() for row in [next(iter(by_source.values()))]}
-    return CrossEvalResult(labels=labels, clean_preds=clean, adv_preds=adv, run_sizes=sizes)
+    return read_per_example(path, attack).to_result()
+
+
+def default_baseline(models: Sequence[str], recorded: Sequence[str | None] = (), given: str | None = None) -> str:
+    """The one rule for which model is the baseline (stated in `report --help`): the one given,
+    else the first one the reports record (results.json's `baseline`), else the model named
+    "baseline", else the first model. The caller refuses a choice not among `models`."""
+    return given or next((r for r in recorded if r), None) or ("baseline" if "baseline" in models else models[0])
 
 
 def metrics_from_per_example(path: str | Path, baseline: str) -> Metrics:

@@ -23,7 +23,8 @@ COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Every figure of a report is saved alike: PNG, 150 dpi, tight."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -74,7 +75,7 @@ def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[st
     axes[0].set_ylabel("error (%), 95% CI")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_adversarial_examples(images: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor, Sequence[int]]],
@@ -114,7 +115,7 @@ def plot_adversarial_examples(images: torch.Tensor, rows: Sequence[tuple[str, to
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 TRAINING_PANELS = (
@@ -156,4 +157,4 @@ def plot_training_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
             ax.legend(fontsize=7)
     fig.suptitle(f"{method} training, {len(frame)} epochs", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

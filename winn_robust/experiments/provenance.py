@@ -1,0 +1,75 @@
+"""One provenance builder for both evaluation entry points (`attack` / `evaluate_models` and
+the Python API `evaluate`): which models (files and hashes), which data, which eps in which
+unit, every attack setting and seed, which software, which device; recorded in results.json."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from winn_robust.checkpoint import file_sha256
+from winn_robust.environment import device_description, software_versions
+from winn_robust.evaluation.spec import EvalSpec
+from winn_robust.model_sources import LoadedModel
+from winn_robust.units import EPS_UNIT
+
+SPLIT = "test"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: containers as lists and string-keyed dicts, anything else unknown as its str."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def model_provenance(loaded: LoadedModel) -> dict[str, Any]:
+    """A loaded model's record: where it came from, its file's sha256, what its checkpoint says."""
+    meta = loaded.metadata
+    record: dict[str, Any] = {"source": loaded.source, "kind": loaded.kind,
+                              "checkpoint": str(loaded.path) if loaded.path else None,
+                              "sha256": file_sha256(loaded.path) if loaded.path else None}
+    if loaded.kind == "checkpoint":
+        record.update(method=meta.get("method"), arch=meta.get("arch"), epoch=meta.get("epoch"),
+                      val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
+                      metadata=plain(meta))
+    else:
+        record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
+    return record
+
+
+def python_model_provenance(model: torch.nn.Module) -> dict[str, Any]:
+    """A model handed to `evaluate()` as an object: no file, its class name."""
+    return {"source": "python object", "kind": "python", "method": "external", "arch": type(model).__name__,
+            "checkpoint": None, "sha256": None}
+
+
+def build_provenance(spec: EvalSpec, *, command: str | None, timestamp: str, dataset: str, n: int,
+                     names: Sequence[str], class_names: Sequence[str], models: Mapping[str, dict[str, Any]],
+                     device: torch.device, notes: Sequence[str] | None = None,
+                     ranks: int | None = None) -> dict[str, Any]:
+    """The provenance of one evaluation; the first of `names` is the baseline. `notes` and
+    `ranks` are recorded when given (the command-line path)."""
+    provenance: dict[str, Any] = {
+        "command": command, "command_timestamp": timestamp,
+        "dataset": dataset, "split": SPLIT, "n": n, "limit": spec.limit,
+        "eps": list(spec.eps), "table_eps": spec.table_eps, "eps_unit": EPS_UNIT,
+        "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
+        "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(class_names),
+        "models": dict(models), "versions": software_versions(), "device": device_description(device)}
+    if notes is not None:
+        provenance["notes"] = list(notes)
+    provenance["torch_threads"] = torch.get_num_threads()
+    if ranks is not None:
+        provenance["ranks"] = ranks
+    return provenance

@@ -1,0 +1,72 @@
+"""One training run into one folder, as `winn-robust train` and a `reproduce` training job both
+do it: join torchrun's process group (when launched by it), prepare the folder (--resume
+continues, --force replaces, nothing else overwrites), load the data, train, draw the curves.
+
+The settings come from a callable because under torchrun every rank resolves them inside
+`distributed.agree` (a resume reads them from the run's last.pt): one rank failing stops all."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from winn_robust import distributed
+from winn_robust.device import resolve_device
+from winn_robust.errors import UserError
+from winn_robust.training import TrainConfig, train
+from winn_robust.training.inputs import load_train_data
+from winn_robust.training.trainer import TrainData, TrainResult, clear_run, holds_run
+
+Settings = Callable[[], tuple[TrainConfig, "Path | None"]]  # -> (config, data folder)
+
+
+def prepare_run_folder(out: Path, resume: bool, force: bool) -> None:
+    """--resume continues, --force replaces, and nothing else overwrites a run."""
+    if resume and force:
+        raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
+    if not resume and holds_run(out):
+        if not force:
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it, --force to replace "
+                            "it, or choose another --out")
+        if distributed.world().is_main:
+            clear_run(out)
+
+
+def run_training(settings: Settings, out: Path, *, download: bool = False, device: str = "auto",
+                 resume: bool = False, force: bool = False, progress: bool = False,
+                 dist_timeout: float = distributed.DEFAULT_TIMEOUT_MINUTES) -> TrainResult | None:
+    """Train one model into `out`; rank 0 returns the result (the other ranks None)."""
+    if dist_timeout <= 0:
+        raise distributed.AgreedError(f"--dist-timeout must be positive, got {dist_timeout}")
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    here = distributed.init_from_env(dev, dist_timeout)
+
+    def prepare() -> tuple[TrainConfig, Path | None, TrainData]:
+        prepare_run_folder(out, resume, force)
+        config, data_dir = settings()
+        distributed.check_batch_split(config.batch_size)  # before loading any data
+        data = load_train_data(config.data, data_dir, download, config.val_size, config.seed, config.train_limit, dev)
+        return config, data_dir, data
+
+    config, data_dir, data = distributed.agree(prepare)
+    where = f"device {dev}, {torch.get_num_threads()} thread(s)" if not here.distributed else \
+        (f"{here.world_size} ranks ({distributed.backend_for(dev)}, {dev.type}), batch {config.batch_size} = "
+         f"{here.world_size} x {config.batch_size // here.world_size}")
+    say = distributed.main_only(print)
+    say(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
+        f"{len(data.val_images)} validation images, seed {config.seed}, {where}", file=sys.stderr)
+    extra = {"data_dir": str(Path(data_dir).resolve())} if data_dir else {}
+    result = train(config, data, out, dev, resume=resume, progress=progress, extra_metadata=extra)
+    if here.is_main:
+        from winn_robust.reporting.plots import plot_training_metrics
+
+        plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
+        print(f"seed {config.seed}: best validation error {result.best_val_error:.4f} at epoch {result.best_epoch} of "
+              f"{result.last_epoch}; total {time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} "
+              f"(best.pt, last.pt), metrics in {result.out_dir / 'metrics.csv'} and {plot}")
+    distributed.shutdown()
+    return result if here.is_main else None
