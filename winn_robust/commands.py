@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from winn_robust import distributed
+from winn_robust import distributed, locking
 from winn_robust.checkpoint import load_checkpoint, read_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
@@ -23,8 +24,9 @@ from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
+from winn_robust.training.run_folder import RunFolder
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
-from winn_robust.training.trainer import LAST_NAME, TrainData, check_same_settings, clear_run, holds_run
+from winn_robust.training.trainer import LAST_NAME, TrainData, check_same_settings
 from winn_robust.units import parse_eps
 
 if TYPE_CHECKING:
@@ -68,12 +70,13 @@ def prepare_run_folder(args: argparse.Namespace) -> None:
     """--resume continues, --force replaces, and nothing else overwrites a run."""
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
-    if not args.resume and holds_run(args.out):
+    folder = RunFolder(args.out)
+    if not args.resume and folder.holds_run():
         if not args.force:
             raise UserError(f"{args.out} already holds a training run; pass --resume to continue it, --force to replace "
                             "it, or choose another --out")
         if distributed.world().is_main:
-            clear_run(args.out)
+            folder.clear()
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -86,11 +89,21 @@ def run_train(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     here = distributed.init_from_env(device, args.dist_timeout)
 
+    hold = ExitStack()
+
     def prepare() -> tuple[TrainConfig, TrainData]:
+        if here.is_main:  # one writer per run folder, before anything there is read or deleted
+            hold.enter_context(RunFolder(args.out).lock())
         prepare_run_folder(args)
         return load_for_training(args, device)
 
-    config, data = distributed.agree(prepare)
+    with hold:
+        train_locked(args, device, here, started, distributed.agree(prepare))
+
+
+def train_locked(args: argparse.Namespace, device: torch.device, here: distributed.World, started: float,
+                 prepared: tuple[TrainConfig, TrainData]) -> None:
+    config, data = prepared
     where = f"device {device}, {torch.get_num_threads()} thread(s)" if not here.distributed else \
         (f"{here.world_size} ranks ({distributed.backend_for(device)}, {device.type}), batch {config.batch_size} = "
          f"{here.world_size} x {config.batch_size // here.world_size}")
@@ -185,15 +198,19 @@ def run_report(args: argparse.Namespace) -> None:
     from winn_robust.reporting.files import rebuild_tables
 
     if len(args.report) == 1:
-        files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
+        target = args.out or (args.report[0] if args.report[0].is_dir() else args.report[0].parent)
+        hold = locking.acquire(target, locking.REPORT) if target.is_dir() else ExitStack()
+        with hold:  # not while an `attack` writes that folder
+            files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
     if args.out is None:
         raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
-    files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
-                            resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
+    with locking.acquire(args.out, locking.REPORT):
+        files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
+                                resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from winn_robust import distributed
-from winn_robust.checkpoint import atomic_save, file_sha256, load_tensors
+from winn_robust.checkpoint import DamagedFile, atomic_save, file_sha256, load_tensors
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.environment import device_description, software_versions
@@ -33,13 +34,14 @@ from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs, load_model
 from winn_robust.models.base import Classifier
-from winn_robust.reporting.files import REPORT_FILES, write_reports
+from winn_robust.reporting.files import write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
+from winn_robust.reporting.report_folder import IDENTITY, STATE_DIR, ReportFolder
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
+from winn_robust.storage import atomic_write_text
 from winn_robust.units import EPS_UNIT, to_model_range
 
 SPLIT = "test"
-STATE_DIR = ".evaluation-state"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+()-]")
 
 
@@ -111,42 +113,63 @@ def _model_provenance(loaded: LoadedModel) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- resumable state
 class FolderStore:
     """Finished work items of one evaluation, one atomically written file each, beside a record
-    of what the evaluation is (so a --resume of another evaluation is refused, not mixed in)."""
+    of what the evaluation is (so a --resume of another evaluation is refused, not mixed in).
+    Every item is checked (its archive's CRCs) when read back; a damaged one is recomputed."""
 
-    def __init__(self, root: Path, identity: Mapping[str, Any], resume: bool) -> None:
+    def __init__(self, folder: ReportFolder, identity: Mapping[str, Any], resume: bool) -> None:
         """Under torchrun rank 0 alone clears and writes the folder; the other ranks only read it,
         and only on --resume (otherwise they could read a file rank 0 is about to delete)."""
+        root = folder.state_dir
         self.root = root
         self.readable = resume
-        identity_path = root / "identity.json"
+        identity_path = root / IDENTITY
         wanted = json.dumps(_plain(dict(identity)), sort_keys=True)
         if resume and identity_path.is_file():
-            if identity_path.read_text() != wanted:
-                saved, mine = json.loads(identity_path.read_text()), json.loads(wanted)
+            text = identity_path.read_text(errors="replace")
+            if text != wanted:
+                try:
+                    saved = json.loads(text)
+                    if not isinstance(saved, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    raise UserError(f"--resume: {identity_path} is damaged (not the JSON winn-robust wrote), so what "
+                                    "the saved evaluation was cannot be checked; pass --force instead of --resume "
+                                    "to start over") from None
+                mine = json.loads(wanted)
                 what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
                 raise UserError(f"--resume: {root} holds an evaluation with another {what}; run the same command "
                                 "again, or pass --force instead of --resume to start over")
         elif distributed.world().is_main:
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            identity_path.write_text(wanted)
+            folder.clear_state()
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(identity_path, wanted)
         self.readable = self.readable or distributed.world().is_main
+        self.recomputed: list[str] = []
 
     def _path(self, key: str) -> Path:
         return self.root / f"{_safe(key)}.pt"
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
-        return load_tensors(path, what="evaluation state file") if self.readable and path.is_file() else None
+        if not (self.readable and path.is_file()):
+            return None
+        try:
+            return load_tensors(path, what="evaluation state file")
+        except DamagedFile:
+            print(f"winn-robust: warning: {path} is damaged; recomputing that part of the evaluation", file=sys.stderr)
+            self.recomputed.append(key)
+            return None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         atomic_save(value, self._path(key))
 
 
 def prepare_output(out: Path, force: bool, resume: bool) -> None:
-    """Refuse to mix a new report with an older one's files unless told to replace them."""
-    existing = [name for name in REPORT_FILES if (out / name).exists()]
-    has_state = (out / STATE_DIR).is_dir()
+    """Refuse to mix a new report with an older one's files unless told to replace them; with
+    --force delete only our own files (ReportFolder), refusing when anything else is in the way."""
+    folder = ReportFolder(out)
+    existing = [p.name for p in folder.report_files()]
+    has_state = folder.has_state()
     if resume:
         if not has_state and existing:
             raise UserError(f"--resume: {out} holds a finished report and no saved evaluation to continue; "
@@ -157,10 +180,7 @@ def prepare_output(out: Path, force: bool, resume: bool) -> None:
                         "--resume to continue a killed evaluation, or choose another --out")
     if not distributed.world().is_main:
         return
-    for name in existing:
-        (out / name).unlink()
-    for stale in out.glob("error_vs_eps*.png") if out.is_dir() else []:
-        stale.unlink()
+    folder.clear()
 
 
 # ----------------------------------------------------------------------------- the report object
@@ -273,25 +293,32 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     dev = resolve_device(device)
-    prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
-                                                  timestamp, resume, force, notes))
-    networks, images, labels, names, provenance, class_names, store = prepared
-    attacks_started = time.perf_counter()
-    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
-    attack_seconds = time.perf_counter() - attacks_started
-    report = build_report(result, names, provenance, spec, class_names)
-    report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
-    if out_dir is not None and distributed.world().is_main:
-        report.write(out_dir, plots=plots)
-        shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+    with ExitStack() as hold:  # rank 0 holds the report folder's lock from before it reads it to the last write
+        prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
+                                                      timestamp, resume, force, notes, hold))
+        networks, images, labels, names, provenance, class_names, store = prepared
+        attacks_started = time.perf_counter()
+        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
+        attack_seconds = time.perf_counter() - attacks_started
+        report = build_report(result, names, provenance, spec, class_names)
+        report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
+        if store is not None and store.recomputed:
+            report.provenance["notes"] = [*report.provenance.get("notes", []),
+                                          f"{len(store.recomputed)} damaged evaluation state item(s) were recomputed"]
+        if out_dir is not None and distributed.world().is_main:
+            folder = ReportFolder(Path(out_dir))
+            folder.check_writable()
+            report.write(out_dir, plots=plots)
+            folder.clear_state()
     return report
 
 
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
-             notes: list[str] | None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
-                                               dict[str, Any], tuple[str, ...], FolderStore | None]:
+             notes: list[str] | None, hold: ExitStack | None = None
+             ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], dict[str, Any], tuple[str, ...],
+                        FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
     resolved = [_model_file(s) for s in sources]
@@ -299,6 +326,10 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     if repeated:
         raise UserError(f"the same model is given twice ({repeated[0]}); give each model once")
     if out_dir is not None:
+        if distributed.world().is_main:  # one writer per report folder, before anything there is read or deleted
+            lock = ReportFolder(Path(out_dir)).open_for_writing()
+            if hold is not None:
+                hold.callback(lock.release)
         prepare_output(Path(out_dir), force, resume)
     loaded = [load_model(s, dev) for s in sources]
     notes = notes if notes is not None else []
@@ -343,7 +374,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     if out_dir is not None:
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
                     "n": len(labels), "evaluation": spec.describe()}
-        store = FolderStore(Path(out_dir) / STATE_DIR, identity, resume)
+        store = FolderStore(ReportFolder(Path(out_dir)), identity, resume)
     return networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 

@@ -8,7 +8,9 @@ With one job at a time the child writes to the terminal (progress bars); with se
 writes a log under OUT/logs/ and the parent prints a line as each finishes."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +18,11 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from winn_robust.errors import UserError
+
+PR_SET_DEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -49,14 +54,36 @@ def _last_error_line(log: Path) -> str:
     return (errors or lines or ["empty log"])[-1].strip()
 
 
+def dies_with_parent() -> dict[str, Any]:
+    """Keyword arguments for subprocess.run/Popen so that the child dies when this process dies,
+    even by kill -9: on Linux the kernel sends it SIGTERM when its parent goes (prctl
+    PR_SET_DEATHSIG, set in the child before exec; torchrun passes the SIGTERM on to its ranks).
+    Elsewhere nothing: the folders' locks still refuse a second writer beside a survivor."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, in the parent: the child only calls it
+    except (OSError, AttributeError):
+        return {}
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_DEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return {"preexec_fn": set_parent_death_signal}
+
+
 def _run(job: Job, to_terminal: bool) -> float:
     started = time.perf_counter()
     job.log.parent.mkdir(parents=True, exist_ok=True)
     if to_terminal:
-        code = subprocess.run(job.command(), env=job.environment()).returncode
+        code = subprocess.run(job.command(), env=job.environment(), **dies_with_parent()).returncode
     else:
         with open(job.log, "w") as handle:
-            code = subprocess.run(job.command(), env=job.environment(), stdout=handle, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(job.command(), env=job.environment(), stdout=handle, stderr=subprocess.STDOUT,
+                                  **dies_with_parent()).returncode
     if code == 130:
         raise KeyboardInterrupt
     if code != 0:

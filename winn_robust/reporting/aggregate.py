@@ -50,6 +50,7 @@ from winn_robust.evaluation.seeds import (
 )
 from winn_robust.reporting.files import _json_safe
 from winn_robust.reporting.per_example import format_eps
+from winn_robust.storage import atomic_savefig, atomic_write_text
 from winn_robust.units import EPS_UNIT, PIXEL_UNITS
 
 AGGREGATE_SCHEMA_VERSION = 1
@@ -726,8 +727,7 @@ def _save_figure(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     with warnings.catch_warnings():  # fill_between with NaN bands only warns
         warnings.simplefilter("ignore", RuntimeWarning)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+        return atomic_savefig(fig, path, dpi=150, bbox_inches="tight")
 
 
 def plot_aggregate(agg: Aggregate, out_dir: Path) -> dict[str, Path]:
@@ -766,9 +766,9 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
     agg = aggregate_seeds(seeds, baseline=baseline, table_eps=table_eps, resamples=resamples, bootstrap_seed=bootstrap_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in ("table.md", "summary.md", "table.csv", "results.json")}
-    files["table.md"].write_text(aggregate_markdown(agg))
-    files["summary.md"].write_text(summary_markdown(agg))
-    aggregate_frame(agg).to_csv(files["table.csv"], index=False)
-    files["results.json"].write_text(json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(files["table.md"], aggregate_markdown(agg))
+    atomic_write_text(files["summary.md"], summary_markdown(agg))
+    atomic_write_text(files["table.csv"], aggregate_frame(agg).to_csv(index=False))
+    atomic_write_text(files["results.json"], json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
     files.update(plot_aggregate(agg, out_dir))
     return files

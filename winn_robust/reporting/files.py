@@ -18,6 +18,7 @@ from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.reporting.per_example import per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
 from winn_robust.reporting.tables import table_frame, table_markdown
+from winn_robust.storage import atomic_write_text
 from winn_robust.units import EPS_UNIT
 
 SCHEMA_VERSION = 2
@@ -60,8 +61,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> Path:
-    path.write_text(json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
 
 
 def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
@@ -70,9 +70,9 @@ def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("table.md", "table.csv", "results.json", "per_example.csv")}
-    per_example_frame(result).to_csv(paths["per_example.csv"], index=False)
-    table_frame(metrics, provenance).to_csv(paths["table.csv"], index=False)
-    paths["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
+    atomic_write_text(paths["per_example.csv"], per_example_frame(result).to_csv(index=False))
+    atomic_write_text(paths["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
+    atomic_write_text(paths["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
     write_json(paths["results.json"], results_document(result, metrics, provenance, indicators))
     return paths
 
@@ -114,7 +114,8 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
-    files["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
-    table_frame(metrics, provenance).to_csv(files["table.csv"], index=False)
+    atomic_write_text(files["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images,
+                                                        result.attacks))
+    atomic_write_text(files["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
     files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png", provenance)
     return files

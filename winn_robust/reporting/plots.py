@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
+from winn_robust.storage import atomic_savefig
 from winn_robust.units import PIXEL_UNITS
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
@@ -24,11 +25,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+    return atomic_savefig(fig, path, dpi=150, bbox_inches="tight")
 
 
 def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str]) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +35,7 @@ from winn_robust.distributed import main_only
 from winn_robust.errors import UserError
 from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
+from winn_robust.storage import atomic_write_text
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
 from winn_robust.training.losses import (
@@ -48,10 +49,10 @@ from winn_robust.training.losses import (
 )
 from winn_robust.training.parallel import DataParallelScorer, RankSlice
 from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
+from winn_robust.training.run_folder import BEST_NAME, LAST_NAME, METRICS_NAME, RunFolder
 from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
 from winn_robust.version import __version__
 
-BEST_NAME, LAST_NAME, METRICS_NAME = "best.pt", "last.pt", "metrics.csv"
 CHECK_EVERY = 50  # steps between host-side finiteness checks
 # settings that may differ on --resume because they cannot change what the run computes
 RESUMABLE_CHANGES = ("epochs",)
@@ -410,13 +411,11 @@ class Trainer:
     # ---- outputs -----------------------------------------------------------------------
     @main_only
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        path = self.out_dir / METRICS_NAME
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.out_dir / METRICS_NAME, text.getvalue())
 
     @main_only
     def save_negatives_grid(self) -> None:
@@ -435,21 +434,15 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
 
 
-RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool")
-
-
 def holds_run(out_dir: Path) -> bool:
-    return any((Path(out_dir) / name).exists() for name in RUN_FILES)
+    """Our marker or one of our files is there (training/run_folder.py)."""
+    return RunFolder(out_dir).holds_run()
 
 
 def clear_run(out_dir: Path) -> None:
-    """Delete a run's files (for --force), so no file of the older run sits beside the new ones."""
-    for name in RUN_FILES:
-        path = Path(out_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Delete a run's files (for --force), so no file of the older run sits beside the new ones;
+    only the names `train` writes, refusing when anything else is in the way."""
+    RunFolder(out_dir).clear()
 
 
 def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, resume: bool,
@@ -481,8 +474,14 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     rank reads last.pt and the pool files on --resume), train data-parallel, and rank 0 writes."""
     out_dir = Path(out_dir)
     main_only(out_dir.mkdir)(parents=True, exist_ok=True)
-    trainer, rows = distributed.agree(lambda: start(config, data, out_dir, torch.device(device), resume, progress,
-                                                        extra_metadata or {}))
+    folder_lock = distributed.agree(main_only(RunFolder(out_dir).open_for_writing))  # one writer per run folder
+    try:
+        trainer, rows = distributed.agree(lambda: start(config, data, out_dir, torch.device(device), resume, progress,
+                                                            extra_metadata or {}))
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.release()
+        raise
     bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}",
                disable=not trainer.progress, unit="epoch")
     try:
@@ -498,4 +497,6 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
                 on_epoch_end(trainer.epoch, row)
     finally:
         bar.close()
+        if folder_lock is not None:
+            folder_lock.release()
     return TrainResult(out_dir, trainer.best_epoch, trainer.best_val_error, trainer.epoch, rows)
