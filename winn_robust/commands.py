@@ -71,6 +71,7 @@ def prepare_run_folder(args: argparse.Namespace) -> None:
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
     folder = RunFolder(args.out)
+    folder.refuse_foreign("train into")
     if not args.resume and folder.holds_run():
         if not args.force:
             raise UserError(f"{args.out} already holds a training run; pass --resume to continue it, --force to replace "

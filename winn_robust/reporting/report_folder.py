@@ -86,10 +86,11 @@ class ReportFolder:
 
     def refuse_foreign(self, doing: str) -> None:
         blocking = self.in_the_way()
+        refuse_links(*blocking)
         if blocking:
             shown = ", ".join(str(p) for p in blocking[:5]) + (f" and {len(blocking) - 5} more" if len(blocking) > 5 else "")
             raise UserError(f"cannot {doing} {self.root}: {shown} {'is' if len(blocking) == 1 else 'are'} not "
-                            "winn-robust's (or a symbolic link); move them away or choose another --out")
+                            "winn-robust's; move them away or choose another --out")
 
     def clear_state(self) -> None:
         """Delete the evaluation state (ours only; call after `refuse_foreign`)."""
