@@ -289,3 +289,41 @@ def test_a_damaged_evaluation_state_item_is_recomputed_and_a_damaged_identity_is
     with pytest.raises(UserError, match="identity.json is damaged"):
         evaluate_models([str(base), str(other)], spec, out, progress=False, plots=False, resume=True)
     assert ReportFolder(out).has_state()
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 batches run no code
+class _Payload:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_cifar_batch_with_a_reduce_payload_runs_nothing(tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    from winn_robust.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    for protocol, name in zip((2, 2, 4, 5, 5, 2), [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        with open(tmp_path / name, "wb") as handle:  # protocol 2 as the original Python 2 files, newer ones too
+            pickle.dump({"batch_label": name, "data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+                         "labels": [0, 1], "filenames": ["a.png", "b.png"]}, handle, protocol=protocol)
+    with open(tmp_path / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"c{k}" for k in range(10)], "num_cases_per_batch": 2}, handle, protocol=2)
+    assert len(load_dataset("cifar10", data_dir=tmp_path).train_images) > 0  # real (generated) batches still load
+    ran = tmp_path / "payload-ran"
+    with open(tmp_path / "data_batch_3", "wb") as handle:
+        pickle.dump({"data": _Payload(ran), "labels": [0]}, handle, protocol=2)
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert not ran.exists()
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and "data_batch_3" in message and "system" in message
+    capsys.readouterr()
+    one_line(capsys, ["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--out",
+                      str(tmp_path / "run"), "--no-progress"], "refused without running")
+    assert not ran.exists()
