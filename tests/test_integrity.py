@@ -327,3 +327,46 @@ def test_a_cifar_batch_with_a_reduce_payload_runs_nothing(tmp_path, capsys):
     one_line(capsys, ["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--out",
                       str(tmp_path / "run"), "--no-progress"], "refused without running")
     assert not ran.exists()
+
+
+# ----------------------------------------------------------------------------- metrics.csv comes from last.pt
+TINY_RUN = dict(arch="vanilla", data="digits", epochs=2, batch_size=20, val_size=40)
+TIMING = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total", "negatives_per_second")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("damage", ["kill before metrics.csv", "deleted", "garbled"])
+def test_metrics_csv_is_rewritten_from_last_pt(tmp_path, tiny_data, damage):
+    from winn_robust.training import TrainConfig, train
+
+    config = TrainConfig(method="baseline", **TINY_RUN)
+    train(TrainConfig(method="baseline", **{**TINY_RUN, "epochs": 3}), tiny_data, tmp_path / "straight", progress=False)
+    run = tmp_path / "run"
+    train(config, tiny_data, run, progress=False)
+    metrics = run / "metrics.csv"
+    if damage == "kill before metrics.csv":  # last.pt of epoch 2 written, metrics.csv still of epoch 1
+        lines = metrics.read_text().splitlines(keepends=True)
+        metrics.write_text("".join(lines[:2]))
+    elif damage == "deleted":
+        metrics.unlink()
+    else:
+        metrics.write_bytes(b"\x00\xffepoch,,\nnot,a,number\n")
+    train(TrainConfig(method="baseline", **{**TINY_RUN, "epochs": 3}), tiny_data, run, resume=True, progress=False)
+    assert [r["epoch"] for r in _rows(metrics)] == ["1", "2", "3"]
+    assert _rows(metrics) == _rows(tmp_path / "straight" / "metrics.csv")
+
+
+def test_a_flipped_bit_in_last_pt_refuses_resume(tmp_path, tiny_data, capsys):
+    from winn_robust.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(method="baseline", **TINY_RUN), tiny_data, run, progress=False)
+    flip_byte_inside(run / "last.pt")  # the largest member: a weight or an optimizer moment
+    one_line(capsys, ["train", "--data", "digits", "--resume", "--epochs", "3", "--out", str(run), "--no-progress"],
+             "last.pt", "damaged")

@@ -7,9 +7,11 @@ zip archive's CRC-32 of every member, so a damaged file is refused instead of si
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 
 from winn_robust.errors import UserError
 from winn_robust.models import Classifier, build_model
-from winn_robust.storage import atomic_write
+from winn_robust.storage import atomic_write, atomic_write_bytes
 
 FORMAT = "winn-robust-checkpoint"
 FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.pt
@@ -43,9 +45,11 @@ def damaged_member(path: Path) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any], **state: Any) -> int:
+def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any],
+                    on_size: Callable[[int], dict[str, Any]] | None = None, **state: Any) -> int:
     """Atomically write weights + metadata (+ optional training state such as optimizer, rng);
-    returns the bytes written."""
+    returns the bytes written. `on_size(n)` is told the file's size before it is written and
+    returns state entries that record it (serialized again until the recorded size is the real one)."""
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {missing}")
@@ -54,7 +58,17 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": plain_metadata,
                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     payload.update(state)
-    return atomic_save(payload, path)
+    if on_size is None:
+        return atomic_save(payload, path)
+    size = 0
+    for _ in range(4):
+        payload.update(on_size(size))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        if buffer.tell() == size:
+            break
+        size = buffer.tell()
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 class DamagedFile(UserError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import platform
 import sys
 import time
@@ -188,6 +189,7 @@ class Trainer:
         self.best_epoch = 0
         self.tau_range = (0.0, 0.0)
         self.pool_files: list[dict[str, Any]] = []
+        self.metric_rows: list[dict[str, Any]] = []  # every epoch's metrics row; last.pt keeps them (metrics.csv is a copy)
         self.extra_metadata: dict[str, Any] = {}
         self.verbose = True
         self.new_negatives: torch.Tensor | None = None
@@ -384,7 +386,14 @@ class Trainer:
                 written += size
         state = {"optimizer": self.optimizer.state_dict(), "rng_state": self.rng.get_state(),
                  "cpu_rng_state": torch.get_rng_state(), "pool_files": list(self.pool_files)}
-        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"}, **state)
+        before = written
+
+        def record_size(size: int) -> dict[str, Any]:  # the rows, this one counting last.pt's own bytes too
+            row["bytes_written"] = before + size
+            return {"metrics_rows": json.dumps(self.metric_rows)}  # JSON: the same bytes in a resumed run
+
+        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"},
+                                   on_size=record_size, **state)
         return written
 
     def resume(self, path: Path) -> None:
@@ -401,6 +410,7 @@ class Trainer:
         self.rng.set_state(payload["rng_state"].cpu())
         torch.set_rng_state(payload["cpu_rng_state"].cpu())
         self.pool_files = list(payload.get("pool_files", []))
+        self.metric_rows = list(json.loads(payload.get("metrics_rows", "[]")))
         if self.pool is not None:
             self.pool = load_pool(self.out_dir, self.pool_files, self.device)
         self.epoch = int(meta["epoch"])
@@ -428,10 +438,19 @@ class Trainer:
 
 
 def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    """metrics.csv's rows up to an epoch (only for a last.pt older than the rows it keeps); an
+    unreadable file gives the rows read before the damage."""
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+    rows = []
+    try:
+        with open(path, newline="", errors="replace") as handle:
+            for row in csv.DictReader(handle):
+                if int(row["epoch"]) <= up_to_epoch:
+                    rows.append(row)
+    except (KeyError, ValueError, TypeError, csv.Error):
+        pass
+    return rows
 
 
 def holds_run(out_dir: Path) -> bool:
@@ -456,7 +475,9 @@ def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.dev
         if not last.is_file():
             raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
         trainer.resume(last)
-        rows = read_metrics(out_dir / METRICS_NAME, trainer.epoch)
+        # last.pt's rows are the record (older last.pt files have none: then metrics.csv, as far as it reads)
+        rows = trainer.metric_rows or read_metrics(out_dir / METRICS_NAME, trainer.epoch)
+        trainer.write_metrics(rows)  # a metrics.csv lost, cut or garbled since is rewritten from them
     if trainer.epoch >= config.epochs:
         raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); "
                         "raise --epochs to train on")
@@ -487,8 +508,9 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     try:
         while trainer.epoch < config.epochs:
             row = trainer.run_epoch()
-            row["bytes_written"] = trainer.save(row)
             rows.append(row)
+            trainer.metric_rows = rows
+            row["bytes_written"] = trainer.save(row)
             trainer.write_metrics(rows)
             trainer.save_negatives_grid()
             bar.update(1)
