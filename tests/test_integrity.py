@@ -370,3 +370,21 @@ def test_a_flipped_bit_in_last_pt_refuses_resume(tmp_path, tiny_data, capsys):
     flip_byte_inside(run / "last.pt")  # the largest member: a weight or an optimizer moment
     one_line(capsys, ["train", "--data", "digits", "--resume", "--epochs", "3", "--out", str(run), "--no-progress"],
              "last.pt", "damaged")
+
+
+# ----------------------------------------------------------------------------- non-finite settings
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--data", "digits", "--lr", "nan"], "--lr"),
+    (["train", "--data", "digits", "--lr", "inf"], "--lr"),
+    (["train", "--data", "digits", "--alpha", "nan"], "--alpha"),
+    (["train", "--data", "digits", "--synthesis-tolerance=-inf"], "--synthesis-tolerance"),
+    (["reproduce", "--preset", "quick", "--lr", "nan"], "--lr"),
+    (["attack", "--baseline", "b.pt", "--attack", "pgd", "--eps", "0.1", "--attack-option", "pgd.step_size=nan"],
+     "pgd.step_size"),
+    (["attack", "--baseline", "b.pt", "--attack", "pgd", "--eps", "0.1", "--attack-option", "pgd.step_size=inf"],
+     "pgd.step_size"),
+])
+def test_non_finite_settings_are_refused_at_parse_time(tmp_path, capsys, argv, expected):
+    out = tmp_path / "out"
+    one_line(capsys, [*argv, "--out", str(out)], expected, "finite")
+    assert not out.exists()

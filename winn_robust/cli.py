@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    """A float option: nan and inf are refused here, where the text enters, not after training starts."""
+    value = float(text)  # a ValueError is argparse's one line "invalid float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+finite_float.__name__ = "float"  # argparse names the type in its message
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
@@ -70,6 +82,7 @@ def add_train_parser(sub: Any) -> None:
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
             kind = int if field.name in ("train_limit",) else type(default)
+            kind = finite_float if kind is float else kind
             parser.add_argument(flag, type=kind, default=None, help=f"{FIELD_HELP[field.name]} [default: {default}]")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")
     parser.add_argument("--resume", action="store_true",
@@ -80,7 +93,7 @@ def add_train_parser(sub: Any) -> None:
 
 
 def add_dist_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
+    parser.add_argument("--dist-timeout", type=finite_float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
                         help="under torchrun: how long a rank waits for the others at a collective before the job "
                              f"fails [default: {distributed.DEFAULT_TIMEOUT_MINUTES:g}]")
 
@@ -204,7 +217,7 @@ def add_reproduce_parser(sub: Any) -> None:
         if field.type in ("bool", bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
-            kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], int)
+            kind = {"int": int, "float": finite_float, "str": str}.get(str(field.type).split(" ")[0], int)
             parser.add_argument(flag, type=kind, default=None, help=FIELD_HELP[field.name] + " [default: the preset's]")
     add_common_options(parser)
 

@@ -8,6 +8,7 @@ they are given (the harness derives it from the evaluation seed, the attack, eps
 model), so a seeded evaluation is reproducible, resumable and shardable."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -89,6 +90,8 @@ def coerce_options(cls: type[Attack], options: Mapping[str, str | int | float | 
                 value = int(raw)
             elif kind is float:
                 value = float(raw)
+                if not math.isfinite(value):
+                    raise UserError(f"attack option {cls.name}.{key}={raw!r} must be a finite number (not nan or inf)")
             else:
                 value = raw
         except (KeyError, ValueError):
