@@ -388,3 +388,48 @@ def test_non_finite_settings_are_refused_at_parse_time(tmp_path, capsys, argv, e
     out = tmp_path / "out"
     one_line(capsys, [*argv, "--out", str(out)], expected, "finite")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- report checks per_example.csv
+@pytest.fixture(scope="module")
+def finished_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    base, other = checkpoint(root / "base.pt"), checkpoint(root / "other.pt", seed=1, method="winn")
+    evaluate_models([str(base), str(other)], EvalSpec(eps=(0.1,), limit=30, batch_size=10), root / "R",
+                    progress=False, plots=False)
+    return root / "R"
+
+
+def _cut_lines(text: str) -> str:
+    return "\n".join(text.splitlines()[:11]) + "\n"
+
+
+def _empty_label(text: str) -> str:
+    lines = text.splitlines()
+    cells = lines[3].split(",")
+    cells[1] = ""
+    lines[3] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def _cut_row(text: str) -> str:
+    return text[: text.rindex("\n", 0, len(text) - 1) + 4]
+
+
+def _drop_column(text: str) -> str:
+    frame = __import__("pandas").read_csv(__import__("io").StringIO(text))
+    return frame.drop(columns=[c for c in frame.columns if c.startswith("adv[")][:1]).to_csv(index=False)
+
+
+@pytest.mark.parametrize("damage", [_cut_lines, _empty_label, _cut_row, _drop_column,
+                                    lambda text: "\x00\x01\xff" * 50])
+def test_report_refuses_a_damaged_per_example_csv(tmp_path, finished_report, capsys, damage):
+    import shutil
+
+    folder = tmp_path / "R"
+    shutil.copytree(finished_report, folder)
+    csv_path = folder / "per_example.csv"
+    csv_path.write_text(damage(csv_path.read_text()))
+    table = (folder / "table.md").read_text()
+    one_line(capsys, ["report", str(folder)], "per_example.csv")
+    assert (folder / "table.md").read_text() == table

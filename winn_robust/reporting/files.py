@@ -86,6 +86,35 @@ def read_results(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a results.json written by winn-robust; move it aside or fix it") from None
 
 
+def check_against_results(csv_path: Path, result: CrossEvalResult, document: Mapping[str, Any]) -> None:
+    """per_example.csv must hold the rows, models and runs that results.json counted: a cut,
+    edited or partly lost file is one line, never tables quietly rebuilt on fewer images."""
+    advice = "restore it from the run (or run the attack again); `report` rebuilds tables only from the complete file"
+    names = list(result.clean_preds)
+    for (attack, eps), by_source in result.adv_preds.items():
+        for source in names:
+            for target in names:
+                if target not in by_source.get(source, {}):
+                    raise UserError(f"{csv_path} lacks the column adv[attack={attack},eps={eps:g},src={source}]:{target} "
+                                    f"(every model's prediction on every model's adversarial examples); {advice}")
+    metrics = document.get("metrics") or {}
+    if not metrics:
+        return  # no results.json beside it: nothing more to check against
+    expected_n = metrics.get("n")
+    if expected_n is not None and result.n != int(expected_n):
+        raise UserError(f"{csv_path} has {result.n} image rows but results.json counts N = {expected_n}; {advice}")
+    missing = [f"clean:{m}" for m in metrics.get("models", []) if m not in result.clean_preds]
+    for run in metrics.get("runs", []):
+        key = (str(run.get("attack")), float(run.get("eps", "nan")))
+        if key not in result.adv_preds:
+            missing.append(f"adv[attack={key[0]},eps={key[1]:g},...]")
+        elif int(run.get("n", result.run_sizes.get(key, 0))) != result.run_sizes.get(key):
+            raise UserError(f"{csv_path} holds {result.run_sizes.get(key)} predictions of {key[0]} at eps {key[1]:g} "
+                            f"but results.json counts {run.get('n')}; {advice}")
+    if missing:
+        raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing[:3])} that results.json reports; {advice}")
+
+
 def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
     """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
     indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
@@ -100,6 +129,7 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
         result = result_from_per_example(csv_path, attack=attack)
     except (KeyError, ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
+    check_against_results(csv_path, result, document)
     result.unchanged_images = _runs_from_records(document.get("unchanged_images", []), attack)
     result.attacks = dict(document.get("attacks") or {})
     result.table_eps = provenance.get("table_eps")

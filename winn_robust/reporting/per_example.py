@@ -78,6 +78,11 @@ def result_from_per_example(path: str | Path, attack: str = "unknown") -> CrossE
     """Parse per_example.csv back into predictions (the inverse of `per_example_frame`);
     `attack` names the single attack of a schema-1 file."""
     frame = pd.read_csv(path)
+    for column in [c for c in frame.columns if c in ("index", "label") or c.startswith(_CLEAN_PREFIX)]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | (values != values.round())
+        if bad.any():
+            raise ValueError(f"row {int(bad.to_numpy().argmax()) + 1} of column {column} is empty or not an integer")
     labels = frame["label"].to_numpy(np.int64)
     clean = {c[len(_CLEAN_PREFIX):]: frame[c].to_numpy(np.int64) for c in frame.columns if c.startswith(_CLEAN_PREFIX)}
     adv: dict[tuple[str, float], dict[str, dict[str, np.ndarray]]] = {}
