@@ -433,3 +433,69 @@ def test_report_refuses_a_damaged_per_example_csv(tmp_path, finished_report, cap
     table = (folder / "table.md").read_text()
     one_line(capsys, ["report", str(folder)], "per_example.csv")
     assert (folder / "table.md").read_text() == table
+
+
+# ----------------------------------------------------------------------------- broken user models
+BROKEN_MODELS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Broken(nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net, self.kind, self.calls = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), kind, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.kind == "raises" and self.calls == 30:  # past the load check and the probes
+                raise RuntimeError("the 30th call breaks")
+            if self.kind == "detaches":
+                return self.net(x.detach())
+            out = self.net(x)
+            if self.kind == "integer":
+                return (out * 10).round().long()
+            if self.kind == "nan_on_adversarial" and self.calls > 3:
+                return out * float("nan")
+            return out
+
+    def raises():
+        return Broken("raises")
+
+    def detaches():
+        return Broken("detaches")
+
+    def integer():
+        return Broken("integer")
+
+    def nan_on_adversarial():
+        return Broken("nan_on_adversarial")
+""")
+
+
+@pytest.mark.parametrize("function, expected", [
+    ("raises", ("RuntimeError: the 30th call breaks", "fgsm at eps 0.1", "test images 10-19")),
+    ("integer", ("int64 logits",)),
+    ("nan_on_adversarial", ("NaN or Inf logits",)),
+])
+def test_a_broken_user_model_is_one_line_naming_model_attack_and_batch(tmp_path, capsys, function, expected):
+    source = tmp_path / "broken.py"
+    source.write_text(BROKEN_MODELS)
+    one_line(capsys, ["attack", "--data", "digits", "--baseline", f"{source}:{function}", "--attack", "fgsm", "--eps",
+                      "0.1", "--limit", "20", "--batch-size", "10", "--out", str(tmp_path / "R"), "--no-progress"],
+             f"{source}:{function}", *expected)
+    assert not (tmp_path / "R" / "results.json").exists()
+
+
+def test_a_model_that_detaches_its_input_is_a_zero_gradient_warning(tmp_path, capsys):
+    import json
+
+    source = tmp_path / "broken.py"
+    source.write_text(BROKEN_MODELS)
+    out = tmp_path / "R"
+    assert main(["attack", "--data", "digits", "--baseline", f"{source}:detaches", "--attack", "fgsm,pgd", "--eps",
+                 "0.1", "--limit", "20", "--batch-size", "10", "--out", str(out), "--no-progress"]) == 0
+    assert "zero input gradients" in capsys.readouterr().out
+    document = json.loads((out / "results.json").read_text())
+    assert any(i["status"] == "WARN" for i in document["indicators"])
+    assert document["unchanged_images"][0]["counts"]["broken"] == 20  # FGSM moved no image: zero gradient everywhere

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.base import Attack, AttackOutput, input_gradient
 from winn_robust.errors import UserError
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model
@@ -79,7 +79,7 @@ class PGD(Attack):
                     trace[step] = running
                     if step == self.steps:
                         break
-                    (grad,) = torch.autograd.grad(loss.sum(), current)
+                    grad = input_gradient(loss.sum(), current)
                     current = torch.min(torch.max(current.detach() + alpha * grad.sign(), low), high)
         unfooled = ~best_fooled
         return AttackOutput(best, clean_logits=clean_logits, loss_trace_sum=(trace * unfooled).sum(dim=1),

@@ -411,7 +411,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     labels = labels[:spec.limit]
     networks = {}
     for name, model in models.items():
-        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model)
+        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model, _safe(name))
         networks[_safe(name)] = wrapped.to(dev).eval()
     model_images = to_model_range(images01)
     num_classes = int(max(int(labels.max()) + 1, len(class_names)))
