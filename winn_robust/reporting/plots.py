@@ -14,6 +14,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
 from winn_robust.storage import atomic_savefig
@@ -130,7 +131,14 @@ def plot_training_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
     (the best validation epoch, the one best.pt holds, is marked)."""
     import pandas as pd
 
-    frame = pd.read_csv(metrics_csv)
+    try:
+        frame = pd.read_csv(metrics_csv)
+        if "epoch" not in frame or "method" not in frame:
+            raise ValueError("no epoch and method columns")
+        frame["epoch"] = pd.to_numeric(frame["epoch"], errors="raise")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{metrics_csv} is not a metrics.csv written by winn-robust ({' '.join(str(exc).split())[:100]}); "
+                        "`train --resume` rewrites it from last.pt") from None
     method = str(frame["method"].iloc[0]) if len(frame) else ""
     fig = Figure(figsize=(13, 3.2))
     for index, (title, series) in enumerate(TRAINING_PANELS):
