@@ -215,7 +215,7 @@ def test_attack_force_deletes_only_our_report_files(tmp_path):
     assert not (out / "error_vs_eps_pgd.png").exists() and not (out / "error_vs_eps.png").exists()
     (out / STATE_DIR).mkdir()
     (out / STATE_DIR / "draft.txt").write_text("mine")
-    with pytest.raises(UserError, match="draft.txt"):
+    with pytest.raises(UserError, match=r"draft\.txt"):
         evaluate_models([str(base)], spec, out, progress=False, plots=False, force=True)
     assert (out / STATE_DIR / "draft.txt").is_file() and (out / "results.json").is_file()
 
@@ -286,7 +286,7 @@ def test_a_damaged_evaluation_state_item_is_recomputed_and_a_damaged_identity_is
             evaluate_module.cross_evaluate = original
     identity = out / STATE_DIR / "identity.json"
     identity.write_text(identity.read_text()[:-7])
-    with pytest.raises(UserError, match="identity.json is damaged"):
+    with pytest.raises(UserError, match=r"identity\.json is damaged"):
         evaluate_models([str(base), str(other)], spec, out, progress=False, plots=False, resume=True)
     assert ReportFolder(out).has_state()
 

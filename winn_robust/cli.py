@@ -81,7 +81,7 @@ def add_train_parser(sub: Any) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
-            kind = int if field.name in ("train_limit",) else type(default)
+            kind: Any = int if field.name in ("train_limit",) else type(default)
             kind = finite_float if kind is float else kind
             parser.add_argument(flag, type=kind, default=None, help=f"{FIELD_HELP[field.name]} [default: {default}]")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")

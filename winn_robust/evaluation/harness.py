@@ -120,10 +120,11 @@ def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Ten
         except UserModelFailure as exc:
             raise _failed(exc, where % source) from None
         except Exception as exc:
-            if not isinstance(models[source], PixelSpaceModel):
+            user_model = models[source]
+            if not isinstance(user_model, PixelSpaceModel):
                 raise  # our own model: a bug of ours shows its traceback
             # a user's model broke an attack library's assumptions (e.g. no gradient at all)
-            raise _failed(UserModelFailure(models[source].label, f"made the attack fail ({type(exc).__name__}: "
+            raise _failed(UserModelFailure(user_model.label, f"made the attack fail ({type(exc).__name__}: "
                                            f"{' '.join(str(exc).split())[:160]})"), where % source) from None
         adversarial = output.adversarial.detach()
         if adversarial.shape != x.shape:
