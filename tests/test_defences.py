@@ -217,7 +217,7 @@ def test_bad_method_specs_are_one_line_and_exit_2(tmp_path, capsys, name):
     (["--method", "trades", "--train-eps", "0.1", "--beta", "-1"], "--beta must be >= 0"),
     (["--method", "pgd-at", "--method-preset", "trades-mnist"], "is for --method trades"),
     (["--method", "baseline", "--select-by", "pgd"], "--select-eps is needed"),
-    (["--method", "fast-at", "--train-eps", "nan"], "--train-eps is NaN"),
+    (["--method", "fast-at", "--train-eps", "nan"], "--train-eps must be a finite number"),
 ])
 def test_bad_defence_settings_are_one_line(tmp_path, capsys, argv, expected):
     code = main(["train", *argv, "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run")])

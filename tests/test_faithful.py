@@ -191,11 +191,13 @@ def test_bytes_written_per_epoch_do_not_grow_with_the_pool(tmp_path, tiny_data):
     parts = sorted((tmp_path / "pool").glob("epoch_*.pt"))
     assert [p.name for p in parts] == [f"epoch_{e:03d}.pt" for e in range(6)]
     assert len({p.stat().st_size for p in parts[1:]}) == 1  # ... but each epoch's pool file is the same size
-    assert max(sizes.values()) - min(sizes.values()) < 2048  # and last.pt no longer holds the pool
+    # ... and last.pt no longer holds the pool: it grows only by its metrics row (under 2 KB an epoch)
+    growth = [b - a for a, b in zip(list(sizes.values()), list(sizes.values())[1:])]
+    assert max(growth) < 2048
     best_sizes = (tmp_path / "best.pt").stat().st_size
-    improved = rows["val_error"] < rows["val_error"].cummin().shift(fill_value=float("inf"))
-    without_best = rows["bytes_written"] - improved * best_sizes
-    assert without_best.iloc[1:].max() - without_best.iloc[1:].min() < 2048
+    improved = rows["val_error"] <= rows["val_error"].cummin().shift(fill_value=float("inf"))  # ties: the later epoch
+    without_best = (rows["bytes_written"] - improved * best_sizes).iloc[1:]
+    assert without_best.diff().dropna().abs().max() < 2048
 
 
 def test_a_kill_in_the_middle_of_saving_resumes_exactly(tmp_path, tiny_data, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -35,9 +36,12 @@ def fraction(text: str) -> float:
     from winn_robust.units import parse_fraction
 
     try:
-        return parse_fraction(text)
+        value = parse_fraction(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (a decimal or a fraction such as 8/255)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def cli_message(exc: UserError) -> str:
@@ -75,6 +79,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def finite_float(text: str) -> float:
+    """A float option: nan and inf are refused here, where the text enters, not after training starts."""
+    value = float(text)  # a ValueError is argparse's one line "invalid float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+finite_float.__name__ = "float"  # argparse names the type in its message
+
+
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
     parser.add_argument("--data", required=required, help=FIELD_HELP["data"] + (f" [default: {default}]" if default else ""))
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
@@ -108,7 +123,8 @@ def add_train_parser(sub: Any) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
-            kind = {"train_limit": int, "select_limit": int, "select_eps": fraction}.get(field.name, type(default))
+            kind: Any = {"train_limit": int, "select_limit": int, "select_eps": fraction}.get(field.name, type(default))
+            kind = finite_float if kind is float else kind
             parser.add_argument(flag, type=kind, default=None, help=f"{FIELD_HELP[field.name]} [default: {default}]")
     add_method_setting_options(parser, "")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, negatives/, pool/")
@@ -120,7 +136,7 @@ def add_train_parser(sub: Any) -> None:
 
 
 def add_dist_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
+    parser.add_argument("--dist-timeout", type=finite_float, default=distributed.DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
                         help="under torchrun: how long a rank waits for the others at a collective before the job "
                              f"fails [default: {distributed.DEFAULT_TIMEOUT_MINUTES:g}]")
 
@@ -253,7 +269,7 @@ def add_reproduce_parser(sub: Any) -> None:
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
             kind = fraction if field.name == "select_eps" else \
-                {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], int)
+                {"int": int, "float": finite_float, "str": str}.get(str(field.type).split(" ")[0], int)
             parser.add_argument(flag, type=kind, default=None, help=FIELD_HELP[field.name] + " [default: the preset's]")
     add_common_options(parser)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from winn_robust import distributed
+from winn_robust import distributed, locking
 from winn_robust.checkpoint import load_checkpoint, read_checkpoint
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
@@ -186,15 +187,20 @@ def run_report(args: argparse.Namespace) -> None:
     from winn_robust.reporting.files import rebuild_tables
 
     if len(args.report) == 1:
-        files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
+        target = args.out or (args.report[0] if args.report[0].is_dir() else args.report[0].parent)
+        hold = locking.acquire(target, locking.REPORT) if target.is_dir() else ExitStack()
+        with hold:  # not while an `attack` writes that folder
+            files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
     if args.out is None:
         raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
-    files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps, reference=args.reference,
-                            resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
+    with locking.acquire(args.out, locking.REPORT):
+        files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
+                                reference=args.reference, resamples=args.bootstrap_resamples,
+                                bootstrap_seed=args.bootstrap_seed)
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 

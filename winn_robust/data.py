@@ -262,14 +262,42 @@ def _read_svhn(files: dict[str, Path]) -> ImageDataset:
     return ImageDataset("svhn", *train, *test, _DIGIT_CLASSES)
 
 
+# Everything a CIFAR-10 python batch refers to: numpy's array reconstruction (the module was
+# numpy.core before numpy 2, numpy._core since) and the bytes helper pickle protocol 2 uses.
+_CIFAR_GLOBALS = frozenset({
+    *((f"numpy.{core}.multiarray", "_reconstruct") for core in ("core", "_core")),
+    *((f"numpy.{core}.multiarray", "scalar") for core in ("core", "_core")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR-10 batch never holds (refused before it could run)."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle restricted to what CIFAR-10 batches contain (dicts, lists, str, bytes, ints and numpy
+    arrays): any other global (os.system, a class's constructor...) is refused before it is
+    looked up, so a booby-trapped file runs nothing."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    """A CIFAR python batch, read as torchvision does (pickle, latin1); only open folders you trust."""
+    """A CIFAR python batch (latin1, as torchvision reads it), through `_CifarUnpickler`: never runs code."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _CifarUnpickler(f, encoding="latin1").load()
         if not isinstance(entry, dict):
             raise TypeError(f"unpickled a {type(entry).__name__}, not a dict")
         return entry
+    except RefusedGlobal as exc:
+        raise UserError(f"cifar10: {path} asks to run {exc}, which no CIFAR-10 batch holds; refused without running "
+                        "it. Replace the file with the original CIFAR-10 batch (or delete it and pass --download)") from None
     except Exception as exc:
         raise _malformed("cifar10", path, _describe(exc), "a CIFAR-10 python batch") from exc
 

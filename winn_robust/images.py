@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from winn_robust.storage import atomic_write
 from winn_robust.units import to_pixel_range
 
 
@@ -20,8 +21,8 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10) -> P
     from torchvision.utils import save_image  # imported here: torchvision costs every process (each torchrun rank) ~1-2 s at start-up
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_unit_range(images), path, nrow=nrow, padding=2, pad_value=1.0)
+    atomic_write(path, lambda handle: save_image(to_unit_range(images), handle, format="png", nrow=nrow, padding=2,
+                                                 pad_value=1.0))
     return path
 
 
@@ -52,6 +53,5 @@ def save_class_grid(images: torch.Tensor, class_names: Sequence[str], path: str 
     if title:
         draw.text((4, 3), title, fill="black")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    atomic_write(path, lambda handle: canvas.save(handle, format="png"))
     return path

@@ -22,15 +22,48 @@ from winn_robust.user_code import import_function, split_function_spec
 BEST = "best.pt"
 
 
-class PixelSpaceModel(nn.Module):
-    """An ecosystem model ([0, 1] images -> logits) seen from our [-1, 1] model space."""
+class UserModelFailure(UserError):
+    """A user's model (FILE.py, TorchScript, a Python object) raised or returned something that is
+    not finite float logits; the harness adds which attack and batch it was."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__(f"model {label} {reason}; it must map [0, 1] images to finite float logits")
+        self.label, self.reason = label, reason
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
+def check_logits(label: str, out: object) -> torch.Tensor:
+    """A user's model output must be a floating tensor with no NaN or Inf: NaN logits would make
+    every attack 'fail' and every indicator pass, a report that looks robust and means nothing."""
+    if not isinstance(out, torch.Tensor):
+        raise UserModelFailure(label, f"returned a {type(out).__name__}, not a tensor of logits")
+    if not out.is_floating_point():
+        raise UserModelFailure(label, f"returned {str(out.dtype).replace('torch.', '')} logits, not floating point")
+    if not bool(torch.isfinite(out).all()):
+        raise UserModelFailure(label, "returned NaN or Inf logits")
+    return out
+
+
+class PixelSpaceModel(nn.Module):
+    """An ecosystem model ([0, 1] images -> logits) seen from our [-1, 1] model space. Its
+    failures become one `UserModelFailure` line, and its outputs are checked (`check_logits`)."""
+
+    def __init__(self, model: nn.Module, label: str = "") -> None:
         super().__init__()
         self.model = model
+        self.label = label or type(model).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(to_pixel_range(x))
+        try:
+            out = self.model(to_pixel_range(x))
+        except UserError:
+            raise
+        except Exception as exc:  # the user's code: any exception is theirs to fix, said in one line
+            raise UserModelFailure(self.label, f"raised {_one_line(exc)}") from exc
+        return check_logits(self.label, out)
 
 
 @dataclass
@@ -94,7 +127,7 @@ def _from_torchscript(name: str | None, spec: str, path: Path, device: torch.dev
     except Exception as exc:  # torch raises many kinds for a broken archive; the user needs one line
         reason = " ".join(str(exc).split())[:160]
         raise UserError(f"TorchScript file {path} failed to load ({reason}); export it again with torch.jit.save") from None
-    return LoadedModel(name, PixelSpaceModel(module).to(device).eval(), spec, "torchscript", path)
+    return LoadedModel(name, PixelSpaceModel(module, spec).to(device).eval(), spec, "torchscript", path)
 
 
 def _from_python(name: str | None, spec: str, path: Path, function: str, device: torch.device | str) -> LoadedModel:
@@ -106,7 +139,7 @@ def _from_python(name: str | None, spec: str, path: Path, function: str, device:
     if not isinstance(built, nn.Module):
         raise UserError(f"{path}:{function}() returned a {type(built).__name__}, not a torch.nn.Module; return the model "
                         "(images in [0, 1] -> logits)")
-    return LoadedModel(name, PixelSpaceModel(built).to(device).eval(), spec, "python", path)
+    return LoadedModel(name, PixelSpaceModel(built, spec).to(device).eval(), spec, "python", path)
 
 
 def check_outputs(loaded: LoadedModel, images: torch.Tensor, num_classes: int) -> None:
@@ -115,6 +148,8 @@ def check_outputs(loaded: LoadedModel, images: torch.Tensor, num_classes: int) -
     try:
         with torch.no_grad():
             out = loaded.model(probe)
+    except UserModelFailure:
+        raise
     except Exception as exc:
         raise UserError(f"model {loaded.source} failed on images of shape {list(probe.shape[1:])}: "
                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None

@@ -8,6 +8,7 @@ they are given (the harness derives it from the evaluation seed, the attack, eps
 model), so a seeded evaluation is reproducible, resumable and shardable."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -71,6 +72,16 @@ class Attack(ABC):
         return self.run(model, images, labels, eps, generator).adversarial
 
 
+def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d loss / d x, where a model that cut its output off from its input (x.detach(), a numpy
+    round trip: a classic gradient-masking pattern) has gradient exactly zero, as autograd would
+    report it had the graph existed, instead of an error: the zero-gradient indicator then WARNs."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 def coerce_options(cls: type[Attack], options: Mapping[str, str | int | float | bool]) -> dict[str, Any]:
     """Option strings from the command line converted to the types of the attack's fields;
     an unknown option or a value of the wrong type is one UserError naming the choices."""
@@ -89,6 +100,8 @@ def coerce_options(cls: type[Attack], options: Mapping[str, str | int | float | 
                 value = int(raw)
             elif kind is float:
                 value = float(raw)
+                if not math.isfinite(value):
+                    raise UserError(f"attack option {cls.name}.{key}={raw!r} must be a finite number (not nan or inf)")
             else:
                 value = raw
         except (KeyError, ValueError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.base import Attack, AttackOutput, input_gradient
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, check_eps, eps_to_model
 
@@ -21,7 +21,7 @@ def fgsm_with_logits(model: torch.nn.Module, images: torch.Tensor, labels: torch
     with frozen_eval(model), torch.enable_grad():
         logits = model(x)
         loss = F.cross_entropy(logits, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
+        grad = input_gradient(loss, x)
     adversarial = (x.detach() + eps_to_model(eps) * grad.sign()).clamp_(MODEL_LOW, MODEL_HIGH)
     return adversarial, logits.detach()
 

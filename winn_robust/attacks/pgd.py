@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.base import Attack, AttackOutput, input_gradient
 from winn_robust.errors import UserError
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model
@@ -57,7 +57,7 @@ def sign_ascent(model: torch.nn.Module, x: torch.Tensor, start: torch.Tensor, ob
                 on_iterate(index, current.detach(), logits.detach(), value.detach())
             if last:
                 break
-            (grad,) = torch.autograd.grad(value.sum(), current)
+            grad = input_gradient(value.sum(), current)  # a detached input is a zero gradient, not a crash
             current = torch.min(torch.max(current.detach() + step * grad.sign(), low), high)
     return current.detach()
 

@@ -25,6 +25,7 @@ from winn_robust import distributed
 from winn_robust.errors import UserError
 from winn_robust.evaluation.probes import ProbeResult, probe_model
 from winn_robust.evaluation.spec import AttackRun, EvalSpec
+from winn_robust.model_sources import PixelSpaceModel, UserModelFailure
 from winn_robust.models.base import frozen_eval
 
 RunKey = tuple[str, float]        # (attack name, eps)
@@ -111,9 +112,20 @@ def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Ten
     crafted: list[torch.Tensor] = []
     chunk: dict[str, dict[str, Any]] = {"clean": {}, "adv": {}, "unchanged_images": {}, "unchanged_pixels": {},
                                         "trace_sum": {}, "trace_count": {}, "notes": {}, "examples": {}}
+    where = f"while {attack.name} at eps {eps:g} attacked %s on test images {start}-{start + len(x) - 1}"
     for source in names:
         generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, attack.name, eps, start, source))
-        output = attack.run(models[source], x, y, eps, generator)
+        try:
+            output = attack.run(models[source], x, y, eps, generator)
+        except UserModelFailure as exc:
+            raise _failed(exc, where % source) from None
+        except Exception as exc:
+            user_model = models[source]
+            if not isinstance(user_model, PixelSpaceModel):
+                raise  # our own model: a bug of ours shows its traceback
+            # a user's model broke an attack library's assumptions (e.g. no gradient at all)
+            raise _failed(UserModelFailure(user_model.label, f"made the attack fail ({type(exc).__name__}: "
+                                           f"{' '.join(str(exc).split())[:160]})"), where % source) from None
         adversarial = output.adversarial.detach()
         if adversarial.shape != x.shape:
             raise RuntimeError(f"attack {attack.name!r} returned shape {tuple(adversarial.shape)} for input {tuple(x.shape)}")
@@ -132,11 +144,21 @@ def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Ten
     batch = torch.cat(crafted)
     with torch.inference_mode():
         for target in names:
-            if want_clean and target not in chunk["clean"]:
-                chunk["clean"][target] = models[target](x).argmax(1).cpu()
-            for source, preds in zip(names, models[target](batch).argmax(1).split(x.shape[0])):
+            try:
+                if want_clean and target not in chunk["clean"]:
+                    chunk["clean"][target] = models[target](x).argmax(1).cpu()
+                predictions = models[target](batch).argmax(1)
+            except UserModelFailure as exc:
+                raise _failed(exc, f"evaluating {attack.name} at eps {eps:g} adversarial examples of test images "
+                                   f"{start}-{start + len(x) - 1}") from None
+            for source, preds in zip(names, predictions.split(x.shape[0])):
                 chunk["adv"].setdefault(source, {})[target] = preds.cpu()
     return chunk
+
+
+def _failed(exc: UserModelFailure, where: str) -> UserError:
+    return UserError(f"model {exc.label} {exc.reason} {where}; fix the model: it must map every [0, 1] image to finite "
+                     "float logits")
 
 
 @dataclass(frozen=True)
@@ -213,8 +235,13 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
             if fresh:
                 first = WorkItem("probes", None, 0, min(spec.batch_size, images.shape[0]), False)
                 x, y = batch_of(first)
-                saved = {name: probe_model(models[name], x, y, derive_seed(spec.seed, "probe", name)).to_dict()
-                         for name in names}
+                saved = {}
+                for name in names:
+                    try:
+                        saved[name] = probe_model(models[name], x, y, derive_seed(spec.seed, "probe", name)).to_dict()
+                    except UserModelFailure as exc:
+                        raise _failed(exc, f"while it was probed (input gradients, randomness, an unbounded PGD) on "
+                                           f"test images 0-{len(x) - 1}") from None
             saved = distributed.all_gather_object(saved)[0]  # rank 0's
             if fresh and store:
                 store.put("probes", saved)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from winn_robust.attacks.base import input_gradient
 from winn_robust.attacks.pgd import PGD
 from winn_robust.models.base import frozen_eval
 
@@ -37,7 +38,7 @@ def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     x = images.detach().clone().requires_grad_(True)
     with frozen_eval(model), torch.enable_grad():
         logits = model(x)
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), x)
+        grad = input_gradient(F.cross_entropy(logits, labels, reduction="sum"), x)
     zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
     outputs = logits.detach()
     sums_to_one = ((outputs.min(1).values > -PROBABILITY_TOLERANCE) & (outputs.max(1).values < 1 + PROBABILITY_TOLERANCE)

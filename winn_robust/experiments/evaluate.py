@@ -8,9 +8,9 @@ evaluations keep their finished work in OUT/.evaluation-state, so `--resume` con
 killed run and ends with the same files as an uninterrupted one."""
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicator
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.provenance import build_provenance, model_provenance, now, python_model_provenance
-from winn_robust.experiments.resume_store import STATE_DIR, FolderStore, prepare_output
+from winn_robust.experiments.resume_store import FolderStore, prepare_output
 from winn_robust.model_set import ModelSet, safe_name
 from winn_robust.model_set import model_names as model_names  # re-exported: its old home
 from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs
 from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
+from winn_robust.reporting.report_folder import ReportFolder
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
 from winn_robust.units import to_model_range
 
@@ -120,29 +121,40 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     timestamp = now()
     started = time.perf_counter()
     dev = resolve_device(device)
-    prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
-                                                  timestamp, resume, force, notes))
-    networks, images, labels, names, provenance, class_names, store = prepared
-    attacks_started = time.perf_counter()
-    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
-    attack_seconds = time.perf_counter() - attacks_started
-    report = build_report(result, names, provenance, spec, class_names)
-    report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-    report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
-    if out_dir is not None and distributed.world().is_main:
-        report.write(out_dir, plots=plots)
-        shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+    with ExitStack() as hold:  # rank 0 holds the report folder's lock from before it reads it to the last write
+        prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
+                                                      timestamp, resume, force, notes, hold))
+        networks, images, labels, names, provenance, class_names, store = prepared
+        attacks_started = time.perf_counter()
+        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
+        attack_seconds = time.perf_counter() - attacks_started
+        report = build_report(result, names, provenance, spec, class_names)
+        report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+        report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
+        if store is not None and store.recomputed:
+            report.provenance["notes"] = [*report.provenance.get("notes", []),
+                                          f"{len(store.recomputed)} damaged evaluation state item(s) were recomputed"]
+        if out_dir is not None and distributed.world().is_main:
+            folder = ReportFolder(Path(out_dir))
+            folder.check_writable()
+            report.write(out_dir, plots=plots)
+            folder.clear_state()
     return report
 
 
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
-             notes: list[str] | None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
-                                               dict[str, Any], tuple[str, ...], FolderStore | None]:
+             notes: list[str] | None, hold: ExitStack | None = None
+             ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], dict[str, Any], tuple[str, ...],
+                        FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
     ModelSet.refuse_repeated(sources)
     if out_dir is not None:
+        if distributed.world().is_main:  # one writer per report folder, before anything there is read or deleted
+            lock = ReportFolder(Path(out_dir)).open_for_writing()
+            if hold is not None:
+                hold.callback(lock.release)
         prepare_output(Path(out_dir), force, resume)
     models = ModelSet.load(sources, dev)
     notes = notes if notes is not None else []
@@ -175,7 +187,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     if out_dir is not None:
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
                     "n": len(labels), "evaluation": spec.describe()}
-        store = FolderStore(Path(out_dir) / STATE_DIR, identity, resume)
+        store = FolderStore(ReportFolder(Path(out_dir)), identity, resume)
     return models.networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
@@ -212,7 +224,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     labels = labels[:spec.limit]
     networks = {}
     for name, model in models.items():
-        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model)
+        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model, safe_name(name))
         networks[safe_name(name)] = wrapped.to(dev).eval()
     model_images = to_model_range(images01)
     num_classes = int(max(int(labels.max()) + 1, len(class_names)))

@@ -9,7 +9,9 @@ The local launcher: with one job at a time the child writes to the terminal (pro
 with several, each writes OUT/jobs/<id>/log.txt and the parent prints a line as each finishes."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,11 +19,14 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from winn_robust.errors import UserError
 
 SPEC_NAME, LOG_NAME = "spec.json", "log.txt"
 TAIL_LINES = 5
+PR_SET_DEATHSIG = 1  # linux/prctl.h
+
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,32 @@ def run_command(command: Sequence[str], env: dict[str, str], log: Path | None, c
                 append: bool = False) -> int:
     """Run a job's command; its output goes to `log` (None: the terminal). The exit status."""
     if log is None:
-        return subprocess.run(list(command), env=env, cwd=cwd).returncode
+        return subprocess.run(list(command), env=env, cwd=cwd, **dies_with_parent()).returncode
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a" if append else "w") as handle:
-        return subprocess.run(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
+                              **dies_with_parent()).returncode
+
+
+def dies_with_parent() -> dict[str, Any]:
+    """Keyword arguments for subprocess.run/Popen so that the child dies when this process dies,
+    even by kill -9: on Linux the kernel sends it SIGTERM when its parent goes (prctl
+    PR_SET_DEATHSIG, set in the child before exec; torchrun passes the SIGTERM on to its ranks).
+    Elsewhere nothing: the folders' locks still refuse a second writer beside a survivor."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, in the parent: the child only calls it
+    except (OSError, AttributeError):
+        return {}
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_DEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return {"preexec_fn": set_parent_death_signal}
 
 
 def _run(job: Job, to_terminal: bool) -> float:

@@ -11,7 +11,6 @@ settings, results.json's evaluation and checkpoint hashes), interrupted ones res
 launcher (experiments/launchers.py) runs them: locally, `--jobs N` at once, or on SLURM."""
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,10 +31,12 @@ from winn_robust.experiments.job_spec import EvaluateJob, Runtime, TrainJob, Wor
 from winn_robust.experiments.jobs import SPEC_NAME, Job, threads_per_job
 from winn_robust.experiments.launchers import LaunchSettings, run_jobs
 from winn_robust.experiments.presets import get_preset
+from winn_robust.locking import REPORT, REPRODUCE, acquire
 from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results
 from winn_robust.reporting.per_example import metrics_from_per_example
 from winn_robust.reporting.summary import RunDescription, write_summary
+from winn_robust.storage import atomic_write_bytes
 from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
@@ -322,7 +323,7 @@ def evaluation_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int,
         for method in settings.methods:
             grids = sorted((settings.run_dir(seed, method) / "negatives").glob("epoch_*.png"))
             if grids:
-                shutil.copyfile(grids[-1], seed_dir / f"negatives_{method}.png")
+                atomic_write_bytes(seed_dir / f"negatives_{method}.png", grids[-1].read_bytes())
         name, job_id = f"evaluate seed {seed}", f"evaluate-seed{seed}"
         checkpoints, names = evaluated_models(settings, seed)
         work = EvaluateJob(settings.eval_spec, tuple(checkpoints), seed_dir, settings.data_dir, settings.download,
@@ -338,7 +339,14 @@ def evaluation_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int,
 
 def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     """Train every method for every seed, evaluate each seed, write each seed's report and (with
-    several seeds) the aggregate, into `settings.out`."""
+    several seeds) the aggregate, into `settings.out`. One reproduce per folder: its lock is held
+    from before the first run folder is read to the last summary written (every job locks its own
+    run or report folder as well)."""
+    with acquire(settings.out, REPRODUCE):
+        return _reproduce(settings)
+
+
+def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
     started = time.perf_counter()
     base, spec, out = settings.train, settings.eval_spec, settings.out
     device = resolve_device(settings.device)
@@ -385,10 +393,12 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
                          train_size=train_size, val_size=val)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
     for seed_dir in seed_dirs:
-        write_seed_summary(seed_dir, run, timings, list(settings.methods))
+        with acquire(seed_dir, REPORT):  # no `attack` into this folder while its summary is written
+            write_seed_summary(seed_dir, run, timings, list(settings.methods))
     summary = seed_dirs[0] / "summary.md"
     if len(seed_dirs) > 1:
-        write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], reference=settings.reference)
+        with acquire(out, REPORT):
+            write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], reference=settings.reference)
         summary = out / "summary.md"
     if len(seed_dirs) > 1:
         print((out / "table.md").read_text().split("\n\n")[1])  # the verdict paragraph

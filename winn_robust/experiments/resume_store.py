@@ -5,59 +5,79 @@ mix a new report with an older one's files."""
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from winn_robust import distributed
-from winn_robust.checkpoint import atomic_save, load_tensors
+from winn_robust.checkpoint import DamagedFile, atomic_save, load_tensors
 from winn_robust.errors import UserError
 from winn_robust.experiments.provenance import plain
 from winn_robust.model_set import safe_name
-from winn_robust.reporting.files import REPORT_FILES
-
-STATE_DIR = ".evaluation-state"
+from winn_robust.reporting.report_folder import IDENTITY, STATE_DIR, ReportFolder
+from winn_robust.storage import atomic_write_text
 
 
 class FolderStore:
     """Finished work items of one evaluation, one atomically written file each, beside a record
-    of what the evaluation is (so a --resume of another evaluation is refused, not mixed in)."""
+    of what the evaluation is (so a --resume of another evaluation is refused, not mixed in).
+    Every item is checked (its archive's CRCs) when read back; a damaged one is recomputed."""
 
-    def __init__(self, root: Path, identity: Mapping[str, Any], resume: bool) -> None:
+    def __init__(self, folder: ReportFolder, identity: Mapping[str, Any], resume: bool) -> None:
         """Under torchrun rank 0 alone clears and writes the folder; the other ranks only read it,
         and only on --resume (otherwise they could read a file rank 0 is about to delete)."""
+        root = folder.state_dir
         self.root = root
         self.readable = resume
-        identity_path = root / "identity.json"
+        identity_path = root / IDENTITY
         wanted = json.dumps(plain(dict(identity)), sort_keys=True)
         if resume and identity_path.is_file():
-            if identity_path.read_text() != wanted:
-                saved, mine = json.loads(identity_path.read_text()), json.loads(wanted)
+            text = identity_path.read_text(errors="replace")
+            if text != wanted:
+                try:
+                    saved = json.loads(text)
+                    if not isinstance(saved, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    raise UserError(f"--resume: {identity_path} is damaged (not the JSON winn-robust wrote), so what "
+                                    "the saved evaluation was cannot be checked; pass --force instead of --resume "
+                                    "to start over") from None
+                mine = json.loads(wanted)
                 what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
                 raise UserError(f"--resume: {root} holds an evaluation with another {what}; run the same command "
                                 "again, or pass --force instead of --resume to start over")
         elif distributed.world().is_main:
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            identity_path.write_text(wanted)
+            folder.clear_state()
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(identity_path, wanted)
         self.readable = self.readable or distributed.world().is_main
+        self.recomputed: list[str] = []
 
     def _path(self, key: str) -> Path:
         return self.root / f"{safe_name(key)}.pt"
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
-        return load_tensors(path, what="evaluation state file") if self.readable and path.is_file() else None
+        if not (self.readable and path.is_file()):
+            return None
+        try:
+            return load_tensors(path, what="evaluation state file")
+        except DamagedFile:
+            print(f"winn-robust: warning: {path} is damaged; recomputing that part of the evaluation", file=sys.stderr)
+            self.recomputed.append(key)
+            return None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         atomic_save(value, self._path(key))
 
 
 def prepare_output(out: Path, force: bool, resume: bool) -> None:
-    """Refuse to mix a new report with an older one's files unless told to replace them."""
-    existing = [name for name in REPORT_FILES if (out / name).exists()]
-    has_state = (out / STATE_DIR).is_dir()
+    """Refuse to mix a new report with an older one's files unless told to replace them; with
+    --force delete only our own files (ReportFolder), refusing when anything else is in the way."""
+    folder = ReportFolder(out)
+    existing = [p.name for p in folder.report_files()]
+    has_state = folder.has_state()
     if resume:
         if not has_state and existing:
             raise UserError(f"--resume: {out} holds a finished report and no saved evaluation to continue; "
@@ -68,7 +88,4 @@ def prepare_output(out: Path, force: bool, resume: bool) -> None:
                         "--resume to continue a killed evaluation, or choose another --out")
     if not distributed.world().is_main:
         return
-    for name in existing:
-        (out / name).unlink()
-    for stale in out.glob("error_vs_eps*.png") if out.is_dir() else []:
-        stale.unlink()
+    folder.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -18,21 +19,25 @@ from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
-from winn_robust.training.trainer import TrainData, TrainResult, clear_run, holds_run
+from winn_robust.training.run_folder import RunFolder
+from winn_robust.training.trainer import TrainData, TrainResult
 
 Settings = Callable[[], tuple[TrainConfig, "Path | None"]]  # -> (config, data folder)
 
 
 def prepare_run_folder(out: Path, resume: bool, force: bool) -> None:
-    """--resume continues, --force replaces, and nothing else overwrites a run."""
+    """--resume continues, --force replaces (only the files winn-robust wrote), and nothing else
+    overwrites a run."""
     if resume and force:
         raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
-    if not resume and holds_run(out):
+    folder = RunFolder(out)
+    folder.refuse_foreign("train into")
+    if not resume and folder.holds_run():
         if not force:
             raise UserError(f"{out} already holds a training run; pass --resume to continue it, --force to replace "
                             "it, or choose another --out")
         if distributed.world().is_main:
-            clear_run(out)
+            folder.clear()
 
 
 def run_training(settings: Settings, out: Path, *, download: bool = False, device: str = "auto",
@@ -45,14 +50,26 @@ def run_training(settings: Settings, out: Path, *, download: bool = False, devic
     dev = resolve_device(device)
     here = distributed.init_from_env(dev, dist_timeout)
 
+    hold = ExitStack()
+
     def prepare() -> tuple[TrainConfig, Path | None, TrainData]:
+        if here.is_main:  # one writer per run folder, before anything there is read or deleted
+            hold.enter_context(RunFolder(out).lock())
         prepare_run_folder(out, resume, force)
         config, data_dir = settings()
         distributed.check_batch_split(config.batch_size)  # before loading any data
         data = load_train_data(config.data, data_dir, download, config.val_size, config.seed, config.train_limit, dev)
         return config, data_dir, data
 
-    config, data_dir, data = distributed.agree(prepare)
+    with hold:
+        return _train_prepared(out, dev, here, started, resume, progress, download, distributed.agree(prepare))
+
+
+def _train_prepared(out: Path, dev: torch.device, here: distributed.World, started: float, resume: bool,
+                    progress: bool, download: bool, prepared: tuple[TrainConfig, Path | None, TrainData]
+                    ) -> TrainResult | None:
+    """The training itself, while this process holds the run folder's lock."""
+    config, data_dir, data = prepared
     where = f"device {dev}, {torch.get_num_threads()} thread(s)" if not here.distributed else \
         (f"{here.world_size} ranks ({distributed.backend_for(dev)}, {dev.type}), batch {config.batch_size} = "
          f"{here.world_size} x {config.batch_size // here.world_size}")

@@ -50,6 +50,7 @@ from winn_robust.reporting.cost import ModelCost, cost_records, cost_table, has_
 from winn_robust.reporting.files import read_results, write_json
 from winn_robust.reporting.per_example import adv_column, default_baseline, format_eps, read_per_example
 from winn_robust.reporting.plots import MARKERS, save_figure
+from winn_robust.storage import atomic_write_text
 from winn_robust.units import EPS_UNIT, PIXEL_UNITS
 
 AGGREGATE_SCHEMA_VERSION = 1
@@ -776,9 +777,9 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
                           reference=reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in ("table.md", "summary.md", "table.csv", "results.json")}
-    files["table.md"].write_text(aggregate_markdown(agg))
-    files["summary.md"].write_text(summary_markdown(agg))
-    aggregate_frame(agg).to_csv(files["table.csv"], index=False)
+    atomic_write_text(files["table.md"], aggregate_markdown(agg))
+    atomic_write_text(files["summary.md"], summary_markdown(agg))
+    atomic_write_text(files["table.csv"], aggregate_frame(agg).to_csv(index=False))
     write_json(files["results.json"], aggregate_document(agg))
     files.update(plot_aggregate(agg, out_dir))
     cost_plot = plot_cost(aggregate_costs(agg), "robust", out_dir / "cost.png",

@@ -18,6 +18,7 @@ from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.reporting.per_example import default_baseline, per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
 from winn_robust.reporting.tables import table_frame, table_markdown
+from winn_robust.storage import atomic_write_text
 from winn_robust.units import EPS_UNIT
 
 SCHEMA_VERSION = 2
@@ -60,8 +61,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> Path:
-    path.write_text(json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
 
 
 def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
@@ -70,9 +70,9 @@ def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("table.md", "table.csv", "results.json", "per_example.csv")}
-    per_example_frame(result).to_csv(paths["per_example.csv"], index=False)
-    table_frame(metrics, provenance).to_csv(paths["table.csv"], index=False)
-    paths["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
+    atomic_write_text(paths["per_example.csv"], per_example_frame(result).to_csv(index=False))
+    atomic_write_text(paths["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
+    atomic_write_text(paths["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
     write_json(paths["results.json"], results_document(result, metrics, provenance, indicators))
     return paths
 
@@ -84,6 +84,35 @@ def read_results(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError):
         raise UserError(f"{path} is not a results.json written by winn-robust; move it aside or fix it") from None
+
+
+def check_against_results(csv_path: Path, result: CrossEvalResult, document: Mapping[str, Any]) -> None:
+    """per_example.csv must hold the rows, models and runs that results.json counted: a cut,
+    edited or partly lost file is one line, never tables quietly rebuilt on fewer images."""
+    advice = "restore it from the run (or run the attack again); `report` rebuilds tables only from the complete file"
+    names = list(result.clean_preds)
+    for (attack, eps), by_source in result.adv_preds.items():
+        for source in names:
+            for target in names:
+                if target not in by_source.get(source, {}):
+                    raise UserError(f"{csv_path} lacks the column adv[attack={attack},eps={eps:g},src={source}]:{target} "
+                                    f"(every model's prediction on every model's adversarial examples); {advice}")
+    metrics = document.get("metrics") or {}
+    if not metrics:
+        return  # no results.json beside it: nothing more to check against
+    expected_n = metrics.get("n")
+    if expected_n is not None and result.n != int(expected_n):
+        raise UserError(f"{csv_path} has {result.n} image rows but results.json counts N = {expected_n}; {advice}")
+    missing = [f"clean:{m}" for m in metrics.get("models", []) if m not in result.clean_preds]
+    for run in metrics.get("runs", []):
+        key = (str(run.get("attack")), float(run.get("eps", "nan")))
+        if key not in result.adv_preds:
+            missing.append(f"adv[attack={key[0]},eps={key[1]:g},...]")
+        elif int(run.get("n", result.run_sizes.get(key, 0))) != result.run_sizes.get(key):
+            raise UserError(f"{csv_path} holds {result.run_sizes.get(key)} predictions of {key[0]} at eps {key[1]:g} "
+                            f"but results.json counts {run.get('n')}; {advice}")
+    if missing:
+        raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing[:3])} that results.json reports; {advice}")
 
 
 def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
@@ -100,6 +129,7 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
         result = result_from_per_example(csv_path, attack=attack)
     except (KeyError, ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{csv_path} is not a per_example.csv written by winn-robust ({exc})") from None
+    check_against_results(csv_path, result, document)
     result.unchanged_images = _runs_from_records(document.get("unchanged_images", []), attack)
     result.attacks = dict(document.get("attacks") or {})
     result.table_eps = provenance.get("table_eps")
@@ -114,7 +144,8 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
-    files["table.md"].write_text(table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
-    table_frame(metrics, provenance).to_csv(files["table.csv"], index=False)
+    atomic_write_text(files["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images,
+                                                        result.attacks))
+    atomic_write_text(files["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
     files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png", provenance)
     return files

@@ -122,8 +122,11 @@ def _ints(frame: pd.DataFrame, column: str, path: Path, prefix: bool = False) ->
             raise UserError(f"{path}: column {column!r} has empty cells between values; an attack run on a "
                             "subset fills the first N rows")
         values = values.iloc[:n]
+    numbers = pd.to_numeric(values, errors="coerce")
     try:
-        return values.to_numpy(np.int64)
+        if numbers.isna().any() or (numbers != numbers.round()).any():
+            raise ValueError("not whole numbers")
+        return numbers.to_numpy(np.int64)
     except (ValueError, TypeError):
         raise UserError(f"{path}: column {column!r} holds something other than whole numbers (an empty cell?); "
                         "per_example.csv must have a prediction in every cell") from None

@@ -14,8 +14,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
+from winn_robust.storage import atomic_savefig
 from winn_robust.units import PIXEL_UNITS
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
@@ -28,8 +30,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+    return atomic_savefig(fig, path, dpi=150, bbox_inches="tight")
 
 
 def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str]) -> None:
@@ -133,7 +134,14 @@ def plot_training_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
     (the best validation epoch, the one best.pt holds, is marked)."""
     import pandas as pd
 
-    frame = pd.read_csv(metrics_csv)
+    try:
+        frame = pd.read_csv(metrics_csv)
+        if "epoch" not in frame or "method" not in frame:
+            raise ValueError("no epoch and method columns")
+        frame["epoch"] = pd.to_numeric(frame["epoch"], errors="raise")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{metrics_csv} is not a metrics.csv written by winn-robust ({' '.join(str(exc).split())[:100]}); "
+                        "`train --resume` rewrites it from last.pt") from None
     method = str(frame["method"].iloc[0]) if len(frame) else ""
     fig = Figure(figsize=(13, 3.2))
     for index, (title, series) in enumerate(TRAINING_PANELS):

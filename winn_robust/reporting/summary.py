@@ -9,6 +9,7 @@ from pathlib import Path
 from winn_robust.evaluation.indicators import WARN, Indicator
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.paper import PAPER_NUMBERS
+from winn_robust.storage import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -81,5 +82,5 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
              ""]
     path = Path(out) / "summary.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

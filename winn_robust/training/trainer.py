@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import json
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from winn_robust.distributed import main_only
 from winn_robust.errors import UserError
 from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
+from winn_robust.storage import atomic_write_text
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.cost import PassCounter
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
@@ -43,10 +45,10 @@ from winn_robust.training.losses import LossTerms, Scorer, interpolation_coeffic
 from winn_robust.training.methods import StepContext
 from winn_robust.training.parallel import DataParallelScorer, RankSlice
 from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
+from winn_robust.training.run_folder import BEST_NAME, LAST_NAME, METRICS_NAME, RunFolder
 from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
 from winn_robust.version import __version__
 
-BEST_NAME, LAST_NAME, METRICS_NAME = "best.pt", "last.pt", "metrics.csv"
 CHECK_EVERY = 50  # steps between host-side finiteness checks
 # settings that may differ on --resume because they cannot change what the run computes
 RESUMABLE_CHANGES = ("epochs",)
@@ -192,6 +194,7 @@ class Trainer:
         self.passes = PassCounter(self.model)
         self.tau_range = (0.0, 0.0)
         self.pool_files: list[dict[str, Any]] = []
+        self.metric_rows: list[dict[str, Any]] = []  # every epoch's metrics row; last.pt keeps them (metrics.csv is a copy)
         self.extra_metadata: dict[str, Any] = {}
         self.verbose = True
         self.new_negatives: torch.Tensor | None = None
@@ -444,7 +447,14 @@ class Trainer:
                 written += size
         state = {"optimizer": self.optimizer.state_dict(), "rng_state": self.rng.get_state(),
                  "cpu_rng_state": torch.get_rng_state(), "pool_files": list(self.pool_files)}
-        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"}, **state)
+        before = written
+
+        def record_size(size: int) -> dict[str, Any]:  # the rows, this one counting last.pt's own bytes too
+            row["bytes_written"] = before + size
+            return {"metrics_rows": json.dumps(self.metric_rows)}  # JSON: the same bytes in a resumed run
+
+        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"},
+                                   on_size=record_size, **state)
         return written
 
     def resume(self, path: Path) -> None:
@@ -461,6 +471,7 @@ class Trainer:
         self.rng.set_state(payload["rng_state"].cpu())
         torch.set_rng_state(payload["cpu_rng_state"].cpu())
         self.pool_files = list(payload.get("pool_files", []))
+        self.metric_rows = list(json.loads(payload.get("metrics_rows", "[]")))
         if self.pool is not None:
             self.pool = load_pool(self.out_dir, self.pool_files, self.device)
         self.epoch = int(meta["epoch"])
@@ -474,13 +485,11 @@ class Trainer:
     # ---- outputs -----------------------------------------------------------------------
     @main_only
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        path = self.out_dir / METRICS_NAME
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.out_dir / METRICS_NAME, text.getvalue())
 
     @main_only
     def save_negatives_grid(self) -> None:
@@ -493,10 +502,19 @@ class Trainer:
 
 
 def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    """metrics.csv's rows up to an epoch (only for a last.pt older than the rows it keeps); an
+    unreadable file gives the rows read before the damage."""
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+    rows = []
+    try:
+        with open(path, newline="", errors="replace") as handle:
+            for row in csv.DictReader(handle):
+                if int(row["epoch"]) <= up_to_epoch:
+                    rows.append(row)
+    except (KeyError, ValueError, TypeError, csv.Error):
+        pass
+    return rows
 
 
 def training_cost(run_dir: Path) -> dict[str, Any] | None:
@@ -517,22 +535,15 @@ def training_cost(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-RUN_FILES = (BEST_NAME, LAST_NAME, METRICS_NAME, "metrics.png", "negatives", "pool", "best-clean.pt", "best-pgd.pt",
-             "best-last.pt")
-
-
 def holds_run(out_dir: Path) -> bool:
-    return any((Path(out_dir) / name).exists() for name in RUN_FILES)
+    """Our marker or one of our files is there (training/run_folder.py)."""
+    return RunFolder(out_dir).holds_run()
 
 
 def clear_run(out_dir: Path) -> None:
-    """Delete a run's files (for --force), so no file of the older run sits beside the new ones."""
-    for name in RUN_FILES:
-        path = Path(out_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Delete a run's files (for --force), so no file of the older run sits beside the new ones;
+    only the names `train` writes, refusing when anything else is in the way."""
+    RunFolder(out_dir).clear()
 
 
 def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, resume: bool,
@@ -546,7 +557,9 @@ def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.dev
         if not last.is_file():
             raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
         trainer.resume(last)
-        rows = read_metrics(out_dir / METRICS_NAME, trainer.epoch)
+        # last.pt's rows are the record (older last.pt files have none: then metrics.csv, as far as it reads)
+        rows = trainer.metric_rows or read_metrics(out_dir / METRICS_NAME, trainer.epoch)
+        trainer.write_metrics(rows)  # a metrics.csv lost, cut or garbled since is rewritten from them
     if trainer.epoch >= config.epochs:
         raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); "
                         "raise --epochs to train on")
@@ -564,15 +577,22 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
     rank reads last.pt and the pool files on --resume), train data-parallel, and rank 0 writes."""
     out_dir = Path(out_dir)
     main_only(out_dir.mkdir)(parents=True, exist_ok=True)
-    trainer, rows = distributed.agree(lambda: start(config, data, out_dir, torch.device(device), resume, progress,
-                                                        extra_metadata or {}))
+    folder_lock = distributed.agree(main_only(RunFolder(out_dir).open_for_writing))  # one writer per run folder
+    try:
+        trainer, rows = distributed.agree(lambda: start(config, data, out_dir, torch.device(device), resume, progress,
+                                                            extra_metadata or {}))
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.release()
+        raise
     bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}",
                disable=not trainer.progress, unit="epoch")
     try:
         while trainer.epoch < config.epochs:
             row = trainer.run_epoch()
-            row["bytes_written"] = trainer.save(row)
             rows.append(row)
+            trainer.metric_rows = rows
+            row["bytes_written"] = trainer.save(row)
             trainer.write_metrics(rows)
             trainer.save_negatives_grid()
             bar.update(1)
@@ -581,4 +601,6 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
                 on_epoch_end(trainer.epoch, row)
     finally:
         bar.close()
+        if folder_lock is not None:
+            folder_lock.release()
     return TrainResult(out_dir, trainer.best_epoch, trainer.best_val_error, trainer.epoch, rows)

@@ -5,6 +5,7 @@ built, whose `loss` turns one batch into the loss the trainer minimises. The tra
 (pseudo-negatives, interpolation coefficients, a training eps) it declares in class attributes."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -122,7 +123,7 @@ def coerce_settings(cls: type[TrainingMethod], values: Mapping[str, Any]) -> dic
                 value = kind(raw)
         except (KeyError, ValueError, TypeError):
             raise SettingError(key, f"{raw!r} is not a valid {kind.__name__ if kind else 'value'}") from None
-        if isinstance(value, float) and value != value:
-            raise SettingError(key, "is NaN; give a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingError(key, f"must be a finite number, got {value}")
         out[key] = value
     return out
