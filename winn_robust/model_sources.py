@@ -77,8 +77,21 @@ def load_model(text: str, device: torch.device | str = "cpu") -> LoadedModel:
                         "file, or FILE.py:FUNCTION")
     if _is_torchscript(path):
         return _from_torchscript(name, spec, path, device)
+    if not _is_zip(path):  # torch.save and torch.jit.save both write zip archives; anything else is neither
+        raise UserError(f"model {spec} is neither a TorchScript archive nor a winn-robust checkpoint (not a zip archive "
+                        "as torch.jit.save and torch.save write); pass a checkpoint or run folder of `winn-robust train`, "
+                        "a file saved with torch.jit.save, or FILE.py:FUNCTION")
     model, metadata = load_checkpoint(path, device)
     return LoadedModel(name, model, spec, "checkpoint", path, metadata, notes)
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _is_torchscript(path: Path) -> bool:
