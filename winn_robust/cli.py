@@ -195,6 +195,9 @@ def add_reproduce_parser(sub: Any) -> None:
                         help="run each training and evaluation under torchrun with N processes (one GPU each, or "
                              "N CPU processes), one job at a time; the batch size must divide by N [default: 1]")
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
+    parser.add_argument("--extend", action="store_true",
+                        help="allow a changed --epochs on a study already in --out: continue its runs to the new "
+                             "budget and evaluate again (without it a changed budget is refused)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     for field in fields(TrainConfig):

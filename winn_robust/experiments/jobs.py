@@ -8,6 +8,7 @@ With one job at a time the child writes to the terminal (progress bars); with se
 writes a log under OUT/logs/ and the parent prints a line as each finishes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ class Job:
     threads: int = 1
     gpu: int | None = None
     launcher: list[str] = field(default_factory=list)  # e.g. torchrun's, before `-m winn_robust`
+    timing: Path | None = None    # where the job's wall time is kept (read back by later runs that skip it)
+    continues: bool = False       # a resumed or extended job: its time adds to the time already recorded
 
     def command(self) -> list[str]:
         prefix = self.launcher or [sys.executable]
@@ -64,7 +67,28 @@ def _run(job: Job, to_terminal: bool) -> float:
         detail = "" if to_terminal else f": {_last_error_line(job.log)}"
         raise UserError(f"job {job.name} failed (exit status {code}){detail}; see {where}, fix it and run the same "
                         "command again (finished jobs are kept)")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if job.timing is not None:
+        record_time(job.timing, seconds, add=job.continues)
+    return seconds
+
+
+def record_time(path: Path, seconds: float, add: bool = False) -> float:
+    """Keep a job's wall time in its own folder (added to the time already there for a job that
+    continued earlier work), so a later run that skips the job still reports the time behind its
+    numbers. Returns the time now recorded."""
+    total = seconds + ((recorded_time(path) or 0.0) if add else 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seconds": round(total, 3)}) + "\n")
+    return total
+
+
+def recorded_time(path: Path) -> float | None:
+    """The wall time `record_time` kept, or None (never recorded, or unreadable)."""
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_jobs(jobs: Sequence[Job], parallel: int) -> dict[str, float]:

@@ -28,7 +28,7 @@ from winn_robust.errors import UserError
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.evaluate import STATE_DIR
-from winn_robust.experiments.jobs import Job, run_jobs, threads_per_job
+from winn_robust.experiments.jobs import Job, recorded_time, run_jobs, threads_per_job
 from winn_robust.experiments.presets import get_preset
 from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results
@@ -42,6 +42,8 @@ from winn_robust.units import format_eps_list, parse_eps
 EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds")
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed"))
+TRAIN_TIME_FILE = "wall_time.json"            # in each run folder: the training job's wall time
+EVALUATION_TIME_FILE = "evaluation_time.json"  # in each seed folder: the evaluation job's
 
 
 def parse_seeds(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -93,6 +95,7 @@ class ReproduceSettings:
     jobs: int = 1
     threads: int = 0              # CPU threads in all; 0 = torch's default
     nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
+    extend: bool = False          # a changed --epochs may continue finished runs (else it is refused)
 
     def launcher(self) -> list[str]:
         """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
@@ -132,7 +135,8 @@ class ReproduceSettings:
 def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | None = None, download: bool = False,
                      device: str = "auto", progress: bool = True, command: str = "",
                      attack_options: Mapping[str, Mapping[str, str]] | None = None, jobs: int = 1,
-                     threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1) -> ReproduceSettings:
+                     threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1,
+                     extend: bool = False) -> ReproduceSettings:
     """The preset, with every override that is not None taking precedence; checked here, once."""
     values = get_preset(preset)
     for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
@@ -174,7 +178,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
-        nproc_per_node=nproc_per_node)
+        nproc_per_node=nproc_per_node, extend=extend)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
     return settings
 
@@ -193,6 +197,32 @@ def training_state(run_dir: Path, config: TrainConfig) -> str:
         raise UserError(f"{run_dir} already holds {done} epochs, more than --epochs {config.epochs}; use another --out "
                         "or the run's own epochs")
     return "finished" if done == config.epochs and (run_dir / "best.pt").is_file() else "resume"
+
+
+def check_budget(settings: ReproduceSettings) -> list[str]:
+    """Runs in `settings.out` trained with another --epochs than this run's: refused (one line saying
+    what --extend would continue) unless `settings.extend`; with it, what will be continued."""
+    changed: list[tuple[str, int, int]] = []  # (run, its --epochs, epochs done)
+    for seed in settings.seeds:
+        for method in settings.methods:
+            last = settings.run_dir(seed, method) / LAST_NAME
+            if not last.is_file():
+                continue
+            meta = read_checkpoint(last)["metadata"]
+            saved = int((meta.get("hparams") or {}).get("epochs", settings.train.epochs))
+            done = int(meta.get("epoch", 0))
+            if saved != settings.train.epochs and done <= settings.train.epochs:
+                changed.append((f"{method} seed {seed}", saved, done))
+    if not changed:
+        return []
+    budgets = ", ".join(sorted({str(c[1]) for c in changed}))
+    done_at = ", ".join(sorted({str(c[2]) for c in changed}))
+    what = (f"{len(changed)} run(s) ({', '.join(c[0] for c in changed)}) from epoch {done_at} to "
+            f"{settings.train.epochs}, then evaluate them again and replace the report")
+    if not settings.extend:
+        raise UserError(f"{settings.out} holds a study trained with --epochs {budgets}, this run asks for --epochs "
+                        f"{settings.train.epochs}; pass --extend to continue {what}, or use another --out")
+    return [f"--extend: continuing {what}"]
 
 
 def train_argv(settings: ReproduceSettings, config: TrainConfig, run_dir: Path, state: str, device: str) -> list[str]:
@@ -280,6 +310,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     threads = threads_per_job(total_threads, max(parallel, settings.nproc_per_node) if gpus == [None] else 1)
     device_arg = settings.device if gpus == [None] else "cuda"
 
+    for line in check_budget(settings):
+        print(line, file=sys.stderr, flush=True)
     jobs: list[Job] = []
     skipped: list[str] = []
     for seed in settings.seeds:
@@ -293,7 +325,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
             gpu = gpus[len(jobs) % len(gpus)]
             log = out / "logs" / f"{method}-seed{seed}.log"
             jobs.append(Job(name, train_argv(settings, config, run_dir, state, device_arg), log, threads, gpu,
-                            settings.launcher()))
+                            settings.launcher(), timing=run_dir / TRAIN_TIME_FILE, continues=state == "resume"))
     out.mkdir(parents=True, exist_ok=True)
     stage(1, 4, f"loading {base.data}")
     dataset = load_dataset(base.data, settings.data_dir, settings.download)
@@ -326,7 +358,8 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
             continue
         gpu = gpus[len(evaluations) % len(gpus)]
         evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg),
-                               out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher()))
+                               out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher(),
+                               timing=seed_dir / EVALUATION_TIME_FILE, continues=(seed_dir / STATE_DIR).is_dir()))
     runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
@@ -339,8 +372,9 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
                          data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
                          train_size=train_size, val_size=val)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
-    for seed_dir in seed_dirs:
-        write_seed_summary(seed_dir, run, timings, list(settings.methods))
+    for seed, seed_dir in zip(settings.seeds, seed_dirs):
+        write_seed_summary(seed_dir, run, work_timings(settings, seed), list(settings.methods),
+                           this_run=timings["total"])
     summary = seed_dirs[0] / "summary.md"
     if len(seed_dirs) > 1:
         write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]])
@@ -355,7 +389,17 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     return ReproduceResult(settings, seed_dirs, summary, timings, skipped)
 
 
-def write_seed_summary(seed_dir: Path, run: RunDescription, timings: dict[str, float], methods: list[str]) -> Path:
+def work_timings(settings: ReproduceSettings, seed: int) -> dict[str, float | None]:
+    """The wall time of the jobs whose work made one seed's numbers, as they recorded it in their
+    folders (a run that skipped a finished job reads it back; None: never recorded)."""
+    times: dict[str, float | None] = {f"training {m}": recorded_time(settings.run_dir(seed, m) / TRAIN_TIME_FILE)
+                                      for m in settings.methods}
+    times["evaluation"] = recorded_time(settings.seed_dir(seed) / EVALUATION_TIME_FILE)
+    return times
+
+
+def write_seed_summary(seed_dir: Path, run: RunDescription, timings: Mapping[str, float | None], methods: list[str],
+                       this_run: float | None = None) -> Path:
     """summary.md of one seed: rebuilt from its per_example.csv and results.json (the report files
     the evaluation job wrote), so it never disagrees with them."""
     document = read_results(seed_dir / "results.json")
@@ -363,4 +407,4 @@ def write_seed_summary(seed_dir: Path, run: RunDescription, timings: dict[str, f
     names = list((provenance.get("models") or {}).keys())
     metrics = metrics_from_per_example(seed_dir / "per_example.csv", provenance.get("baseline", names[0]))
     indicators = [Indicator(**record) for record in document.get("indicators", [])]
-    return write_summary(seed_dir, run, timings, metrics, names, methods, indicators)
+    return write_summary(seed_dir, run, timings, metrics, names, methods, indicators, this_run=this_run)

@@ -2,7 +2,7 @@
 numbers beside the paper's (Tables 2-4) where the paper has this dataset and architecture."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +61,22 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     return lines
 
 
-def write_summary(out: Path, run: RunDescription, timings: dict[str, float], metrics: Metrics,
-                  names: list[str], methods: list[str], indicators: Sequence[Indicator] = ()) -> Path:
+def wall_time_line(timings: Mapping[str, float | None], this_run: float | None = None) -> str:
+    """The time of the work behind the numbers (each job's own, kept in its folder), then, apart,
+    the time of the run that wrote this summary (which may have skipped finished jobs)."""
+    known = [v for v in timings.values() if v is not None]
+    parts = [f"{k} {'not recorded' if v is None else f'{v:.0f} s'}" for k, v in timings.items()]
+    text = "- wall time of the work behind these numbers: " + ", ".join(parts)
+    if known and len(timings) > 1:
+        text += f" (sum {sum(known):.0f} s)"
+    if this_run is not None:
+        text += f"; this summary was written by a run of {this_run:.0f} s (finished jobs are skipped, not redone)"
+    return text
+
+
+def write_summary(out: Path, run: RunDescription, timings: Mapping[str, float | None], metrics: Metrics,
+                  names: list[str], methods: list[str], indicators: Sequence[Indicator] = (),
+                  this_run: float | None = None) -> Path:
     warned = [i for i in indicators if i.status == WARN]
     trust = ["## Can these numbers be trusted?", "",
              *(f"- {name}: " + ("no warnings" if not [i for i in warned if i.model == name] else "; ".join(
@@ -76,7 +90,7 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              f"dataset's training set; the test set is only evaluated)",
              f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
              f"sweep {list(run.sweep)}",
-             "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",
+             wall_time_line(timings, this_run), "",
              *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
              "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
              ""]
