@@ -56,3 +56,50 @@ def test_job_times_are_kept_in_their_folders_and_added_when_a_job_continues(tmp_
     assert record_time(path, 3.0) == 3.0  # a fresh job (--force) replaces the time
     line = wall_time_line({"training baseline": 12.0, "evaluation": None}, this_run=0.4)
     assert "training baseline 12 s, evaluation not recorded" in line and "a run of 0 s" in line
+
+
+def test_zero_variance_paired_ttest_is_not_a_p_value():
+    import math
+
+    from winn_robust.evaluation.seeds import paired_ttest_pvalue
+
+    # per-seed differences -1.50 and -1.50 points (as k/N rates give them, with float noise)
+    assert math.isnan(paired_ttest_pvalue([0.300 - 0.015, 0.2 - 0.015], [0.300, 0.2]))
+    assert math.isnan(paired_ttest_pvalue([0.3, 0.2], [0.3, 0.2]))
+    assert 0 < paired_ttest_pvalue([0.28, 0.19, 0.25], [0.30, 0.20, 0.24]) < 1
+
+
+@pytest.mark.parametrize("n_seeds, expected", [(2, "only 3 distinct seed resamples"), (3, "only 10 distinct"),
+                                               (5, None)])
+def test_the_aggregate_verdict_says_how_many_seeds_it_rests_on(tmp_path, n_seeds, expected):
+    from test_aggregate import write_seed
+
+    from winn_robust.reporting.aggregate import aggregate_seeds, read_seed_report, verdict
+
+    folders = [write_seed(tmp_path / f"s{s}", s % 3) for s in range(n_seeds)]
+    for s, folder in enumerate(folders):  # distinct training seeds for the labels
+        text = (folder / "results.json").read_text().replace('"seed": %d' % (s % 3), '"seed": %d' % s)
+        (folder / "results.json").write_text(text)
+    text = verdict(aggregate_seeds([read_seed_report(f) for f in folders], resamples=200))
+    assert f"Across {n_seeds} seeds" in text
+    if expected:
+        assert expected in text and "optimistic" in text and "at least 5 seeds" in text
+    else:
+        assert "optimistic" not in text
+
+
+def test_the_one_seed_summary_states_the_verdict_with_mcnemar():
+    import numpy as np
+
+    from winn_robust.evaluation.metrics import compute_metrics
+    from winn_robust.reporting.summary import one_seed_verdict
+
+    labels = np.arange(40) % 10
+    wrong = lambda k: np.where(np.arange(40) < k, (labels + 1) % 10, labels)  # noqa: E731  wrong on the first k
+    clean = {"baseline": wrong(4), "winn": wrong(4)}
+    adv = {("fgsm", 0.125): {"baseline": {"baseline": wrong(30), "winn": wrong(10)},
+                             "winn": {"baseline": wrong(10), "winn": wrong(12)}}}
+    text = one_seed_verdict(compute_metrics(labels, clean, adv, "baseline"), 0.125)
+    assert "On 1 seed winn lowers fgsm adversarial error at eps 0.125 (N = 40) by 45.0 points" in text
+    assert "exact McNemar p" in text and "b=18, c=0), significant at 0.05" in text
+    assert "leaves clean error unchanged" in text and "1 training seed" in text and "--seeds 5" in text

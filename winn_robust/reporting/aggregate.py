@@ -46,6 +46,7 @@ from winn_robust.evaluation.seeds import (
     paired_difference_counts,
     paired_ttest_pvalue,
     probability_of_improvement,
+    seed_caveat,
     summarize_seeds,
 )
 from winn_robust.reporting.files import _json_safe
@@ -536,7 +537,10 @@ def verdict(agg: Aggregate) -> str:
     sentences.append(f"Differences are method minus baseline of the same seed, in percentage points of error over "
                      f"N = {agg.n} {agg.dataset} test images per seed; 95% CIs from a hierarchical bootstrap over seeds "
                      f"and test images ({agg.resamples:,} resamples, seed {agg.bootstrap_seed}); \"significant\" means "
-                     "the CI excludes 0." + (" With one seed the CI covers test-set sampling only." if n_seeds == 1 else ""))
+                     "the CI excludes 0.")
+    caveat = seed_caveat(n_seeds)
+    if caveat:
+        sentences.append(caveat)
     lines = [" ".join(sentences)]
     if agg.warnings:
         lines += ["", "Failure indicators that warned (from the seeds' results.json):", ""]
@@ -598,7 +602,7 @@ def _statistics_lines(agg: Aggregate) -> list[str]:
     return [f"- interval: 95% {BOOTSTRAP_METHOD}; {agg.resamples:,} resamples, bootstrap seed {agg.bootstrap_seed}",
             "- difference: method error minus the baseline's error in the same seed folder (per seed, then the mean over seeds)",
             "- sd: standard deviation over seeds (ddof=1); paired t-test: scipy.stats.ttest_rel over seeds, two-sided "
-            "(n/a with one seed)",
+            "(n/a with one seed, or when every seed has the same difference: zero variance leaves t undefined)",
             "- P(improvement): the probability that a random method seed has a lower error than a random baseline seed, "
             "ties counted half (rliable's probability of improvement, from scipy.stats.mannwhitneyu's U)",
             "- per-seed McNemar tests are in each seed folder's own table.md"]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winn_robust.evaluation.indicators import WARN, Indicator
-from winn_robust.evaluation.metrics import Metrics, Rate
+from winn_robust.evaluation.metrics import McNemar, Metrics, Rate
+from winn_robust.evaluation.seeds import seed_caveat
 from winn_robust.paper import PAPER_NUMBERS
 
 
@@ -61,6 +62,54 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     return lines
 
 
+SIGNIFICANCE = 0.05  # McNemar p below this is called significant in the one-seed verdict
+
+
+def _change(diff: float, test: McNemar, interval: tuple[float, float] | None = None) -> tuple[str, str]:
+    """('lowers', 'by 5.0 points (95% CI 1.7 to 8.3 over the test images; McNemar p 0.031, b=.., c=.., significant)'),
+    worded like the multi-seed verdict."""
+    significance = "significant" if test.pvalue < SIGNIFICANCE else "not significant"
+    test_text = f"exact McNemar p {test.pvalue:.3g} (b={test.b}, c={test.c}), {significance} at {SIGNIFICANCE:g}"
+    ci = ""
+    if interval is not None:
+        low, high = (-interval[1], -interval[0]) if diff < 0 else interval
+        ci = f"95% CI {100 * low:.1f} to {100 * high:.1f} over the test images; "
+    if diff == 0:
+        return "leaves", f"unchanged (0.0 points; {ci}{test_text})"
+    return ("lowers" if diff < 0 else "raises"), f"by {100 * abs(diff):.1f} points ({ci}{test_text})"
+
+
+def one_seed_verdict(metrics: Metrics, eps: float) -> str:
+    """The verdict sentence of a one-seed report, as the multi-seed reports state theirs, with the
+    per-image exact McNemar test in place of the seed bootstrap, and the one-seed caveat."""
+    sentences = []
+    base = metrics.baseline
+    for method in metrics.models[1:]:
+        clauses = []
+        for attack in metrics.attacks:
+            at_run = metrics.by_run.get((attack, eps))
+            if at_run is None:
+                continue
+            row, base_row = at_run.models[method], at_run.models[base]
+            diff = row.adv_difference
+            assert row.mcnemar_adv is not None and row.adv_error.value is not None and base_row.adv_error.value is not None
+            value = row.adv_error.value - base_row.adv_error.value
+            verb, amount = _change(value, row.mcnemar_adv, None if diff is None else (diff.low, diff.high))
+            clauses.append(f"{verb} {attack} adversarial error at eps {eps:g} (N = {at_run.n}) {amount}")
+        if clauses:
+            sentences.append(f"On 1 seed {method} " + "; ".join(clauses) + f", against the baseline ({base}).")
+        robust = metrics.robust.get(eps)
+        if robust is not None and robust.error[method].value is not None and robust.error[base].value is not None:
+            verb, amount = _change(robust.error[method].value - robust.error[base].value, robust.mcnemar[method])
+            sentences.append(f"It {verb} robust error at eps {eps:g} (N = {robust.n}) {amount}.")
+        clean, clean_base = metrics.clean_error[method].value, metrics.clean_error[base].value
+        if clean is not None and clean_base is not None:
+            verb, amount = _change(clean - clean_base, metrics.mcnemar_clean[method])
+            sentences.append(f"{method} {verb} clean error {amount}.")
+    sentences.append(seed_caveat(1))
+    return " ".join(sentences)
+
+
 def wall_time_line(timings: Mapping[str, float | None], this_run: float | None = None) -> str:
     """The time of the work behind the numbers (each job's own, kept in its folder), then, apart,
     the time of the run that wrote this summary (which may have skipped finished jobs)."""
@@ -91,6 +140,7 @@ def write_summary(out: Path, run: RunDescription, timings: Mapping[str, float | 
              f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
              f"sweep {list(run.sweep)}",
              wall_time_line(timings, this_run), "",
+             "## Verdict", "", one_seed_verdict(metrics, run.eps[0]), "",
              *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
              "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
              ""]
