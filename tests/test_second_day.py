@@ -103,3 +103,79 @@ def test_the_one_seed_summary_states_the_verdict_with_mcnemar():
     assert "On 1 seed winn lowers fgsm adversarial error at eps 0.125 (N = 40) by 45.0 points" in text
     assert "exact McNemar p" in text and "b=18, c=0), significant at 0.05" in text
     assert "leaves clean error unchanged" in text and "1 training seed" in text and "--seeds 5" in text
+
+
+def _digits_model_trained_on_unit_pixels():
+    """A small MLP trained on [0, 1] digits (scikit-learn's, real data), and its test set."""
+    import torch
+    from torch import nn
+
+    from winn_robust.data import load_dataset
+    from winn_robust.units import to_pixel_range
+
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(net.parameters(), 1e-2)
+    pixels = to_pixel_range(data.train_images)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(pixels), data.train_labels).backward()
+        optimizer.step()
+    return net.eval(), to_pixel_range(data.test_images[:200]), data.test_labels[:200]
+
+
+class _Affine(__import__("torch").nn.Module):
+    """inner(scale * x + shift): the wrappers users write."""
+
+    def __init__(self, inner, scale, shift):
+        super().__init__()
+        self.inner, self.scale, self.shift = inner, scale, shift
+
+    def forward(self, x):
+        return self.inner(self.scale * x + self.shift)
+
+
+def _convention(report, model):
+    return next(i for i in report.indicators if i.indicator == "input-convention" and i.model == model)
+
+
+def test_the_x_times_2_minus_1_mistake_is_flagged_and_names_the_range_convention():
+    from winn_robust.evaluation.indicators import PASS, WARN
+    from winn_robust.experiments.evaluate import evaluate
+
+    net, images, labels = _digits_model_trained_on_unit_pixels()
+    report = evaluate({"right": net, "wrong": _Affine(net, 2.0, -1.0)}, images, labels, 0.03, dataset="digits",
+                      device="cpu")
+    right, wrong = _convention(report, "right"), _convention(report, "wrong")
+    assert right.status == PASS and wrong.status == WARN
+    assert "[0, 1]" in wrong.advice and "x*2-1" in wrong.advice
+
+
+def test_a_model_trained_on_normalised_pixels_is_flagged_then_fixed_by_input_mean_and_std():
+    from winn_robust.evaluation.indicators import PASS, WARN
+    from winn_robust.experiments.evaluate import evaluate
+
+    net, images, labels = _digits_model_trained_on_unit_pixels()
+    mean, std = 0.3, 0.4  # this "external" model wants (u - 0.3) / 0.4, i.e. it undoes it first
+    normalised = _Affine(net, std, mean)
+    bare = evaluate({"m": normalised}, images, labels, 0.03, dataset="digits", device="cpu")
+    assert _convention(bare, "m").status == WARN and "--input-mean" in _convention(bare, "m").advice
+    fixed = evaluate({"m": normalised}, images, labels, 0.03, dataset="digits", device="cpu",
+                     input_mean=[mean], input_std=[std])
+    assert _convention(fixed, "m").status == PASS
+    assert fixed.metrics.clean_error["m"].value < bare.metrics.clean_error["m"].value
+
+
+def test_clean_error_far_above_the_checkpoints_validation_error_warns():
+    import numpy as np
+
+    from winn_robust.evaluation.harness import CrossEvalResult
+    from winn_robust.evaluation.indicators import PASS, WARN, input_convention
+
+    labels = np.arange(100) % 10
+    preds = np.where(np.arange(100) < 40, (labels + 1) % 10, labels)  # 40% clean error
+    result = CrossEvalResult(labels=labels, clean_preds={"a": preds, "b": preds}, adv_preds={})
+    rows = {i.model: i for i in input_convention(result, {"a": 0.12, "b": None}, 10)}
+    assert rows["a"].status == WARN and "validation error 12.00%" in rows["a"].detail
+    assert rows["b"].status == PASS  # 40% < half of chance (45%): no validation error to compare with

@@ -109,6 +109,12 @@ def add_attack_parser(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
     add_data_options(parser, default="the checkpoints' dataset; required when every model is external")
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
+    parser.add_argument("--input-mean", metavar="M[,M,M]",
+                        help="external models trained on normalised pixels: per-channel mean of [0, 1] pixels; the "
+                             "model then receives (u - mean) / std (e.g. ImageNet: 0.485,0.456,0.406) [default: none, "
+                             "the model receives [0, 1] images]")
+    parser.add_argument("--input-std", metavar="S[,S,S]",
+                        help="with --input-mean: the per-channel std (e.g. ImageNet: 0.229,0.224,0.225)")
     parser.add_argument("--batch-size", type=int, default=500,
                         help="images per batch; under torchrun the batches are dealt out to the ranks [default: 500]")
     parser.add_argument("--out", type=Path, required=True, help="report folder")

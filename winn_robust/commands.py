@@ -154,6 +154,7 @@ def run_attack(args: argparse.Namespace) -> int:
     """Evaluate. Under torchrun every rank runs this: each crafts and evaluates its share of the
     batches (one device per rank), and rank 0 prints and writes the report."""
     from winn_robust.experiments.evaluate import evaluate_models
+    from winn_robust.model_sources import parse_normalisation
 
     if args.dist_timeout <= 0:
         raise distributed.AgreedError(f"--dist-timeout must be positive, got {args.dist_timeout}")
@@ -164,7 +165,8 @@ def run_attack(args: argparse.Namespace) -> int:
     notes: list[str] = []
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
                              device=str(device), progress=progress_wanted(args), command=args.command_line,
-                             resume=args.resume, force=args.force, notes=notes)
+                             resume=args.resume, force=args.force, notes=notes,
+                             normalise=parse_normalisation(args.input_mean, args.input_std))
     distributed.shutdown()
     if not distributed.world().is_main:
         return 3 if report.warnings and args.fail_on_warn else 0

@@ -31,7 +31,14 @@ from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate
 from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicators
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
-from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs, load_model
+from winn_robust.model_sources import (
+    LoadedModel,
+    Normalisation,
+    PixelSpaceModel,
+    check_outputs,
+    load_model,
+    parse_normalisation,
+)
 from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import REPORT_FILES, write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
@@ -94,7 +101,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _model_provenance(loaded: LoadedModel) -> dict[str, Any]:
+def _model_provenance(loaded: LoadedModel, normalise: Normalisation | None = None) -> dict[str, Any]:
     meta = loaded.metadata
     record: dict[str, Any] = {"source": loaded.source, "kind": loaded.kind,
                               "checkpoint": str(loaded.path) if loaded.path else None,
@@ -104,7 +111,9 @@ def _model_provenance(loaded: LoadedModel) -> dict[str, Any]:
                       val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
                       metadata=_plain(meta))
     else:
-        record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
+        record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits" + (
+            f", normalised by winn-robust as (u - mean) / std, mean {list(normalise[0])}, std {list(normalise[1])}"
+            if normalise else ""))
     return record
 
 
@@ -266,7 +275,7 @@ def _model_file(source: str) -> str:
 def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None = None,
                     data_dir: Path | None = None, download: bool = False, device: str = "auto", progress: bool = True,
                     plots: bool = True, command: str | None = None, resume: bool = False, force: bool = False,
-                    notes: list[str] | None = None) -> EvaluationReport:
+                    notes: list[str] | None = None, normalise: Normalisation | None = None) -> EvaluationReport:
     """Evaluate the models given as NAME=SPEC strings (the first is the baseline: the reference
     every other model is compared with) on the first `spec.limit` test images and, when
     `out_dir` is given, write the report there."""
@@ -274,7 +283,7 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     started = time.perf_counter()
     dev = resolve_device(device)
     prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
-                                                  timestamp, resume, force, notes))
+                                                  timestamp, resume, force, notes, normalise))
     networks, images, labels, names, provenance, class_names, store = prepared
     attacks_started = time.perf_counter()
     result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
@@ -290,7 +299,7 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
 
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
-             notes: list[str] | None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
+             notes: list[str] | None, normalise: Normalisation | None = None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
                                                dict[str, Any], tuple[str, ...], FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
@@ -300,7 +309,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
         raise UserError(f"the same model is given twice ({repeated[0]}); give each model once")
     if out_dir is not None:
         prepare_output(Path(out_dir), force, resume)
-    loaded = [load_model(s, dev) for s in sources]
+    loaded = [load_model(s, dev, normalise) for s in sources]
     notes = notes if notes is not None else []
     for m in loaded:
         notes.extend(m.notes)
@@ -333,7 +342,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
         "eps": list(spec.eps), "table_eps": spec.table_eps, "eps_unit": EPS_UNIT,
         "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
-        "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
+        "models": {name: _model_provenance(m, normalise) for name, m in zip(names, loaded)},
         "versions": software_versions(), "device": device_description(dev), "notes": list(notes),
         "torch_threads": torch.get_num_threads(), "ranks": distributed.world().world_size}
     seeds = {m.metadata.get("seed") for m in loaded if m.kind == "checkpoint"}
@@ -347,12 +356,20 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     return networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str, Any], spec: EvalSpec,
                  class_names: Sequence[str]) -> EvaluationReport:
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline=names[0])
     robust = {m: {eps: r.error[m].value or 0.0 for eps, r in metrics.robust.items()} for m in metrics.models}
     describe = {a.name: {"gradient_based": a.gradient_based, "iterative": a.iterative} for a in spec.attacks}
-    indicators = compute_indicators(result, robust, describe)
+    expected = {n: _float_or_none((provenance.get("models") or {}).get(n, {}).get("val_error")) for n in names}
+    indicators = compute_indicators(result, robust, describe, expected, len(class_names) or None)
     return EvaluationReport(names, result, metrics, indicators, provenance, tuple(class_names))
 
 
@@ -360,11 +377,15 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
              eps: float | Sequence[float], attacks: str | Sequence[str] = ("fgsm",),
              options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, batch_size: int = 500,
              device: str = "auto", dataset: str = "custom", class_names: Sequence[str] = (),
-             out_dir: str | Path | None = None, progress: bool = False, **spec_options: Any) -> EvaluationReport:
+             out_dir: str | Path | None = None, progress: bool = False,
+             input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None,
+             **spec_options: Any) -> EvaluationReport:
     """Evaluate models without the CLI. Ecosystem convention: `images` in [0, 1] (N, C, H, W),
     `labels` (N,), and every model maps [0, 1] images to logits, except winn-robust's own
     `Classifier`s (from `load_checkpoint`), which see [-1, 1] and are used as they are. The first
     model is the baseline. eps in [0, 1] pixel units; `attacks` by name ("fgsm,pgd,autoattack").
+    Models trained on mean/std-normalised pixels get `input_mean`/`input_std` (per channel, of
+    [0, 1] pixels): they then receive (u - mean) / std.
     Returns the report; `out_dir` (or `report.write(dir)`) writes the same files `attack` writes."""
     if not models:
         raise UserError("evaluate() needs at least one model")
@@ -380,7 +401,9 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     labels = labels[:spec.limit]
     networks = {}
     for name, model in models.items():
-        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model)
+        norm = None if input_mean is None and input_std is None else \
+            parse_normalisation(",".join(map(str, input_mean or [])) or None, ",".join(map(str, input_std or [])) or None)
+        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model, norm)
         networks[_safe(name)] = wrapped.to(dev).eval()
     model_images = to_model_range(images01)
     num_classes = int(max(int(labels.max()) + 1, len(class_names)))
