@@ -179,3 +179,20 @@ def test_clean_error_far_above_the_checkpoints_validation_error_warns():
     rows = {i.model: i for i in input_convention(result, {"a": 0.12, "b": None}, 10)}
     assert rows["a"].status == WARN and "validation error 12.00%" in rows["a"].detail
     assert rows["b"].status == PASS  # 40% < half of chance (45%): no validation error to compare with
+
+
+def test_identical_models_get_identical_numbers_whatever_their_names():
+    import numpy as np
+
+    from winn_robust.experiments.evaluate import evaluate
+
+    net, images, labels = _digits_model_trained_on_unit_pixels()
+    options = {"pgd": {"steps": 3, "restarts": 1}}
+    both = evaluate({"original": net, "copy": net}, images[:64], labels[:64], 0.1, attacks="pgd", options=options,
+                    dataset="digits", device="cpu")
+    alone = evaluate({"renamed": net}, images[:64], labels[:64], 0.1, attacks="pgd", options=options,
+                     dataset="digits", device="cpu")
+    run = both.result.adv_preds[("pgd", 0.1)]
+    assert np.array_equal(run["original"]["original"], run["copy"]["copy"])
+    assert np.array_equal(run["original"]["original"], alone.result.adv_preds[("pgd", 0.1)]["renamed"]["renamed"])
+    assert both.result.probes["original"] == both.result.probes["copy"] == alone.result.probes["renamed"]
