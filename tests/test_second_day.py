@@ -13,7 +13,7 @@ from winn_robust.model_sources import load_model
 def test_a_junk_model_file_is_one_user_error(tmp_path, content):
     path = tmp_path / "junk.ts"
     path.write_bytes(content)
-    with pytest.raises(UserError, match="TorchScript|checkpoint"):
+    with pytest.raises(UserError, match=r"TorchScript|checkpoint"):
         load_model(str(path))
 
 
@@ -78,7 +78,7 @@ def test_the_aggregate_verdict_says_how_many_seeds_it_rests_on(tmp_path, n_seeds
 
     folders = [write_seed(tmp_path / f"s{s}", s % 3) for s in range(n_seeds)]
     for s, folder in enumerate(folders):  # distinct training seeds for the labels
-        text = (folder / "results.json").read_text().replace('"seed": %d' % (s % 3), '"seed": %d' % s)
+        text = (folder / "results.json").read_text().replace(f'"seed": {s % 3}', f'"seed": {s}')
         (folder / "results.json").write_text(text)
     text = verdict(aggregate_seeds([read_seed_report(f) for f in folders], resamples=200))
     assert f"Across {n_seeds} seeds" in text
@@ -95,7 +95,7 @@ def test_the_one_seed_summary_states_the_verdict_with_mcnemar():
     from winn_robust.reporting.summary import one_seed_verdict
 
     labels = np.arange(40) % 10
-    wrong = lambda k: np.where(np.arange(40) < k, (labels + 1) % 10, labels)  # noqa: E731  wrong on the first k
+    wrong = lambda k: np.where(np.arange(40) < k, (labels + 1) % 10, labels)
     clean = {"baseline": wrong(4), "winn": wrong(4)}
     adv = {("fgsm", 0.125): {"baseline": {"baseline": wrong(30), "winn": wrong(10)},
                              "winn": {"baseline": wrong(10), "winn": wrong(12)}}}
@@ -196,3 +196,24 @@ def test_identical_models_get_identical_numbers_whatever_their_names():
     assert np.array_equal(run["original"]["original"], run["copy"]["copy"])
     assert np.array_equal(run["original"]["original"], alone.result.adv_preds[("pgd", 0.1)]["renamed"]["renamed"])
     assert both.result.probes["original"] == both.result.probes["copy"] == alone.result.probes["renamed"]
+
+
+@pytest.mark.parametrize("eps, text", [(8 / 255, "8/255 (0.0314)"), (0.125, "0.125"), (1 / 32, "0.03125"),
+                                       (0.0, "0"), (0.1, "0.1"), (2 / 255, "2/255 (0.0078)")])
+def test_eps_is_shown_as_papers_write_it(eps, text):
+    from winn_robust.units import eps_text
+
+    assert eps_text(eps) == text
+
+
+def test_report_lines_say_what_was_used_and_for_which_inputs():
+    from winn_robust.reporting.tables import _option_text, _returns_clean_images, eps_unit
+
+    settings = {"attack": "pgd", "steps": 10, "step_size": 0.0}
+    assert _option_text("step_size", 0.0, settings, [8 / 255]) == "step_size=2.5*eps/steps (used: 2/255 (0.0078) at eps " \
+                                                                  "8/255 (0.0314))"
+    assert _option_text("step_size", 0.01, settings, [8 / 255]) == "step_size=0.01"
+    assert _returns_clean_images("apgd-ce") and _returns_clean_images("autoattack") and not _returns_clean_images("fgsm")
+    assert "[-1, 1]" not in eps_unit({"models": {"m": {"kind": "python"}}})
+    assert "model inputs in [-1, 1]" in eps_unit({"models": {"m": {"kind": "checkpoint"}}})
+    assert "external models receive [0, 1]" in eps_unit({"models": {"a": {"kind": "checkpoint"}, "b": {"kind": "torchscript"}}})

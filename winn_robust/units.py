@@ -68,6 +68,24 @@ def parse_eps(values: Iterable[str | float]) -> list[float]:
 
 
 
+def eps_text(eps: float) -> str:
+    """eps for people: '0.125' when its decimal is short, else the fraction papers write and
+    four decimals, '8/255 (0.0314)'. Files keep the exact float (results.json, CSV columns)."""
+    eps = float(eps)
+    short = f"{eps:g}"
+    if float(short) == eps and len(short) <= 7:  # 0.125, 0.03125, 0.005: exact as written
+        return short
+    fraction = Fraction(eps).limit_denominator(1024)
+    if fraction.denominator > 1 and abs(float(fraction) - eps) <= 1e-12:
+        return f"{fraction.numerator}/{fraction.denominator} ({eps:.4f})" if eps >= 1e-3 else \
+            f"{fraction.numerator}/{fraction.denominator} ({eps:.3g})"
+    return f"{eps:.4g}"
+
+
+def eps_list_text(values: Iterable[float]) -> str:
+    return ", ".join(eps_text(e) for e in values)
+
+
 def format_eps_list(values: Iterable[float]) -> str:
     """eps values as a comma list that parses back exactly (`parse_eps`)."""
     return ",".join(repr(float(e)) for e in values)

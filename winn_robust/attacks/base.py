@@ -43,6 +43,7 @@ class Attack(ABC):
     gradient_based: ClassVar[bool] = True
     iterative: ClassVar[bool] = False
     randomized: ClassVar[bool] = False  # uses random numbers (a seeded generator makes it repeatable)
+    returns_clean_when_failed: ClassVar[bool] = False  # images it does not fool come back exactly unchanged
 
     def __post_init__(self) -> None:
         self.validate()

@@ -6,8 +6,9 @@ so a caller can store them as they finish (`ChunkStore`: `attack --resume` conti
 run), and under torchrun the ranks share them out (`cross_evaluate`). Random attacks draw from a generator seeded by
 (evaluation seed, attack, eps, batch), never by a model's name: identical models get identical
 random starts (and numbers) whatever they are called, every model faces the same starts (a
-paired comparison), and a resumed or sharded rerun gives the same numbers. Parameters are frozen while attacking so autograd never builds weight gradients;
-predictions stay on the device until an item ends, so a GPU run has no per-image host sync.
+paired comparison), and a resumed or sharded rerun gives the same numbers. Parameters are
+frozen while attacking so autograd never builds weight gradients; predictions stay on the
+device until an item ends, so a GPU run has no per-image host sync.
 
 Cost per image and eps, for K models and FGSM: K forward + input-backward passes (which also
 yield the clean predictions) and K^2 no-grad forwards."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from winn_robust.evaluation.harness import CrossEvalResult
+from winn_robust.units import eps_text
 
 PASS, WARN, NA = "PASS", "WARN", "N/A"
 
@@ -227,7 +228,7 @@ def monotone(result: CrossEvalResult, metrics_error: Mapping[str, Mapping[float,
                              _status(value, MONOTONE_DROP_MAX),
                              "a larger budget can only make a correct attack stronger: the attack misbehaves "
                              "(a fixed step that overshoots, masking); use an iterative attack with restarts",
-                             f"robust error falls by {100 * value:.2f} points from eps {low:g} to {high:g}"
+                             f"robust error falls by {100 * value:.2f} points from eps {eps_text(low)} to {eps_text(high)}"
                              if value else "robust error rises with eps"))
     return out
 

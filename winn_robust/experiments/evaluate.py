@@ -43,7 +43,7 @@ from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import REPORT_FILES, write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
-from winn_robust.units import EPS_UNIT, to_model_range
+from winn_robust.units import EPS_UNIT, eps_text, to_model_range
 
 SPLIT = "test"
 STATE_DIR = ".evaluation-state"
@@ -215,7 +215,7 @@ class EvaluationReport:
             return None
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {table_eps:g} "
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(table_eps)} "
                  f"({'; '.join(sorted({r[0].split(' on ')[0] for r in rows}))}); red = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
@@ -232,7 +232,7 @@ class EvaluationReport:
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
-            lines.append(f"{attack} at eps {eps:g} (N = {at_run.n}):")
+            lines.append(f"{attack} at eps {eps_text(eps)} (N = {at_run.n}):")
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (
@@ -299,8 +299,9 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
 
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
-             notes: list[str] | None, normalise: Normalisation | None = None) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str],
-                                               dict[str, Any], tuple[str, ...], FolderStore | None]:
+             notes: list[str] | None, normalise: Normalisation | None = None
+             ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], dict[str, Any],
+                        tuple[str, ...], FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
     resolved = [_model_file(s) for s in sources]
@@ -417,7 +418,8 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
         "evaluation": spec.describe(), "seed": spec.seed, "baseline": names[0], "batch_size": spec.batch_size,
         "class_names": list(class_names), "versions": software_versions(), "device": device_description(dev),
         "torch_threads": torch.get_num_threads(),
-        "models": {n: {"source": "python object", "kind": "python", "method": "external", "arch": type(m).__name__,
+        "models": {n: {"source": "python object", "kind": "classifier" if isinstance(m, Classifier) else "python",
+                       "method": "winn-robust" if isinstance(m, Classifier) else "external", "arch": type(m).__name__,
                        "checkpoint": None, "sha256": None} for n, m in networks.items()}}
     result = cross_evaluate(networks, model_images, labels, spec, device=dev, progress=progress)
     report = build_report(result, names, provenance, spec, tuple(class_names) or tuple(map(str, range(num_classes))))

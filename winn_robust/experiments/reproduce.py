@@ -37,7 +37,7 @@ from winn_robust.reporting.summary import RunDescription, write_summary
 from winn_robust.training import METHODS, TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.trainer import LAST_NAME, check_same_settings
-from winn_robust.units import format_eps_list, parse_eps
+from winn_robust.units import eps_text, format_eps_list, parse_eps
 
 EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds")
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
@@ -360,7 +360,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
         evaluations.append(Job(name, attack_argv(settings, spec, checkpoints, seed_dir, device_arg),
                                out / "logs" / f"evaluate-seed{seed}.log", threads, gpu, settings.launcher(),
                                timing=seed_dir / EVALUATION_TIME_FILE, continues=(seed_dir / STATE_DIR).is_dir()))
-    runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
+    runs = ", ".join(f"{run.attack.name}@{eps_text(run.eps)}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
     timings.update(run_jobs(evaluations, parallel))

@@ -51,7 +51,7 @@ from winn_robust.evaluation.seeds import (
 )
 from winn_robust.reporting.files import _json_safe
 from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
 
 AGGREGATE_SCHEMA_VERSION = 1
 MIN_RESAMPLES = 100
@@ -213,7 +213,7 @@ def _names(values: Sequence[Any]) -> str:
 
 
 def _eps_list(values: Sequence[float]) -> str:
-    return ", ".join(format_eps(e) for e in values) or "none"
+    return ", ".join(eps_text(e) for e in values) or "none"
 
 
 def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
@@ -258,7 +258,7 @@ def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
         sizes_b = {(k[0], k[1]): len(v) for k, v in other.adv.items()}
         if sizes_a != sizes_b:
             run = next(r for r in sorted(set(sizes_a) | set(sizes_b), key=str) if sizes_a.get(r) != sizes_b.get(r))
-            raise UserError(f"report folders ran {run[0]} at eps {format_eps(run[1])} on different images: {a} on "
+            raise UserError(f"report folders ran {run[0]} at eps {eps_text(run[1])} on different images: {a} on "
                             f"{sizes_a.get(run, 0)}, {b} on {sizes_b.get(run, 0)}; use the same --attack-limit for every seed")
 
 
@@ -319,7 +319,7 @@ class IndicatorWarning:
     def describe(self, n_seeds: int) -> str:
         where = f" for {self.model}" if self.model else ""
         if self.eps is not None:
-            where += f" at eps {format_eps(self.eps)}"
+            where += f" at eps {eps_text(self.eps)}"
         if self.attack:
             where += f" under {self.attack}"
         values = ", ".join(_short(v) for v in self.values)
@@ -524,13 +524,13 @@ def verdict(agg: Aggregate) -> str:
                 verb, amount = _change(_difference(agg, method, "adv_error", attack, eps))
                 if not clauses:
                     first_verb = verb
-                    clauses.append(f"{verb} {attack} adversarial error at eps {format_eps(eps)} {amount} "
+                    clauses.append(f"{verb} {attack} adversarial error at eps {eps_text(eps)} {amount} "
                                    f"against the baseline ({agg.baseline})")
                 else:
                     clauses.append(f"under {attack} {amount}" if verb == first_verb else f"under {attack} it {verb} it {amount}")
             sentences.append(f"Across {seeds_text} {method} " + "; ".join(clauses) + ".")
             verb, amount = _change(_difference(agg, method, "robust_error", ROBUST_ATTACK, eps))
-            sentences.append(f"It {verb} robust error at eps {format_eps(eps)} (wrong on the clean image or under at "
+            sentences.append(f"It {verb} robust error at eps {eps_text(eps)} (wrong on the clean image or under at "
                              f"least one attack) {amount}.")
         verb, amount = _change(_difference(agg, method, "clean_error", CLEAN_ATTACK, None))
         sentences.append(f"{method} {verb} clean error {amount}.")
@@ -635,17 +635,17 @@ def aggregate_markdown(agg: Aggregate) -> str:
              "## Clean error", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None)]
     for eps in agg.table_eps:
         for attack in agg.attacks:
-            lines += ["", f"## Adversarial error: {attack}, eps = {format_eps(eps)} ({PIXEL_UNITS})"
+            lines += ["", f"## Adversarial error: {attack}, eps = {eps_text(eps)} ({PIXEL_UNITS})"
                       + _subset_note(agg, "adv_error", attack, eps), "",
                       "Each model's error on its own (white-box) adversarial examples.", "",
                       *_error_table(agg, "adv_error", attack, eps)]
-        lines += ["", f"## Robust error, eps = {format_eps(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
+        lines += ["", f"## Robust error, eps = {eps_text(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
                   "Wrong on the clean image or on at least one adversarial example at this eps (every attack, crafted on "
                   "every model)" + ("; computed from the adv columns of the schema-1 per_example.csv files." if old else "."),
                   "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps)]
         if agg.methods:
             for attack in agg.attacks:
-                lines += ["", f"## Correction rates: {attack}, eps = {format_eps(eps)}", "",
+                lines += ["", f"## Correction rates: {attack}, eps = {eps_text(eps)}", "",
                           "By method: 1 - N_{base and M} / N_base on the baseline's adversarial examples; by baseline: "
                           "1 - N_{M and base} / N_M on the method's. n/a: no mistakes to correct in that seed.", "",
                           *_correction_table(agg, attack, eps)]

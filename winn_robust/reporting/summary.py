@@ -10,6 +10,7 @@ from winn_robust.evaluation.indicators import WARN, Indicator
 from winn_robust.evaluation.metrics import McNemar, Metrics, Rate
 from winn_robust.evaluation.seeds import seed_caveat
 from winn_robust.paper import PAPER_NUMBERS
+from winn_robust.units import eps_list_text, eps_text
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     eps = run.eps[0]
     attack = "fgsm" if ("fgsm", eps) in metrics.by_run else next(a for a, e in metrics.by_run if e == eps)
     at_run = metrics.by_run[(attack, eps)]
-    lines = [f"| model | ours: clean | paper: clean | ours: {attack} error (eps {eps:g}) | paper: FGSM error | "
+    lines = [f"| model | ours: clean | paper: clean | ours: {attack} error (eps {eps_text(eps)}) | paper: FGSM error | "
              "ours: corr. by method | paper | ours: corr. by baseline | paper |", "|---" * 9 + "|"]
 
     def pct(rate: Rate | None) -> str:
@@ -53,7 +54,7 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
         lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
     stronger = [(a, m) for (a, e), m in metrics.by_run.items() if e == eps and a != attack]
     if stronger:
-        lines += ["", f"The same comparison under stronger attacks (eps {eps:g}; the paper used FGSM only):", "",
+        lines += ["", f"The same comparison under stronger attacks (eps {eps_text(eps)}; the paper used FGSM only):", "",
                   "| model | attack | N | adversarial error | robust error (all attacks) |", "|---|---|---|---|---|"]
         for name in names:
             for other, m in stronger:
@@ -95,13 +96,13 @@ def one_seed_verdict(metrics: Metrics, eps: float) -> str:
             assert row.mcnemar_adv is not None and row.adv_error.value is not None and base_row.adv_error.value is not None
             value = row.adv_error.value - base_row.adv_error.value
             verb, amount = _change(value, row.mcnemar_adv, None if diff is None else (diff.low, diff.high))
-            clauses.append(f"{verb} {attack} adversarial error at eps {eps:g} (N = {at_run.n}) {amount}")
+            clauses.append(f"{verb} {attack} adversarial error at eps {eps_text(eps)} (N = {at_run.n}) {amount}")
         if clauses:
             sentences.append(f"On 1 seed {method} " + "; ".join(clauses) + f", against the baseline ({base}).")
         robust = metrics.robust.get(eps)
         if robust is not None and robust.error[method].value is not None and robust.error[base].value is not None:
             verb, amount = _change(robust.error[method].value - robust.error[base].value, robust.mcnemar[method])
-            sentences.append(f"It {verb} robust error at eps {eps:g} (N = {robust.n}) {amount}.")
+            sentences.append(f"It {verb} robust error at eps {eps_text(eps)} (N = {robust.n}) {amount}.")
         clean, clean_base = metrics.clean_error[method].value, metrics.clean_error[base].value
         if clean is not None and clean_base is not None:
             verb, amount = _change(clean - clean_base, metrics.mcnemar_clean[method])
@@ -137,8 +138,8 @@ def write_summary(out: Path, run: RunDescription, timings: Mapping[str, float | 
              f"{run.epochs} epochs; test images N = {metrics.n}",
              f"- split: {run.train_size:,} training / {run.val_size:,} validation images (a seeded random split of the "
              f"dataset's training set; the test set is only evaluated)",
-             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
-             f"sweep {list(run.sweep)}",
+             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {eps_list_text(run.eps)}, "
+             f"sweep {eps_list_text(run.sweep) or 'none'}",
              wall_time_line(timings, this_run), "",
              "## Verdict", "", one_seed_verdict(metrics, run.eps[0]), "",
              *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),

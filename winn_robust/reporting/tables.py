@@ -10,8 +10,7 @@ import pandas as pd
 
 from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
-from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
 
 RATE_COLUMNS = ("clean_error", "adv_error", "robust_error", "correction_by_method", "correction_by_baseline")
 MCNEMAR_COLUMNS = ("mcnemar_clean", "mcnemar_adv", "mcnemar_robust")
@@ -104,13 +103,26 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
 
 
 # ----------------------------------------------------------------------------- table.md
+def eps_unit(provenance: Mapping[str, Any]) -> str:
+    """The unit line, true for the models of this report: winn-robust checkpoints see [-1, 1]
+    (model-space step 2*eps), external models (FILE.py, TorchScript, Python objects) [0, 1]."""
+    ours = ("checkpoint", "classifier")  # a checkpoint file, or a winn-robust Classifier given to evaluate()
+    kinds = {str(m.get("kind", "checkpoint")) for m in (provenance.get("models") or {}).values()} or {"checkpoint"}
+    if not kinds & set(ours):
+        return f"{PIXEL_UNITS} (the models receive [0, 1] images: eps is measured in their own input space)"
+    if kinds <= set(ours):
+        return EPS_UNIT
+    return (f"{PIXEL_UNITS} (external models receive [0, 1] images; winn-robust checkpoints see [-1, 1], a "
+            "model-space step of 2*eps)")
+
+
 def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
     order = eps_order(metrics, provenance.get("table_eps"))
-    sweep = ", ".join(format_eps(e) for e in order[1:])
-    eps_text = f"table eps = {format_eps(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
+    sweep = ", ".join(eps_text(e) for e in order[1:])
+    eps_line = f"table eps = {eps_text(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
     seed = provenance.get("seed")
     return [f"Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
-            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_text}, in {EPS_UNIT}. "
+            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_line}, in {eps_unit(provenance)}. "
             f"Baseline: {metrics.baseline}." + (f" Evaluation seed: {seed}." if seed is not None else ""),
             "",
             "Rates in percent with exact 95% Clopper-Pearson CIs in brackets; 'n/a' = zero denominator. "
@@ -162,10 +174,18 @@ def indicator_lines(indicators: Sequence[Indicator], models: Sequence[str]) -> l
     for worst, warned_eps, checked_eps in rows:
         status = f"**{worst.status}**" if worst.status == WARN else worst.status
         eps = warned_eps if worst.status == WARN else checked_eps
-        eps_text = ", ".join(format_eps(e) for e in dict.fromkeys(eps)) or ("-" if worst.eps is None else format_eps(worst.eps))
+        eps_cell = ", ".join(eps_text(e) for e in dict.fromkeys(eps)) or ("-" if worst.eps is None else eps_text(worst.eps))
         lines.append(f"| {worst.model} | {worst.title} | {worst.attack or '-'} | {format_value(worst.value)} | "
-                     f"{format_value(worst.threshold)} | {status} | {eps_text} | {worst.advice} | {worst.detail} |")
+                     f"{format_value(worst.threshold)} | {status} | {eps_cell} | {worst.advice} | {worst.detail} |")
     return [*lines, ""]
+
+
+def _option_text(key: str, value: Any, settings: Mapping[str, Any], eps: Sequence[float]) -> str:
+    """`key=value`; a step size of 0 (PGD's "2.5 * eps / steps") is shown as the step used."""
+    if key == "step_size" and not value and settings.get("steps"):
+        used = ", ".join(f"{eps_text(2.5 * e / int(settings['steps']))} at eps {eps_text(e)}" for e in eps if e > 0)
+        return "step_size=2.5*eps/steps" + (f" (used: {used})" if used else "")
+    return f"{key}={value}"
 
 
 def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> list[str]:
@@ -175,9 +195,9 @@ def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> 
     for name, settings in attacks.items():
         runs = metrics.for_attack(name)
         images = sorted({m.n for m in runs.values()})
-        options = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "attack")
+        options = ", ".join(_option_text(k, v, settings, list(runs)) for k, v in settings.items() if k != "attack")
         lines.append(f"| {name} | {options or '-'} | {', '.join(map(str, images))} | "
-                     f"{', '.join(format_eps(e) for e in runs)} |")
+                     f"{', '.join(eps_text(e) for e in runs)} |")
     return [*lines, ""]
 
 
@@ -193,7 +213,7 @@ def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
                      f"{format_rate(robust.error[name])} | {format_difference(row.adv_difference)} | "
                      f"{'-' if base else format_rate(row.correction_by_method)} | "
                      f"{'-' if base else format_rate(row.correction_by_baseline)} | {format_pvalue(row.mcnemar_adv)} |")
-    lines += ["", f"Transfer error ({at_run.attack}, eps = {format_eps(at_run.eps)}): rows = model the adversarial "
+    lines += ["", f"Transfer error ({at_run.attack}, eps = {eps_text(at_run.eps)}): rows = model the adversarial "
               "examples were crafted on, columns = model evaluated (diagonal = adversarial error).", "",
               "| crafted on \\ evaluated on | " + " | ".join(metrics.models) + " |",
               "|---|" + "---|" * len(metrics.models)]
@@ -201,6 +221,15 @@ def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
         cells = " | ".join(format_rate(at_run.transfer_error[source][t]) for t in metrics.models)
         lines.append(f"| {source} | {cells} |")
     return lines
+
+
+def _returns_clean_images(attack: str) -> bool:
+    """Attacks (AutoAttack's) that hand back the clean image wherever they fail: for them an
+    unchanged image counts failures, not zero gradients, so the line is left out."""
+    from winn_robust.attacks import ATTACKS
+
+    cls = ATTACKS.get(attack)
+    return bool(cls is not None and cls.returns_clean_when_failed)
 
 
 def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
@@ -218,10 +247,10 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""
-        lines += ["", f"## Table 3/4: {attack}, eps = {format_eps(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
+        lines += ["", f"## Table 3/4: {attack}, eps = {eps_text(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
                   *run_table(metrics, at_run)]
         unchanged = {s: c for s, c in (unchanged_images or {}).get((attack, eps), {}).items() if c}
-        if unchanged and eps > 0:
-            lines += ["", "Images the attack left exactly unchanged (for a gradient attack: an all-zero input "
-                      "gradient): " + ", ".join(f"{s}: {c}" for s, c in unchanged.items()) + "."]
+        if unchanged and eps > 0 and not _returns_clean_images(attack):
+            lines += ["", f"Images {attack} left exactly unchanged (every pixel as it was; for a gradient attack an "
+                      "all-zero input gradient): " + ", ".join(f"{s}: {c}" for s, c in unchanged.items()) + "."]
     return "\n".join(lines) + "\n"
