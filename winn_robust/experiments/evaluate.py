@@ -215,8 +215,9 @@ class EvaluationReport:
             return None
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(table_eps)} "
-                 f"({'; '.join(sorted({r[0].split(' on ')[0] for r in rows}))}); red = misclassified").strip()
+        attacks = ", ".join(dict.fromkeys(r[0].split(" on ")[0] for r in rows))  # the rows' order
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(table_eps)}\nrows: clean, "
+                 f"then {attacks}, each on every model (labels left); orange caption = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
 
