@@ -217,3 +217,69 @@ def test_report_lines_say_what_was_used_and_for_which_inputs():
     assert "[-1, 1]" not in eps_unit({"models": {"m": {"kind": "python"}}})
     assert "model inputs in [-1, 1]" in eps_unit({"models": {"m": {"kind": "checkpoint"}}})
     assert "external models receive [0, 1]" in eps_unit({"models": {"a": {"kind": "checkpoint"}, "b": {"kind": "torchscript"}}})
+
+
+def test_the_small_mistakes_of_day_two_are_one_line_each(tmp_path, capsys):
+    from test_cli import TINY_TRAIN, fake_checkpoint, one_line_error
+
+    from winn_robust.cli import main
+
+    a, b = fake_checkpoint(tmp_path / "a.pt"), fake_checkpoint(tmp_path / "b.pt", method="winn")
+    out = str(tmp_path / "r")
+    one_line_error(capsys, ["attack", "--model", f"x={a}", "--model", f"x={b}", "--eps", "0.1", "--out", out],
+                   "name 'x' is given to two models")
+    one_line_error(capsys, ["attack", "--model", str(a), "--data", "fmnist", "--eps", "0.1", "--out", out],
+                   "unknown dataset 'fmnist'")
+    one_line_error(capsys, ["attack", "--model", str(a), "--eps", "1.5", "--out", out], "outside [0, 1]")
+    assert "1.5/255" not in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--method", "baseline", *TINY_TRAIN, "--out", str(run)]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, ["attack", "--model", str(run), "--eps", "0.1", "--out", str(run)], "training run folder")
+    err = one_line_error(capsys, ["train", "--resume", "--epochs", "1", "--out", str(run), "--no-progress"],
+                         "nothing to do")
+    assert not err.startswith("training")
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(run), "--no-progress", "--device", "cpu"]) == 0
+    assert "resuming baseline from epoch 1 to 2" in capsys.readouterr().err
+
+
+def test_attack_without_progress_bars_logs_each_finished_run(tmp_path, capsys):
+    from test_cli import fake_checkpoint
+
+    from winn_robust.cli import main
+
+    a = fake_checkpoint(tmp_path / "a.pt")
+    assert main(["attack", "--model", str(a), "--eps", "0.1,0.1,8/255", "--limit", "20", "--no-progress",
+                 "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "repeats a value; each eps is evaluated once (2 eps)" in err
+    assert "finished fgsm at eps 0.1 on 1 model(s), 20 images, in" in err and "finished fgsm at eps 8/255 (0.0314)" in err
+
+
+def test_ctrl_c_in_train_names_the_epoch_kept_and_the_command(tmp_path):
+    import argparse
+
+    from test_cli import fake_checkpoint
+
+    from winn_robust.cli import interrupted_hint
+
+    fake_checkpoint(tmp_path / "last.pt")  # epoch 1
+    hint = interrupted_hint(argparse.Namespace(command="train", out=tmp_path))
+    assert "epochs 1-1 are kept" in hint and f"winn-robust train --out {tmp_path} --resume" in hint
+
+
+def test_help_lists_plot_every_attacks_keys_and_one_name_for_the_test_limit(capsys):
+    from winn_robust.cli import build_parser, main
+    from winn_robust.experiments.reproduce import resolve_settings
+
+    assert main(["--help"]) == 0
+    assert "| plot |" in capsys.readouterr().out
+    assert main(["attack", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "square: queries=5000" in text and "apgd-t: steps=100, target_classes=9" in text
+    args = build_parser().parse_args(["reproduce", "--limit", "7", "--seed", "3"])
+    assert args.test_limit == 7
+    assert resolve_settings("quick", {"seed": 3}).seeds == (3,)
+    with pytest.raises(UserError, match="not both"):
+        resolve_settings("quick", {"seed": 3, "seeds": "2"})
+    assert build_parser().parse_args(["attack", "--test-limit", "5", "--eps", "0.1", "--out", "x"]).limit == 5

@@ -47,6 +47,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         meta = read_checkpoint(last)["metadata"]
         config = TrainConfig.from_dict({**meta.get("hparams", {}), **given}).validate()
         check_same_settings(last, meta, config)  # before loading any data
+        done = int(meta.get("epoch", 0))
+        if done >= config.epochs:
+            raise UserError(f"nothing to do: {args.out} already holds {done} epochs (--epochs {config.epochs}); "
+                            "raise --epochs to train on")
+        args.resumed_from = done
         if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
             args.data_dir = Path(meta["data_dir"])
             print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
@@ -95,7 +100,10 @@ def run_train(args: argparse.Namespace) -> None:
         (f"{here.world_size} ranks ({distributed.backend_for(device)}, {device.type}), batch {config.batch_size} = "
          f"{here.world_size} x {config.batch_size // here.world_size}")
     say = distributed.main_only(print)
-    say(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
+    resumed = getattr(args, "resumed_from", None)
+    doing = f"resuming {config.method} from epoch {resumed} to {config.epochs}" if args.resume and resumed is not None \
+        else f"training {config.method}"
+    say(f"{doing} {config.arch} on {config.data}: {len(data.train_images)} train / "
         f"{len(data.val_images)} validation images, seed {config.seed}, {where}", file=sys.stderr)
     extra = {"data_dir": str(args.data_dir.resolve())} if args.data_dir else {}
     result = train(config, data, args.out, device, resume=args.resume, progress=progress_wanted(args),
@@ -136,7 +144,12 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
         if not sep:
             raise UserError(f"--attack-eps {item!r} must look like ATTACK=EPS[,EPS], e.g. autoattack=0.125")
         attack_eps[name.strip().lower()] = tuple(parse_eps([values]))
-    return EvalSpec.build(parse_eps(args.eps), attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
+    typed = [part.strip() for value in args.eps for part in str(value).split(",") if part.strip()]
+    eps = parse_eps(args.eps)
+    if len(typed) > len(eps):
+        print(f"note: --eps {','.join(typed)} repeats a value; each eps is evaluated once ({len(eps)} eps)",
+              file=sys.stderr)
+    return EvalSpec.build(eps, attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
                           batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit),
                           attack_eps=attack_eps)
 

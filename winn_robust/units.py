@@ -41,7 +41,7 @@ def check_eps(eps: float) -> float:
     """eps is in [0, 1] pixel units; anything else is almost surely a unit mistake."""
     eps = float(eps)
     if not 0.0 <= eps <= 1.0:
-        hint = f"; did you mean {eps:g}/255 = {eps / 255:.4g}?" if 1.0 < eps <= 255.0 else ""
+        hint = f"; did you mean {eps:g}/255 = {eps / 255:.4g}?" if 1.0 < eps <= 255.0 and eps.is_integer() else ""
         raise UserError(f"eps {eps:g} is outside [0, 1]; eps is in [0, 1] pixel units, as a decimal or a fraction "
                         f"(the paper's MNIST value is {PAPER_MNIST_EPS} = 1/8; CIFAR's usual 8/255 = 0.0314){hint}")
     return eps

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,11 +24,11 @@ import torch
 
 from winn_robust import distributed
 from winn_robust.checkpoint import atomic_save, file_sha256, load_tensors
-from winn_robust.data import load_dataset
+from winn_robust.data import DATASETS, load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.environment import device_description, software_versions
 from winn_robust.errors import UserError
-from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate
+from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate, plan_items
 from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicators
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
@@ -154,6 +155,10 @@ class FolderStore:
 
 def prepare_output(out: Path, force: bool, resume: bool) -> None:
     """Refuse to mix a new report with an older one's files unless told to replace them."""
+    run_files = [name for name in ("last.pt", "best.pt", "metrics.csv") if (out / name).is_file()]
+    if run_files:
+        raise UserError(f"--out {out} is a training run folder (it holds {', '.join(run_files)}); write the report into "
+                        "another folder, e.g. reports/<name>")
     existing = [name for name in REPORT_FILES if (out / name).exists()]
     has_state = (out / STATE_DIR).is_dir()
     if resume:
@@ -247,6 +252,10 @@ class EvaluationReport:
 
 # ----------------------------------------------------------------------------- evaluation
 def _loaded_names(loaded: Sequence[LoadedModel]) -> list[str]:
+    given = [_safe(m.name) for m in loaded if m.name is not None]
+    twice = next((n for n in given if given.count(n) > 1), None)
+    if twice is not None:
+        raise UserError(f"the name {twice!r} is given to two models (NAME=SPEC); give each model its own name")
     ours = [m for m in loaded if m.kind == "checkpoint" and m.name is None]
     auto = iter(model_names([m.metadata for m in ours], [m.path for m in ours if m.path is not None])) if ours else iter(())
     names = []
@@ -287,7 +296,8 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
                                                   timestamp, resume, force, notes, normalise))
     networks, images, labels, names, provenance, class_names, store = prepared
     attacks_started = time.perf_counter()
-    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
+    log = None if progress else run_logger(spec, len(labels), names)
+    result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store, on_item=log)
     attack_seconds = time.perf_counter() - attacks_started
     report = build_report(result, names, provenance, spec, class_names)
     report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -296,6 +306,31 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
         report.write(out_dir, plots=plots)
         shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
     return report
+
+
+def run_logger(spec: EvalSpec, n_images: int, names: Sequence[str]) -> Callable[[str], None]:
+    """Without a progress bar (--no-progress, logs, jobs): one line as each attack run (attack,
+    eps) finishes on every model, with its elapsed time, so a log shows the evaluation moving."""
+    remaining: dict[int, int] = {}
+    for item in plan_items(spec, n_images):
+        if item.run is not None:
+            remaining[item.run] = remaining.get(item.run, 0) + 1
+    started = [time.perf_counter()]
+
+    def finished(key: str) -> None:
+        run = next((r for r in remaining if key.startswith(f"run{r}-")), None)
+        if run is None or not distributed.world().is_main:
+            return
+        remaining[run] -= 1
+        if remaining[run] == 0:
+            attack_run = spec.runs[run]
+            now = time.perf_counter()
+            print(f"    finished {attack_run.attack.name} at eps {eps_text(attack_run.eps)} on {len(names)} model(s), "
+                  f"{min(n_images, attack_run.n or n_images)} images, in {now - started[0]:.0f} s", file=sys.stderr,
+                  flush=True)
+            started[0] = now
+
+    return finished
 
 
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
@@ -323,9 +358,14 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     dataset_name = _data_signature(ours[0].metadata)[0] if ours else data
     if dataset_name is None:
         raise UserError("no winn-robust checkpoint among the models, so the dataset is unknown: pass --data")
+    if data is not None and data.lower() not in DATASETS:
+        raise UserError(f"unknown dataset {data!r} in --data; choose one of {', '.join(DATASETS)}")
     if data is not None and ours and data.lower() != dataset_name:
         raise UserError(f"--data {data} differs from the checkpoints' dataset {dataset_name} ({ours[0].source}); "
                         "evaluate on the dataset the models were trained on")
+    if data_dir is None and ours and ours[0].metadata.get("data_dir") and Path(ours[0].metadata["data_dir"]).is_dir():
+        data_dir = Path(ours[0].metadata["data_dir"])  # where the run read its data: the test set is beside it
+        notes.append(f"reading {dataset_name} from {data_dir}, the --data-dir {ours[0].source} was trained with")
     dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
     if ours:
         _, image_shape, num_classes = _data_signature(ours[0].metadata)

@@ -164,8 +164,13 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     if nproc_per_node > 1 and jobs > 1:
         raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
                         "run the jobs one at a time: drop --jobs")
-    seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
-        parse_seeds(values.get("seeds", [values.get("seed", 0)]))
+    if overrides.get("seeds") is not None and overrides.get("seed") is not None:
+        raise UserError("give --seeds (several training seeds) or --seed (one), not both")
+    if overrides.get("seed") is not None:
+        seeds = parse_seeds([int(overrides["seed"])])
+    else:
+        seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
+            parse_seeds(values.get("seeds", [values.get("seed", 0)]))
     data_dir = values.get("data_dir")
     if data_dir is None:
         data_dir = next((Path(c) for c in values.get("data_dir_candidates", []) if Path(c).is_dir()), None)
