@@ -251,9 +251,10 @@ def test_attack_without_progress_bars_logs_each_finished_run(tmp_path, capsys):
     a = fake_checkpoint(tmp_path / "a.pt")
     assert main(["attack", "--model", str(a), "--eps", "0.1,0.1,8/255", "--limit", "20", "--no-progress",
                  "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
-    err = capsys.readouterr().err
-    assert "repeats a value; each eps is evaluated once (2 eps)" in err
-    assert "finished fgsm at eps 0.1 on 1 model(s), 20 images, in" in err and "finished fgsm at eps 8/255 (0.0314)" in err
+    captured = capsys.readouterr()
+    assert "repeats a value; each eps is evaluated once (2 eps)" in captured.err
+    assert "finished fgsm at eps 0.1 on 1 model(s), 20 images, in" in captured.out
+    assert "finished fgsm at eps 8/255 (0.0314)" in captured.out
 
 
 def test_ctrl_c_in_train_names_the_epoch_kept_and_the_command(tmp_path):
@@ -283,3 +284,20 @@ def test_help_lists_plot_every_attacks_keys_and_one_name_for_the_test_limit(caps
     with pytest.raises(UserError, match="not both"):
         resolve_settings("quick", {"seed": 3, "seeds": "2"})
     assert build_parser().parse_args(["attack", "--test-limit", "5", "--eps", "0.1", "--out", "x"]).limit == 5
+
+
+def test_metric_accuracy_shows_one_minus_the_error_and_the_csv_has_both(tmp_path):
+    import pandas as pd
+
+    from winn_robust.experiments.evaluate import evaluate
+
+    net, images, labels = _digits_model_trained_on_unit_pixels()
+    report = evaluate({"m": net}, images[:100], labels[:100], 0.1, dataset="digits", device="cpu", metric="accuracy",
+                      out_dir=tmp_path / "r")
+    table = (tmp_path / "r" / "table.md").read_text()
+    error = report.metrics.by_run[("fgsm", 0.1)].models["m"].adv_error.value
+    assert "| model | clean accuracy | adversarial accuracy |" in table
+    assert f"| {100 * (1 - error):.2f}% [" in table
+    frame = pd.read_csv(tmp_path / "r" / "table.csv")
+    assert frame["adv_accuracy"].iloc[0] == pytest.approx(1 - frame["adv_error"].iloc[0])
+    assert any("accuracy" in line for line in report.summary_lines())

@@ -50,6 +50,12 @@ def attack_option_help(example: str) -> str:
     return f"an attack's option as ATTACK.KEY=VALUE, e.g. {example}; repeat for more. Keys (defaults): " + "; ".join(keys)
 
 
+def add_metric_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--metric", choices=("error", "accuracy"), default=None,
+                        help="what table.md and the plots show: error (the WINN paper's) or accuracy = 1 - error "
+                             f"(RobustBench's robust accuracy); table.csv always has both{extra} [default: error]")
+
+
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
     parser.add_argument("--data", required=required, help=FIELD_HELP["data"] + (f" [default: {default}]" if default else ""))
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
@@ -133,6 +139,7 @@ def add_attack_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--resume", action="store_true", help="continue a killed evaluation in --out")
     parser.add_argument("--force", action="store_true", help="replace a report already in --out")
+    add_metric_option(parser)
     parser.add_argument("--fail-on-warn", action="store_true",
                         help="exit with status 3 when a failure indicator warns (for CI); warnings never fail otherwise")
     add_dist_timeout(parser)
@@ -155,6 +162,7 @@ def add_report_parser(sub: Any) -> None:
                                                  "required with several folders (the aggregate's folder)")
     parser.add_argument("--eps", action="append",
                         help="aggregate: eps for table.md and the verdict, repeat or comma-separate [default: the largest]")
+    add_metric_option(parser, "; with several folders it applies to the plots (the aggregate tables show error)")
     parser.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES,
                         help=f"aggregate: bootstrap resamples for the 95%% CIs [default: {DEFAULT_RESAMPLES}]")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_BOOTSTRAP_SEED,

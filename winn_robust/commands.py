@@ -179,7 +179,7 @@ def run_attack(args: argparse.Namespace) -> int:
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
                              device=str(device), progress=progress_wanted(args), command=args.command_line,
                              resume=args.resume, force=args.force, notes=notes,
-                             normalise=parse_normalisation(args.input_mean, args.input_std))
+                             normalise=parse_normalisation(args.input_mean, args.input_std), metric=args.metric)
     distributed.shutdown()
     if not distributed.world().is_main:
         return 3 if report.warnings and args.fail_on_warn else 0
@@ -200,7 +200,7 @@ def run_report(args: argparse.Namespace) -> None:
     from winn_robust.reporting.files import rebuild_tables
 
     if len(args.report) == 1:
-        files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
+        files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out, metric=args.metric)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
     if args.out is None:
@@ -208,7 +208,8 @@ def run_report(args: argparse.Namespace) -> None:
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
     files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
-                            resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed)
+                            resamples=args.bootstrap_resamples, bootstrap_seed=args.bootstrap_seed,
+                            metric=args.metric or "error")
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 

@@ -31,6 +31,9 @@ class PixelSpaceModel(nn.Module):
     `normalise` = (mean, std) (--input-mean/--input-std) it gets (u - mean) / std instead, as
     models trained with torchvision's Normalize expect."""
 
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+
     def __init__(self, model: nn.Module, normalise: Normalisation | None = None) -> None:
         super().__init__()
         self.model = model
@@ -38,10 +41,12 @@ class PixelSpaceModel(nn.Module):
         if normalise is not None:
             self.register_buffer("mean", torch.tensor(normalise[0]).view(1, -1, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(normalise[1]).view(1, -1, 1, 1), persistent=False)
+        else:
+            self.mean, self.std = None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pixels = to_pixel_range(x)
-        if self.normalise is not None:
+        if self.mean is not None and self.std is not None:
             pixels = (pixels - self.mean) / self.std
         return self.model(pixels)
 

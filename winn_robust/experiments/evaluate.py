@@ -43,7 +43,13 @@ from winn_robust.model_sources import (
 from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import REPORT_FILES, write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
-from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
+from winn_robust.reporting.tables import (
+    format_difference,
+    format_pvalue,
+    format_rate,
+    shown_difference,
+    shown_rate,
+)
 from winn_robust.units import EPS_UNIT, eps_text, to_model_range
 
 SPLIT = "test"
@@ -221,7 +227,7 @@ class EvaluationReport:
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
         attacks = ", ".join(dict.fromkeys(r[0].split(" on ")[0] for r in rows))  # the rows' order
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(table_eps)}\nrows: clean, "
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(float(table_eps or 0))}\nrows: clean, "
                  f"then {attacks}, each on every model (labels left); orange caption = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
@@ -235,6 +241,7 @@ class EvaluationReport:
                 sorted({i.title for i in warned}))
             lines.append(f"trust {name}: {text}")
         table_eps = self.provenance.get("table_eps")
+        metric = str(self.provenance.get("metric") or "error")
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
@@ -242,11 +249,11 @@ class EvaluationReport:
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (
-                    f", minus baseline {format_difference(row.adv_difference)} points, McNemar p "
-                    f"{format_pvalue(row.mcnemar_adv)}")
-                lines.append(f"  {name}: clean error {format_rate(row.clean_error)}, adversarial error "
-                             f"{format_rate(row.adv_error)}, robust error {format_rate(self.metrics.robust[eps].error[name])}"
-                             + extra)
+                    f", minus baseline {format_difference(shown_difference(row.adv_difference, metric))} points, "
+                    f"McNemar p {format_pvalue(row.mcnemar_adv)}")
+                lines.append(f"  {name}: clean {metric} {format_rate(shown_rate(row.clean_error, metric))}, adversarial "
+                             f"{metric} {format_rate(shown_rate(row.adv_error, metric))}, robust {metric} "
+                             f"{format_rate(shown_rate(self.metrics.robust[eps].error[name], metric))}" + extra)
         return lines
 
 
@@ -285,7 +292,8 @@ def _model_file(source: str) -> str:
 def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None = None,
                     data_dir: Path | None = None, download: bool = False, device: str = "auto", progress: bool = True,
                     plots: bool = True, command: str | None = None, resume: bool = False, force: bool = False,
-                    notes: list[str] | None = None, normalise: Normalisation | None = None) -> EvaluationReport:
+                    notes: list[str] | None = None, normalise: Normalisation | None = None,
+                    metric: str | None = None) -> EvaluationReport:
     """Evaluate the models given as NAME=SPEC strings (the first is the baseline: the reference
     every other model is compared with) on the first `spec.limit` test images and, when
     `out_dir` is given, write the report there."""
@@ -295,6 +303,8 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
                                                   timestamp, resume, force, notes, normalise))
     networks, images, labels, names, provenance, class_names, store = prepared
+    if metric is not None:
+        provenance["metric"] = metric
     attacks_started = time.perf_counter()
     log = None if progress else run_logger(spec, len(labels), names)
     result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store, on_item=log)
@@ -309,8 +319,8 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
 
 
 def run_logger(spec: EvalSpec, n_images: int, names: Sequence[str]) -> Callable[[str], None]:
-    """Without a progress bar (--no-progress, logs, jobs): one line as each attack run (attack,
-    eps) finishes on every model, with its elapsed time, so a log shows the evaluation moving."""
+    """Without a progress bar (--no-progress, logs, jobs): one line on stdout as each attack run
+    (attack, eps) finishes on every model, with its elapsed time, so a log shows it moving."""
     remaining: dict[int, int] = {}
     for item in plan_items(spec, n_images):
         if item.run is not None:
@@ -326,8 +336,7 @@ def run_logger(spec: EvalSpec, n_images: int, names: Sequence[str]) -> Callable[
             attack_run = spec.runs[run]
             now = time.perf_counter()
             print(f"    finished {attack_run.attack.name} at eps {eps_text(attack_run.eps)} on {len(names)} model(s), "
-                  f"{min(n_images, attack_run.n or n_images)} images, in {now - started[0]:.0f} s", file=sys.stderr,
-                  flush=True)
+                  f"{min(n_images, attack_run.n or n_images)} images, in {now - started[0]:.0f} s", flush=True)
             started[0] = now
 
     return finished
@@ -421,7 +430,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
              device: str = "auto", dataset: str = "custom", class_names: Sequence[str] = (),
              out_dir: str | Path | None = None, progress: bool = False,
              input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None,
-             **spec_options: Any) -> EvaluationReport:
+             metric: str = "error", **spec_options: Any) -> EvaluationReport:
     """Evaluate models without the CLI. Ecosystem convention: `images` in [0, 1] (N, C, H, W),
     `labels` (N,), and every model maps [0, 1] images to logits, except winn-robust's own
     `Classifier`s (from `load_checkpoint`), which see [-1, 1] and are used as they are. The first
@@ -458,7 +467,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
         "table_eps": spec.table_eps, "eps_unit": EPS_UNIT, "attack": "+".join(spec.attack_names),
         "evaluation": spec.describe(), "seed": spec.seed, "baseline": names[0], "batch_size": spec.batch_size,
         "class_names": list(class_names), "versions": software_versions(), "device": device_description(dev),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "metric": metric,
         "models": {n: {"source": "python object", "kind": "classifier" if isinstance(m, Classifier) else "python",
                        "method": "winn-robust" if isinstance(m, Classifier) else "external", "arch": type(m).__name__,
                        "checkpoint": None, "sha256": None} for n, m in networks.items()}}

@@ -789,11 +789,11 @@ def _panels(agg: Aggregate) -> list[tuple[str, Any]]:
             panels.append(("sweep", attack))
         elif eps:
             single.setdefault(eps[0], []).append((f"{attack}\nN = {_attack_n(agg, attack, eps)}", "adv_error", attack))
-    for eps, entries in single.items():
+    for at, entries in single.items():
         if len(agg.attacks) > 1:
-            n = agg.row(agg.baseline, "robust_error", ROBUST_ATTACK, eps).n_images or agg.n
+            n = agg.row(agg.baseline, "robust_error", ROBUST_ATTACK, at).n_images or agg.n
             entries.append((f"robust\n(any attack)\nN = {n}", "robust_error", ROBUST_ATTACK))
-        panels.append(("single", (eps, entries)))
+        panels.append(("single", (at, entries)))
     return panels
 
 
@@ -833,7 +833,7 @@ def plot_aggregate(agg: Aggregate, out_dir: Path, metric: str = "error") -> dict
 # ----------------------------------------------------------------------------- writing
 def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline: str | None = None,
                     table_eps: Sequence[float] | None = None, resamples: int = DEFAULT_RESAMPLES,
-                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> dict[str, Path]:
+                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, metric: str = "error") -> dict[str, Path]:
     """Read the seed folders, check they pair up, and write table.md, summary.md, table.csv,
     results.json and the plots into out_dir (which must not be one of the seed folders)."""
     out_dir = Path(out_dir)
@@ -849,5 +849,5 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
     files["summary.md"].write_text(summary_markdown(agg))
     aggregate_frame(agg).to_csv(files["table.csv"], index=False)
     files["results.json"].write_text(json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
-    files.update(plot_aggregate(agg, out_dir))
+    files.update(plot_aggregate(agg, out_dir, metric))
     return files

@@ -86,7 +86,8 @@ def read_results(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a results.json written by winn-robust; move it aside or fix it") from None
 
 
-def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
+def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None,
+                   metric: str | None = None) -> dict[str, Path]:
     """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
     indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
     report = Path(report)
@@ -95,6 +96,8 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
         raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
     document = read_results(csv_path.parent / "results.json")
     provenance = dict(document.get("provenance") or {})
+    if metric is not None:
+        provenance["metric"] = metric  # table.md and the plot only; results.json is not rewritten
     attack = str(provenance.get("attack", "unknown"))
     try:
         result = result_from_per_example(csv_path, attack=attack)

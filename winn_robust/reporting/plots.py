@@ -98,6 +98,7 @@ def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[st
     error bars. Every title gives that attack's own N; more than three panels wrap into rows."""
     provenance = provenance or {}
     dataset = provenance.get("dataset", "")
+    metric = str(provenance.get("metric") or metric)
     label = "accuracy" if metric == "accuracy" else "error"
     panels: list[tuple[str, Any]] = []
     single: dict[float, list[tuple[str, Mapping[str, Rate]]]] = {}

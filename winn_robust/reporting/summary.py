@@ -100,8 +100,9 @@ def one_seed_verdict(metrics: Metrics, eps: float) -> str:
         if clauses:
             sentences.append(f"On 1 seed {method} " + "; ".join(clauses) + f", against the baseline ({base}).")
         robust = metrics.robust.get(eps)
-        if robust is not None and robust.error[method].value is not None and robust.error[base].value is not None:
-            verb, amount = _change(robust.error[method].value - robust.error[base].value, robust.mcnemar[method])
+        mine, theirs = (robust.error[method].value, robust.error[base].value) if robust is not None else (None, None)
+        if robust is not None and mine is not None and theirs is not None:
+            verb, amount = _change(mine - theirs, robust.mcnemar[method])
             sentences.append(f"It {verb} robust error at eps {eps_text(eps)} (N = {robust.n}) {amount}.")
         clean, clean_base = metrics.clean_error[method].value, metrics.clean_error[base].value
         if clean is not None and clean_base is not None:

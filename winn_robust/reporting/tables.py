@@ -15,6 +15,22 @@ from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
 RATE_COLUMNS = ("clean_error", "adv_error", "robust_error", "correction_by_method", "correction_by_baseline")
 MCNEMAR_COLUMNS = ("mcnemar_clean", "mcnemar_adv", "mcnemar_robust")
 STATUS_ORDER = {WARN: 0, "PASS": 1, NA: 2}
+METRIC_CHOICES = ("error", "accuracy")  # what table.md and the plots show; table.csv has both
+
+
+def shown_rate(rate: Rate | None, metric: str) -> Rate | None:
+    """An error rate as the metric shown: itself, or the accuracy (n - k of n; the exact CI of
+    an accuracy is one minus the error's, flipped)."""
+    if metric != "accuracy" or rate is None or rate.interval is None:
+        return rate
+    value, low, high = rate.interval
+    return Rate(rate.n - rate.k, rate.n, 1 - value, 1 - high, 1 - low)
+
+
+def shown_difference(diff: Difference | None, metric: str) -> Difference | None:
+    if metric != "accuracy" or diff is None:
+        return diff
+    return Difference(-diff.value, -diff.high, -diff.low, diff.resamples)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -86,6 +102,9 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
             tests: dict[str, McNemar | None] = {"mcnemar_clean": model.mcnemar_clean, "mcnemar_adv": model.mcnemar_adv,
                                                 "mcnemar_robust": robust.mcnemar.get(name)}
             diff = model.adv_difference
+            for col in ("clean_error", "adv_error", "robust_error"):  # the accuracy RobustBench reports, beside the error
+                rate = rates[col]
+                row[col.replace("_error", "_accuracy")] = None if rate is None or rate.value is None else 1 - rate.value
             row["adv_error_diff"] = None if diff is None else diff.value
             row["adv_error_diff_ci_low"] = None if diff is None else diff.low
             row["adv_error_diff_ci_high"] = None if diff is None else diff.high
@@ -130,7 +149,9 @@ def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
             "(b = baseline wrong & method right, c = baseline right & method wrong). Robust error: wrong on the clean "
             "image or on at least one adversarial example at that eps (every attack, crafted on any model). "
             "Differences: method minus baseline in percentage points, 95% paired bootstrap interval over the images "
-            "(2,000 resamples, seed 0)."]
+            "(2,000 resamples, seed 0)." + (" Accuracy = 1 - error, as RobustBench reports it (robust accuracy = "
+                                            "1 - robust error); table.csv holds both." if provenance.get("metric") ==
+                                            "accuracy" else "")]
 
 
 def grouped_indicators(indicators: Sequence[Indicator]) -> list[tuple[Indicator, list[float], list[float]]]:
@@ -201,24 +222,26 @@ def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> 
     return [*lines, ""]
 
 
-def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
+def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error") -> list[str]:
     robust = metrics.robust[at_run.eps]
-    lines = [f"| model | clean error | adversarial error | robust error (worst of {', '.join(robust.attacks)}; "
-             f"N = {robust.n}) | adv. error minus baseline's (points, 95% CI) | correction rate by method | "
-             "correction rate by baseline | McNemar p (adv. error vs baseline) |", "|---|---|---|---|---|---|---|---|"]
+    word = metric
+    lines = [f"| model | clean {word} | adversarial {word} | robust {word} (worst of {', '.join(robust.attacks)}; "
+             f"N = {robust.n}) | adv. {word} minus baseline's (points, 95% CI) | correction rate by method | "
+             f"correction rate by baseline | McNemar p (adv. {word} vs baseline) |", "|---|---|---|---|---|---|---|---|"]
     for name in metrics.models:
         row = at_run.models[name]
         base = name == metrics.baseline
-        lines.append(f"| {name} | {format_rate(row.clean_error)} | {format_rate(row.adv_error)} | "
-                     f"{format_rate(robust.error[name])} | {format_difference(row.adv_difference)} | "
+        lines.append(f"| {name} | {format_rate(shown_rate(row.clean_error, metric))} | "
+                     f"{format_rate(shown_rate(row.adv_error, metric))} | {format_rate(shown_rate(robust.error[name], metric))} "
+                     f"| {format_difference(shown_difference(row.adv_difference, metric))} | "
                      f"{'-' if base else format_rate(row.correction_by_method)} | "
                      f"{'-' if base else format_rate(row.correction_by_baseline)} | {format_pvalue(row.mcnemar_adv)} |")
-    lines += ["", f"Transfer error ({at_run.attack}, eps = {eps_text(at_run.eps)}): rows = model the adversarial "
-              "examples were crafted on, columns = model evaluated (diagonal = adversarial error).", "",
+    lines += ["", f"Transfer {word} ({at_run.attack}, eps = {eps_text(at_run.eps)}): rows = model the adversarial "
+              f"examples were crafted on, columns = model evaluated (diagonal = adversarial {word}).", "",
               "| crafted on \\ evaluated on | " + " | ".join(metrics.models) + " |",
               "|---|" + "---|" * len(metrics.models)]
     for source in metrics.models:
-        cells = " | ".join(format_rate(at_run.transfer_error[source][t]) for t in metrics.models)
+        cells = " | ".join(format_rate(shown_rate(at_run.transfer_error[source][t], metric)) for t in metrics.models)
         lines.append(f"| {source} | {cells} |")
     return lines
 
@@ -237,18 +260,20 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
                    attacks: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The indicators, the attacks, Table 2 (clean error), then per eps (the table eps first) and
     attack a Table 3/4 with the robust error and the transfer matrix."""
+    metric = str(provenance.get("metric") or "error")
     lines = ["# Adversarial robustness report", "", *_header(metrics, provenance), "",
              *indicator_lines(indicators, metrics.models), *attack_lines(attacks or {}, metrics),
-             "## Table 2: clean test error", "",
-             "| model | clean error | McNemar p (clean error vs baseline) |", "|---|---|---|"]
+             f"## Table 2: clean test {metric}", "",
+             f"| model | clean {metric} | McNemar p (clean error vs baseline) |", "|---|---|---|"]
     for name in metrics.models:
-        lines.append(f"| {name} | {format_rate(metrics.clean_error[name])} | {format_pvalue(metrics.mcnemar_clean.get(name))} |")
+        lines.append(f"| {name} | {format_rate(shown_rate(metrics.clean_error[name], metric))} | "
+                     f"{format_pvalue(metrics.mcnemar_clean.get(name))} |")
     table_eps = provenance.get("table_eps")
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""
         lines += ["", f"## Table 3/4: {attack}, eps = {eps_text(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
-                  *run_table(metrics, at_run)]
+                  *run_table(metrics, at_run, metric)]
         unchanged = {s: c for s, c in (unchanged_images or {}).get((attack, eps), {}).items() if c}
         if unchanged and eps > 0 and not _returns_clean_images(attack):
             lines += ["", f"Images {attack} left exactly unchanged (every pixel as it was; for a gradient attack an "
