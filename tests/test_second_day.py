@@ -301,3 +301,17 @@ def test_metric_accuracy_shows_one_minus_the_error_and_the_csv_has_both(tmp_path
     frame = pd.read_csv(tmp_path / "r" / "table.csv")
     assert frame["adv_accuracy"].iloc[0] == pytest.approx(1 - frame["adv_error"].iloc[0])
     assert any("accuracy" in line for line in report.summary_lines())
+
+
+def test_the_aggregate_tables_can_show_accuracy(tmp_path):
+    from test_aggregate import write_seed
+
+    from winn_robust.reporting.aggregate import aggregate_markdown, aggregate_seeds, read_seed_report
+
+    agg = aggregate_seeds([read_seed_report(write_seed(tmp_path / f"s{s}", s)) for s in range(3)], resamples=200)
+    error, accuracy = aggregate_markdown(agg), aggregate_markdown(agg, "accuracy")
+    assert "## Adversarial error: fgsm" in error and "## Adversarial accuracy: fgsm" in accuracy
+    row = agg.row("winn", "adv_error", "fgsm", 0.125)
+    mean = f"{100 * (1 - row.summary.mean):.2f}%"
+    assert mean in accuracy.split("## Adversarial accuracy: fgsm, eps = 0.125")[1].split("##")[0]
+    assert f"{-100 * row.difference.mean:+.2f} [" in accuracy

@@ -162,7 +162,7 @@ def add_report_parser(sub: Any) -> None:
                                                  "required with several folders (the aggregate's folder)")
     parser.add_argument("--eps", action="append",
                         help="aggregate: eps for table.md and the verdict, repeat or comma-separate [default: the largest]")
-    add_metric_option(parser, "; with several folders it applies to the plots (the aggregate tables show error)")
+    add_metric_option(parser, "; the aggregate's verdict is stated in error")
     parser.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES,
                         help=f"aggregate: bootstrap resamples for the 95%% CIs [default: {DEFAULT_RESAMPLES}]")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_BOOTSTRAP_SEED,

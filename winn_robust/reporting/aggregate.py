@@ -563,26 +563,33 @@ def _num(value: float | None, spec: str) -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _seed_cells(row: AggregateRow) -> list[str]:
+def _seed_cells(row: AggregateRow, flip: bool = False) -> list[str]:
+    values = [1 - v for v in row.per_seed] if flip else list(row.per_seed)
     if row.per_seed_diff is None:
-        return [_pct(v) for v in row.per_seed]
-    return [f"{_pct(v)} ({_pts(d, sign=True)})" for v, d in zip(row.per_seed, row.per_seed_diff)]
+        return [_pct(v) for v in values]
+    diffs = [-d for d in row.per_seed_diff] if flip else list(row.per_seed_diff)
+    return [f"{_pct(v)} ({_pts(d, sign=True)})" for v, d in zip(values, diffs)]
 
 
-def _error_table(agg: Aggregate, metric: str, attack: str, eps: float | None) -> list[str]:
+def _error_table(agg: Aggregate, metric: str, attack: str, eps: float | None, shown: str = "error") -> list[str]:
+    """One error metric across seeds; `shown` = "accuracy" states it as 1 - error (differences,
+    their intervals, min and max flipped accordingly; the tests do not change)."""
+    flip = shown == "accuracy"
     lines = ["| model | " + " | ".join(agg.labels) + " | mean | sd (points) | min | max | difference, points (95% CI) "
              "| paired t-test p | P(improvement) |", "|---" * (len(agg.labels) + 8) + "|"]
     for model in agg.models:
         row = agg.row(model, metric, attack, eps)
         s = row.summary
+        mean, low, high = (1 - s.mean, 1 - s.max, 1 - s.min) if flip else (s.mean, s.min, s.max)
         if row.difference is None:
             comparison = ["-", "-", "-"]
         else:
             d = row.difference
-            comparison = [f"{_pts(d.mean, sign=True)} [{_pts(d.low, sign=True)}, {_pts(d.high, sign=True)}]",
+            d_mean, d_low, d_high = (-d.mean, -d.high, -d.low) if flip else (d.mean, d.low, d.high)
+            comparison = [f"{_pts(d_mean, sign=True)} [{_pts(d_low, sign=True)}, {_pts(d_high, sign=True)}]",
                           _num(row.ttest_p, ".3g"), _num(row.prob_improvement, ".2f")]
-        lines.append(f"| {model} | " + " | ".join(_seed_cells(row)) + f" | {_pct(s.mean)} | {_pts(s.sd)} | {_pct(s.min)} | "
-                     f"{_pct(s.max)} | " + " | ".join(comparison) + " |")
+        lines.append(f"| {model} | " + " | ".join(_seed_cells(row, flip)) + f" | {_pct(mean)} | {_pts(s.sd)} | "
+                     f"{_pct(low)} | {_pct(high)} | " + " | ".join(comparison) + " |")
     return lines
 
 
@@ -622,27 +629,33 @@ def _subset_note(agg: Aggregate, metric: str, attack: str, eps: float) -> str:
     return f", N = {n} per seed (the first {n} test images)" if n and n != agg.n else ""
 
 
-def aggregate_markdown(agg: Aggregate) -> str:
-    """table.md: the verdict, what was aggregated and how, then the tables at the table eps."""
+def aggregate_markdown(agg: Aggregate, shown: str = "error") -> str:
+    """table.md: the verdict, what was aggregated and how, then the tables at the table eps (as
+    error, or with `shown` = "accuracy" as 1 - error; the verdict is stated in error)."""
     old = any(s.schema == 1 for s in agg.seeds)
+    word = "accuracy" if shown == "accuracy" else "error"
+    cells = ("Per-seed cells of a method: its accuracy (1 - error, as RobustBench reports it), and in parentheses its "
+             "difference from the same seed's baseline in percentage points (positive = more accurate than the "
+             "baseline); the verdict above is stated in error.") if shown == "accuracy" else (
+        "Per-seed cells of a method: its error, and in parentheses its difference from the same seed's baseline in "
+        "percentage points (negative = fewer errors than the baseline).")
     lines = [f"# Aggregate robustness report: {len(agg.seeds)} seeds", "", verdict(agg), "",
              f"Dataset: {agg.dataset}, N = {agg.n} test images (the same images in every seed). Baseline: {agg.baseline}. "
              f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {EPS_UNIT}: {_eps_list(agg.eps)}; "
              f"the tables show eps {_eps_list(agg.table_eps)}, table.csv and results.json every eps.", "",
              "Seeds:", "", *_seed_lines(agg), "", "Statistics:", "", *_statistics_lines(agg), "",
-             "Rates in percent. Per-seed cells of a method: its error, and in parentheses its difference from the same "
-             "seed's baseline in percentage points (negative = fewer errors than the baseline).", "",
-             "## Clean error", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None)]
+             "Rates in percent. " + cells, "",
+             f"## Clean {word}", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None, shown)]
     for eps in agg.table_eps:
         for attack in agg.attacks:
-            lines += ["", f"## Adversarial error: {attack}, eps = {eps_text(eps)} ({PIXEL_UNITS})"
+            lines += ["", f"## Adversarial {word}: {attack}, eps = {eps_text(eps)} ({PIXEL_UNITS})"
                       + _subset_note(agg, "adv_error", attack, eps), "",
-                      "Each model's error on its own (white-box) adversarial examples.", "",
-                      *_error_table(agg, "adv_error", attack, eps)]
-        lines += ["", f"## Robust error, eps = {eps_text(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
+                      f"Each model's {word} on its own (white-box) adversarial examples.", "",
+                      *_error_table(agg, "adv_error", attack, eps, shown)]
+        lines += ["", f"## Robust {word}, eps = {eps_text(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
                   "Wrong on the clean image or on at least one adversarial example at this eps (every attack, crafted on "
                   "every model)" + ("; computed from the adv columns of the schema-1 per_example.csv files." if old else "."),
-                  "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps)]
+                  "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps, shown)]
         if agg.methods:
             for attack in agg.attacks:
                 lines += ["", f"## Correction rates: {attack}, eps = {eps_text(eps)}", "",
@@ -845,7 +858,7 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
     agg = aggregate_seeds(seeds, baseline=baseline, table_eps=table_eps, resamples=resamples, bootstrap_seed=bootstrap_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in ("table.md", "summary.md", "table.csv", "results.json")}
-    files["table.md"].write_text(aggregate_markdown(agg))
+    files["table.md"].write_text(aggregate_markdown(agg, metric))
     files["summary.md"].write_text(summary_markdown(agg))
     aggregate_frame(agg).to_csv(files["table.csv"], index=False)
     files["results.json"].write_text(json.dumps(_json_safe(aggregate_document(agg)), indent=2, allow_nan=False) + "\n")
