@@ -223,6 +223,7 @@ def add_reproduce_parser(sub: Any) -> None:
                         help="run each training and evaluation under torchrun with N processes (one GPU each, or "
                              "N CPU processes), one job at a time; the batch size must divide by N [default: 1]")
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
+    add_metric_option(parser, "; summary.md, beside the paper, stays in error")
     parser.add_argument("--extend", action="store_true",
                         help="allow a changed --epochs on a study already in --out: continue its runs to the new "
                              "budget and evaluate again (without it a changed budget is refused)")

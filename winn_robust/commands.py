@@ -267,5 +267,6 @@ def run_reproduce(args: argparse.Namespace) -> None:
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,
                                 threads=args.threads or 0, eval_seed=args.eval_seed,
-                                nproc_per_node=args.nproc_per_node, extend=args.extend)
+                                nproc_per_node=args.nproc_per_node, extend=args.extend,
+                                metric=args.metric or "error")
     reproduce(settings)

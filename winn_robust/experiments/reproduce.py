@@ -31,7 +31,7 @@ from winn_robust.experiments.evaluate import STATE_DIR
 from winn_robust.experiments.jobs import Job, recorded_time, run_jobs, threads_per_job
 from winn_robust.experiments.presets import get_preset
 from winn_robust.reporting.aggregate import write_aggregate
-from winn_robust.reporting.files import read_results
+from winn_robust.reporting.files import read_results, rebuild_tables
 from winn_robust.reporting.per_example import metrics_from_per_example
 from winn_robust.reporting.summary import RunDescription, write_summary
 from winn_robust.training import METHODS, TrainConfig
@@ -96,6 +96,7 @@ class ReproduceSettings:
     threads: int = 0              # CPU threads in all; 0 = torch's default
     nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
     extend: bool = False          # a changed --epochs may continue finished runs (else it is refused)
+    metric: str = "error"         # what the seeds' table.md, the aggregate's and the plots show
 
     def launcher(self) -> list[str]:
         """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
@@ -136,7 +137,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
                      device: str = "auto", progress: bool = True, command: str = "",
                      attack_options: Mapping[str, Mapping[str, str]] | None = None, jobs: int = 1,
                      threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1,
-                     extend: bool = False) -> ReproduceSettings:
+                     extend: bool = False, metric: str = "error") -> ReproduceSettings:
     """The preset, with every override that is not None taking precedence; checked here, once."""
     values = get_preset(preset)
     for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
@@ -183,7 +184,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
-        nproc_per_node=nproc_per_node, extend=extend)
+        nproc_per_node=nproc_per_node, extend=extend, metric=metric)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
     return settings
 
@@ -377,12 +378,15 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
                          data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
                          train_size=train_size, val_size=val)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
+    if settings.metric != "error":  # the evaluation jobs write error; restate table.md and the plot
+        for seed_dir in seed_dirs:
+            rebuild_tables(seed_dir, metric=settings.metric)
     for seed, seed_dir in zip(settings.seeds, seed_dirs):
         write_seed_summary(seed_dir, run, work_timings(settings, seed), list(settings.methods),
                            this_run=timings["total"])
     summary = seed_dirs[0] / "summary.md"
     if len(seed_dirs) > 1:
-        write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]])
+        write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], metric=settings.metric)
         summary = out / "summary.md"
     if len(seed_dirs) > 1:
         print((out / "table.md").read_text().split("\n\n")[1])  # the verdict paragraph
