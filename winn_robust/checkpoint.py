@@ -91,7 +91,8 @@ def load_tensors(path: str | Path, map_location: str | torch.device = "cpu", wha
                                 "command that wrote it")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError, KeyError, IndexError,
+            TypeError) as exc:  # a damaged pickle fails in torch's unpickler in many ways
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DamagedFile(path, f"{what} {path} is unreadable (truncated or not a winn-robust {what}: {reason[:120]}); "
                         "re-run training or pick another file") from None

@@ -1,4 +1,4 @@
-"""The one entry point: `winn-robust train | attack | report | sample | reproduce`.
+"""The one entry point: `winn-robust train | attack | report | sample | plot | reproduce`.
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
 (`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
@@ -88,6 +88,22 @@ def finite_float(text: str) -> float:
 
 
 finite_float.__name__ = "float"  # argparse names the type in its message
+def attack_option_help(example: str) -> str:
+    """--attack-option's help: every attack's own keys (its options' names and defaults)."""
+    from dataclasses import fields as dataclass_fields
+
+    keys = []
+    for name, cls in ATTACKS.items():
+        options = [f"{f.name}={getattr(cls, f.name, f.default)}" + (" (= 2.5*eps/steps)" if f.name == "step_size" else "")
+                   for f in dataclass_fields(cls) if f.name != "seed"]
+        keys.append(f"{name}: {', '.join(options) or 'no options'}")
+    return f"an attack's option as ATTACK.KEY=VALUE, e.g. {example}; repeat for more. Keys (defaults): " + "; ".join(keys)
+
+
+def add_metric_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--metric", choices=("error", "accuracy"), default=None,
+                        help="what table.md and the plots show: error (the WINN paper's) or accuracy = 1 - error "
+                             f"(RobustBench's robust accuracy); table.csv always has both{extra} [default: error]")
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
@@ -157,19 +173,27 @@ def add_attack_parser(sub: Any) -> None:
     parser.add_argument("--attack", default="fgsm",
                         help=f"comma list of attacks, each run at every eps: {', '.join(ATTACKS)} [default: fgsm]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
-                        help="an attack's option, e.g. pgd.steps=100 or square.queries=1000; repeat for more")
+                        help=attack_option_help("pgd.steps=100 or square.queries=1000"))
     parser.add_argument("--attack-limit", action="append", default=[], metavar="ATTACK=N",
                         help="run ATTACK on the first N images only (e.g. autoattack=500); repeat for more")
     parser.add_argument("--attack-eps", action="append", default=[], metavar="ATTACK=EPS[,EPS]",
                         help="run ATTACK at these of the --eps values only (e.g. autoattack=0.125); repeat for more")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random attack (recorded) [default: 0]")
     add_data_options(parser, default="the checkpoints' dataset; required when every model is external")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N test images [default: all]")
+    parser.add_argument("--limit", "--test-limit", dest="limit", type=int,
+                        help="evaluate only the first N test images (--test-limit is the same) [default: all]")
+    parser.add_argument("--input-mean", metavar="M[,M,M]",
+                        help="external models trained on normalised pixels: per-channel mean of [0, 1] pixels; the "
+                             "model then receives (u - mean) / std (e.g. ImageNet: 0.485,0.456,0.406) [default: none, "
+                             "the model receives [0, 1] images]")
+    parser.add_argument("--input-std", metavar="S[,S,S]",
+                        help="with --input-mean: the per-channel std (e.g. ImageNet: 0.229,0.224,0.225)")
     parser.add_argument("--batch-size", type=int, default=500,
                         help="images per batch; under torchrun the batches are dealt out to the ranks [default: 500]")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--resume", action="store_true", help="continue a killed evaluation in --out")
     parser.add_argument("--force", action="store_true", help="replace a report already in --out")
+    add_metric_option(parser)
     parser.add_argument("--fail-on-warn", action="store_true",
                         help="exit with status 3 when a failure indicator warns (for CI); warnings never fail otherwise")
     add_dist_timeout(parser)
@@ -195,6 +219,7 @@ def add_report_parser(sub: Any) -> None:
                                                  "required with several folders (the aggregate's folder)")
     parser.add_argument("--eps", action="append",
                         help="aggregate: eps for table.md and the verdict, repeat or comma-separate [default: the largest]")
+    add_metric_option(parser, "; the aggregate's verdict is stated in error")
     parser.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES,
                         help=f"aggregate: bootstrap resamples for the 95%% CIs [default: {DEFAULT_RESAMPLES}]")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_BOOTSTRAP_SEED,
@@ -241,15 +266,16 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--eps", help="comma list of eps in [0, 1] pixel units for the tables (decimals or fractions "
                                       "such as 1/8); the first is the table eps [default: the preset's]")
     parser.add_argument("--sweep", help="comma list of extra eps for the error-vs-eps plot (FGSM) [default: the preset's]")
-    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images [default: all]")
+    parser.add_argument("--test-limit", "--limit", dest="test_limit", type=int,
+                        help="evaluate on the first N test images (--limit is the same, as in attack) [default: all]")
     parser.add_argument("--attack", help=f"comma list of attacks; fgsm runs at every eps, the others at the table eps; "
                                          f"choices: {', '.join(ATTACKS)} [default: the preset's, fgsm,pgd,autoattack]")
     parser.add_argument("--strong-limit", type=int,
                         help="run the attacks other than fgsm on the first N test images only [default: the preset's]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
-                        help="an attack's option, e.g. pgd.steps=100; repeat for more")
-    parser.add_argument("--seeds", help="training seeds: a comma list (0,1,2) or a count (3 means 0,1,2) "
-                                        "[default: the preset's]")
+                        help=attack_option_help("pgd.steps=100"))
+    parser.add_argument("--seeds", help="training seeds: a comma list (0,1,2) or a count (3 means 0,1,2); use this "
+                                        "or --seed, not both [default: the preset's]")
     parser.add_argument("--jobs", type=int, default=1,
                         help="training runs and evaluations at once, as separate processes, the threads split "
                              "between them (one per GPU when several are visible) [default: 1]")
@@ -258,6 +284,10 @@ def add_reproduce_parser(sub: Any) -> None:
                              "N CPU processes), one job at a time; the batch size must divide by N [default: 1]")
     add_launcher_options(parser)
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the random attacks [default: 0]")
+    add_metric_option(parser, "; summary.md, beside the paper, stays in error")
+    parser.add_argument("--extend", action="store_true",
+                        help="allow a changed --epochs on a study already in --out: continue its runs to the new "
+                             "budget and evaluate again (without it a changed budget is refused)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's original files")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     add_method_setting_options(parser, " [default: the preset's or the method's]")
@@ -265,6 +295,10 @@ def add_reproduce_parser(sub: Any) -> None:
         if field.name in ("method", "method_options"):
             continue
         flag = "--" + field.name.replace("_", "-")
+        if field.name == "seed":
+            parser.add_argument(flag, type=int, default=None,
+                                help="one training seed S (the same as --seeds S,); for several use --seeds")
+            continue
         if field.type in ("bool", bool):
             parser.add_argument(flag, action="store_const", const=True, default=None, help=FIELD_HELP[field.name])
         else:
@@ -330,6 +364,28 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         return parser.parse_args(argv)
 
 
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """What Ctrl-C kept, and the command that continues, for the interrupted sub-command."""
+    out = getattr(args, "out", None)
+    if args.command == "train" and out is not None:
+        last = Path(out) / "last.pt"
+        try:
+            from winn_robust.checkpoint import read_checkpoint
+
+            epoch = int(read_checkpoint(last)["metadata"].get("epoch", 0)) if last.is_file() else 0
+        except UserError:
+            epoch = 0
+        if not epoch:
+            return "no epoch had finished, nothing was kept; run the same command again"
+        return (f"epochs 1-{epoch} are kept in {last}; `winn-robust train --out {out} --resume` continues from "
+                f"epoch {epoch}")
+    if args.command == "attack" and out is not None:
+        return f"finished batches are kept in {out}; the same command with --resume continues"
+    if args.command == "reproduce":
+        return "finished epochs and evaluations are kept; the same command continues where it stopped"
+    return "written files are kept"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -356,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         here = distributed.world()
         if here.is_main:  # torchrun passes Ctrl-C to every rank: one line is enough
-            print("winn-robust: interrupted; finished epochs and written reports are kept (attack: --resume continues)", file=sys.stderr)
+            print(f"winn-robust: interrupted; {interrupted_hint(args)}", file=sys.stderr)
         if here.distributed:
             distributed.exit_after_failure(130, exc)
         return 130

@@ -86,6 +86,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
         config = TrainConfig.from_dict({**saved, **given, "method_options": options})
         check_same_settings(last, meta, config)  # before loading any data
+        done = int(meta.get("epoch", 0))
+        if done >= config.epochs:
+            raise UserError(f"nothing to do: {args.out} already holds {done} epochs (--epochs {config.epochs}); "
+                            "raise --epochs to train on")
+        args.resumed_from = done
         if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
             args.data_dir = Path(meta["data_dir"])
             print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
@@ -138,7 +143,12 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
         if not sep:
             raise UserError(f"--attack-eps {item!r} must look like ATTACK=EPS[,EPS], e.g. autoattack=0.125")
         attack_eps[name.strip().lower()] = tuple(parse_eps([values]))
-    return EvalSpec.build(parse_eps(args.eps), attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
+    typed = [part.strip() for value in args.eps for part in str(value).split(",") if part.strip()]
+    eps = parse_eps(args.eps)
+    if len(typed) > len(eps):
+        print(f"note: --eps {','.join(typed)} repeats a value; each eps is evaluated once ({len(eps)} eps)",
+              file=sys.stderr)
+    return EvalSpec.build(eps, attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
                           batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit),
                           attack_eps=attack_eps)
 
@@ -156,6 +166,7 @@ def run_attack(args: argparse.Namespace) -> int:
     """Evaluate. Under torchrun every rank runs this: each crafts and evaluates its share of the
     batches (one device per rank), and rank 0 prints and writes the report."""
     from winn_robust.experiments.evaluate import evaluate_models
+    from winn_robust.model_sources import parse_normalisation
 
     if args.dist_timeout <= 0:
         raise distributed.AgreedError(f"--dist-timeout must be positive, got {args.dist_timeout}")
@@ -166,7 +177,8 @@ def run_attack(args: argparse.Namespace) -> int:
     notes: list[str] = []
     report = evaluate_models(sources, spec, args.out, data=args.data, data_dir=args.data_dir, download=args.download,
                              device=str(device), progress=progress_wanted(args), command=args.command_line,
-                             resume=args.resume, force=args.force, notes=notes)
+                             resume=args.resume, force=args.force, notes=notes,
+                             normalise=parse_normalisation(args.input_mean, args.input_std), metric=args.metric)
     distributed.shutdown()
     if not distributed.world().is_main:
         return 3 if report.warnings and args.fail_on_warn else 0
@@ -190,7 +202,7 @@ def run_report(args: argparse.Namespace) -> None:
         target = args.out or (args.report[0] if args.report[0].is_dir() else args.report[0].parent)
         hold = locking.acquire(target, locking.REPORT) if target.is_dir() else ExitStack()
         with hold:  # not while an `attack` writes that folder
-            files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out)
+            files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out, metric=args.metric)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
     if args.out is None:
@@ -200,7 +212,7 @@ def run_report(args: argparse.Namespace) -> None:
     with locking.acquire(args.out, locking.REPORT):
         files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
                                 reference=args.reference, resamples=args.bootstrap_resamples,
-                                bootstrap_seed=args.bootstrap_seed)
+                                bootstrap_seed=args.bootstrap_seed, metric=args.metric or "error")
     print(f"aggregate of {len(args.report)} seeds written to {args.out} ({', '.join(files)})")
 
 
@@ -264,7 +276,8 @@ def run_reproduce(args: argparse.Namespace) -> None:
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), launch=launch,
                                 threads=args.threads or 0, eval_seed=args.eval_seed,
-                                nproc_per_node=args.nproc_per_node)
+                                nproc_per_node=args.nproc_per_node, extend=args.extend,
+                                metric=args.metric or "error")
     reproduce(settings)
 
 

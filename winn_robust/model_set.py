@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from winn_robust.errors import UserError
-from winn_robust.model_sources import BEST, LoadedModel, load_model, split_spec
+from winn_robust.model_sources import BEST, LoadedModel, Normalisation, load_model, split_spec
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+()-]")
 
@@ -105,9 +105,10 @@ class ModelSet:
             raise UserError(f"the same model is given twice ({repeated[0]}); give each model once")
 
     @classmethod
-    def load(cls, sources: Sequence[str], device: torch.device) -> ModelSet:
-        """Load every NAME=SPEC source (`refuse_repeated` first) and check they are comparable."""
-        loaded = [load_model(s, device) for s in sources]
+    def load(cls, sources: Sequence[str], device: torch.device, normalise: Normalisation | None = None) -> ModelSet:
+        """Load every NAME=SPEC source (`refuse_repeated` first) and check they are comparable;
+        `normalise` (--input-mean/--input-std) is applied to external models."""
+        loaded = [load_model(s, device, normalise) for s in sources]
         check_comparable(loaded)
         return cls(tuple(loaded_names(loaded)), tuple(loaded))
 

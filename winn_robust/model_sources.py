@@ -47,23 +47,59 @@ def check_logits(label: str, out: object) -> torch.Tensor:
     return out
 
 
-class PixelSpaceModel(nn.Module):
-    """An ecosystem model ([0, 1] images -> logits) seen from our [-1, 1] model space. Its
-    failures become one `UserModelFailure` line, and its outputs are checked (`check_logits`)."""
+Normalisation = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of [0, 1] pixels
 
-    def __init__(self, model: nn.Module, label: str = "") -> None:
+
+class PixelSpaceModel(nn.Module):
+    """An ecosystem model ([0, 1] images -> logits) seen from our [-1, 1] model space; with
+    `normalise` = (mean, std) (--input-mean/--input-std) it gets (u - mean) / std instead, as
+    models trained with torchvision's Normalize expect. Its failures become one
+    `UserModelFailure` line, and its outputs are checked (`check_logits`)."""
+
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+
+    def __init__(self, model: nn.Module, label: str = "", normalise: Normalisation | None = None) -> None:
         super().__init__()
         self.model = model
         self.label = label or type(model).__name__
+        self.normalise = normalise
+        if normalise is not None:
+            self.register_buffer("mean", torch.tensor(normalise[0]).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(normalise[1]).view(1, -1, 1, 1), persistent=False)
+        else:
+            self.mean, self.std = None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = to_pixel_range(x)
+        if self.mean is not None and self.std is not None:
+            pixels = (pixels - self.mean) / self.std
         try:
-            out = self.model(to_pixel_range(x))
+            out = self.model(pixels)
         except UserError:
             raise
         except Exception as exc:  # the user's code: any exception is theirs to fix, said in one line
             raise UserModelFailure(self.label, f"raised {_one_line(exc)}") from exc
         return check_logits(self.label, out)
+
+
+def parse_normalisation(mean: str | None, std: str | None) -> Normalisation | None:
+    """--input-mean/--input-std as comma lists (one value, or one per channel), or None."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise UserError("give --input-mean and --input-std together (per-channel mean and std of [0, 1] pixels, e.g. "
+                        "--input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225)")
+    try:
+        means = tuple(float(v) for v in mean.split(","))
+        stds = tuple(float(v) for v in std.split(","))
+    except ValueError:
+        raise UserError(f"--input-mean {mean!r} / --input-std {std!r} must be comma lists of numbers, "
+                        "e.g. 0.485,0.456,0.406") from None
+    if len(means) != len(stds) or any(s <= 0 for s in stds):
+        raise UserError(f"--input-mean has {len(means)} values and --input-std {len(stds)}; give one per channel, "
+                        "every std positive")
+    return means, stds
 
 
 @dataclass
@@ -86,12 +122,13 @@ def split_spec(text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def load_model(text: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """One model from NAME=SPEC or SPEC, in our convention, on `device`."""
+def load_model(text: str, device: torch.device | str = "cpu", normalise: Normalisation | None = None) -> LoadedModel:
+    """One model from NAME=SPEC or SPEC, in our convention, on `device`; `normalise` applies to
+    external models only (our checkpoints know their own input convention)."""
     name, spec = split_spec(str(text))
     python = split_function_spec(spec)
     if python is not None:
-        return _from_python(name, spec, python[0], python[1], device)
+        return _from_python(name, spec, python[0], python[1], device, normalise)
     path = Path(spec)
     if path.suffix == ".py":
         raise UserError(f"{spec}: give the function that builds the model as FILE.py:FUNCTION, "
@@ -106,9 +143,22 @@ def load_model(text: str, device: torch.device | str = "cpu") -> LoadedModel:
         raise UserError(f"model {spec} does not exist; pass a winn-robust checkpoint or run folder, a TorchScript "
                         "file, or FILE.py:FUNCTION")
     if _is_torchscript(path):
-        return _from_torchscript(name, spec, path, device)
+        return _from_torchscript(name, spec, path, device, normalise)
+    if not _is_zip(path):  # torch.save and torch.jit.save both write zip archives; anything else is neither
+        raise UserError(f"model {spec} is neither a TorchScript archive nor a winn-robust checkpoint (not a zip archive "
+                        "as torch.jit.save and torch.save write); pass a checkpoint or run folder of `winn-robust train`, "
+                        "a file saved with torch.jit.save, or FILE.py:FUNCTION")
     model, metadata = load_checkpoint(path, device)
     return LoadedModel(name, model, spec, "checkpoint", path, metadata, notes)
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -121,16 +171,18 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def _from_torchscript(name: str | None, spec: str, path: Path, device: torch.device | str) -> LoadedModel:
+def _from_torchscript(name: str | None, spec: str, path: Path, device: torch.device | str,
+                      normalise: Normalisation | None = None) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises many kinds for a broken archive; the user needs one line
         reason = " ".join(str(exc).split())[:160]
         raise UserError(f"TorchScript file {path} failed to load ({reason}); export it again with torch.jit.save") from None
-    return LoadedModel(name, PixelSpaceModel(module, spec).to(device).eval(), spec, "torchscript", path)
+    return LoadedModel(name, PixelSpaceModel(module, spec, normalise).to(device).eval(), spec, "torchscript", path)
 
 
-def _from_python(name: str | None, spec: str, path: Path, function: str, device: torch.device | str) -> LoadedModel:
+def _from_python(name: str | None, spec: str, path: Path, function: str, device: torch.device | str,
+                 normalise: Normalisation | None = None) -> LoadedModel:
     build = import_function(path, function, "a function returning a torch.nn.Module")
     try:
         built = build()
@@ -139,7 +191,7 @@ def _from_python(name: str | None, spec: str, path: Path, function: str, device:
     if not isinstance(built, nn.Module):
         raise UserError(f"{path}:{function}() returned a {type(built).__name__}, not a torch.nn.Module; return the model "
                         "(images in [0, 1] -> logits)")
-    return LoadedModel(name, PixelSpaceModel(built, spec).to(device).eval(), spec, "python", path)
+    return LoadedModel(name, PixelSpaceModel(built, spec, normalise).to(device).eval(), spec, "python", path)
 
 
 def check_outputs(loaded: LoadedModel, images: torch.Tensor, num_classes: int) -> None:

@@ -41,7 +41,7 @@ def check_eps(eps: float) -> float:
     """eps is in [0, 1] pixel units; anything else is almost surely a unit mistake."""
     eps = float(eps)
     if not 0.0 <= eps <= 1.0:
-        hint = f"; did you mean {eps:g}/255 = {eps / 255:.4g}?" if 1.0 < eps <= 255.0 else ""
+        hint = f"; did you mean {eps:g}/255 = {eps / 255:.4g}?" if 1.0 < eps <= 255.0 and eps.is_integer() else ""
         raise UserError(f"eps {eps:g} is outside [0, 1]; eps is in [0, 1] pixel units, as a decimal or a fraction "
                         f"(the paper's MNIST value is {PAPER_MNIST_EPS} = 1/8; CIFAR's usual 8/255 = 0.0314){hint}")
     return eps
@@ -74,6 +74,24 @@ def parse_eps(values: Iterable[str | float]) -> list[float]:
         raise UserError(f"give at least one --eps, in [0, 1] pixel units (e.g. --eps {PAPER_MNIST_EPS})")
     return sorted(set(eps), key=eps.index)
 
+
+
+def eps_text(eps: float) -> str:
+    """eps for people: '0.125' when its decimal is short, else the fraction papers write and
+    four decimals, '8/255 (0.0314)'. Files keep the exact float (results.json, CSV columns)."""
+    eps = float(eps)
+    short = f"{eps:g}"
+    if float(short) == eps and len(short) <= 7:  # 0.125, 0.03125, 0.005: exact as written
+        return short
+    fraction = Fraction(eps).limit_denominator(1024)
+    if fraction.denominator > 1 and abs(float(fraction) - eps) <= 1e-12:
+        return f"{fraction.numerator}/{fraction.denominator} ({eps:.4f})" if eps >= 1e-3 else \
+            f"{fraction.numerator}/{fraction.denominator} ({eps:.3g})"
+    return f"{eps:.4g}"
+
+
+def eps_list_text(values: Iterable[float]) -> str:
+    return ", ".join(eps_text(e) for e in values)
 
 
 def format_eps_list(values: Iterable[float]) -> str:

@@ -50,6 +50,7 @@ class AutoAttackBase(Attack):
     """One AutoAttack run; subclasses name the attacks and their knobs."""
 
     randomized = True
+    returns_clean_when_failed = True  # AutoAttack keeps the clean image wherever it finds no adversarial example
     aa_attacks: ClassVar[tuple[str, ...] | None] = None  # None = the standard ensemble
 
     def configure(self, adversary: Any, num_classes: int) -> None:

@@ -4,8 +4,8 @@ options, then run batch by batch on [-1, 1] models.
 Threat model (docs/conventions.md): L-inf, eps in [0, 1] pixel units, the model in eval mode,
 input gradients only; every attack returns images within eps of the input and inside [-1, 1],
 and leaves its input tensor untouched. Random attacks draw only from the `torch.Generator`
-they are given (the harness derives it from the evaluation seed, the attack, eps, batch and
-model), so a seeded evaluation is reproducible, resumable and shardable."""
+they are given (the harness derives it from the evaluation seed, the attack, eps and batch, not
+the model's name), so a seeded evaluation is reproducible, resumable and shardable."""
 from __future__ import annotations
 
 import math
@@ -44,6 +44,7 @@ class Attack(ABC):
     gradient_based: ClassVar[bool] = True
     iterative: ClassVar[bool] = False
     randomized: ClassVar[bool] = False  # uses random numbers (a seeded generator makes it repeatable)
+    returns_clean_when_failed: ClassVar[bool] = False  # images it does not fool come back exactly unchanged
 
     def __post_init__(self) -> None:
         self.validate()

@@ -4,9 +4,11 @@ on every model (the K x K transfer matrix), plus probes for the failure indicato
 Work is cut into items, one per (attack, eps, batch). Each item's results are plain tensors,
 so a caller can store them as they finish (`ChunkStore`: `attack --resume` continues a killed
 run), and under torchrun the ranks share them out (`cross_evaluate`). Random attacks draw from a generator seeded by
-(evaluation seed, attack, eps, batch, model): a resumed or re-batched-free rerun gives the same
-numbers. Parameters are frozen while attacking so autograd never builds weight gradients;
-predictions stay on the device until an item ends, so a GPU run has no per-image host sync.
+(evaluation seed, attack, eps, batch), never by a model's name: identical models get identical
+random starts (and numbers) whatever they are called, every model faces the same starts (a
+paired comparison), and a resumed or sharded rerun gives the same numbers. Parameters are
+frozen while attacking so autograd never builds weight gradients; predictions stay on the
+device until an item ends, so a GPU run has no per-image host sync.
 
 Cost per image and eps, for K models and FGSM: K forward + input-backward passes (which also
 yield the clean predictions) and K^2 no-grad forwards."""
@@ -92,7 +94,8 @@ class CrossEvalResult:
 
 
 def derive_seed(seed: int, *parts: object) -> int:
-    """A stable seed for one (attack, eps, batch, model): the same in every process and rerun."""
+    """A stable seed for one (attack, eps, batch): the same in every process and rerun. Callers
+    pass no model name, so renaming (or re-exporting) a model never changes its numbers."""
     return zlib.crc32(repr((seed, *parts)).encode()) & 0x7FFFFFFF
 
 
@@ -114,7 +117,7 @@ def run_item(models: Mapping[str, torch.nn.Module], run: AttackRun, x: torch.Ten
                                         "trace_sum": {}, "trace_count": {}, "notes": {}, "examples": {}}
     where = f"while {attack.name} at eps {eps:g} attacked %s on test images {start}-{start + len(x) - 1}"
     for source in names:
-        generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, attack.name, eps, start, source))
+        generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, attack.name, eps, start))
         try:
             output = attack.run(models[source], x, y, eps, generator)
         except UserModelFailure as exc:
@@ -238,7 +241,7 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
                 saved = {}
                 for name in names:
                     try:
-                        saved[name] = probe_model(models[name], x, y, derive_seed(spec.seed, "probe", name)).to_dict()
+                        saved[name] = probe_model(models[name], x, y, derive_seed(spec.seed, "probe")).to_dict()
                     except UserModelFailure as exc:
                         raise _failed(exc, f"while it was probed (input gradients, randomness, an unbounded PGD) on "
                                            f"test images 0-{len(x) - 1}") from None

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from winn_robust.evaluation.harness import CrossEvalResult
+from winn_robust.units import eps_text
 
 PASS, WARN, NA = "PASS", "WARN", "N/A"
 
@@ -32,6 +33,19 @@ SINGLE_STEP_MAX = 0.01
 MONOTONE_DROP_MAX = 0.01          # largest fall of the error between consecutive eps
 UNBOUNDED_MIN = 0.98              # error of an eps = 1 attack
 INCOMPLETE_RISE_MAX = 0.05        # share of PGD's loss rise that came in its last 20% of steps
+CHANCE_SHARE_MAX = 0.5            # clean error above this share of chance error (1 - 1/classes): barely learned
+VALIDATION_EXCESS_MAX = 0.15      # clean error above 2 x the checkpoint's validation error + this
+CONVENTION_GAIN_MAX = 0.20        # another input convention cuts the probe batch's clean error by more
+RANGE_ADVICE = {
+    "fewer": "the model does far better when given [0, 1] images: it was trained on [0, 1] but its forward (or "
+             "wrapper) converts them to [-1, 1] again (the x*2-1 mistake); external models (FILE.py:FUNCTION, "
+             "TorchScript) receive [0, 1] images from winn-robust, so remove that conversion",
+    "more": "the model does far better on [-1, 1] inputs: it was trained on [-1, 1] but external models receive [0, 1] "
+            "images; start its forward with x = 2 * x - 1 (winn-robust's own checkpoints are converted already)",
+    "standardised": "the model does far better on mean/std-normalised inputs: it was trained on (x - mean) / std; pass "
+                    "--input-mean and --input-std (per channel, of [0, 1] pixels, e.g. ImageNet's 0.485,0.456,0.406 "
+                    "and 0.229,0.224,0.225) so winn-robust normalises the [0, 1] images it gives the model",
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,46 @@ def model_probes(result: CrossEvalResult) -> list[Indicator]:
             _status(unbounded, UNBOUNDED_MIN, warn_above=False),
             "at eps = 1 any image can be replaced, so the error must reach 100%: the attacks are not working "
             "on this model (masked gradients, a bug, or too few steps)", f"{probe.unbounded_wrong} of {probe.n} probed images"))
+    return out
+
+
+def input_convention(result: CrossEvalResult, expected_error: Mapping[str, float | None],
+                     num_classes: int) -> list[Indicator]:
+    """Is the model fed in the convention it was trained in? Its clean error against chance and
+    against its checkpoint's validation error, and against the probe batch's error under the
+    other conventions ([0, 1] vs [-1, 1], mean/std normalisation)."""
+    out = []
+    chance = 1 - 1 / max(num_classes, 2)
+    for model, preds in result.clean_preds.items():
+        error = float((preds != result.labels).mean()) if len(preds) else None
+        expected = expected_error.get(model)
+        if expected is not None:
+            threshold = 2 * expected + VALIDATION_EXCESS_MAX
+            detail = f"validation error {100 * expected:.2f}% in its checkpoint"
+        else:
+            threshold = CHANCE_SHARE_MAX * chance
+            detail = f"chance error {100 * chance:.1f}% with {num_classes} classes; no validation error known"
+        out.append(Indicator(
+            "clean-error-too-high", "clean error far above expected", model, None, None, error, threshold,
+            _status(error, threshold),
+            "a clean error near chance or far above the model's own validation error usually means the inputs are in "
+            "another convention than the model was trained on: winn-robust gives external models [0, 1] images and its "
+            "own checkpoints [-1, 1] (x = 2u - 1); check the model's input range and normalisation "
+            "(--input-mean/--input-std), the dataset (--data) and the checkpoint", detail))
+        probe = result.probes.get(model)
+        if probe is None or probe.n == 0 or "given" not in probe.range_wrong:
+            continue
+        given = probe.range_wrong["given"]
+        best = min((k for k in probe.range_wrong if k != "given"), key=lambda k: probe.range_wrong[k])
+        gain = (given - probe.range_wrong[best]) / probe.n
+        out.append(Indicator(
+            "input-convention", "another input convention fits far better", model, None, None, max(gain, 0.0),
+            CONVENTION_GAIN_MAX, _status(max(gain, 0.0), CONVENTION_GAIN_MAX),
+            RANGE_ADVICE[best] if gain > CONVENTION_GAIN_MAX else
+            "the model fits the convention it is given best; nothing to do",
+            f"clean mistakes on the {probe.n} probed images: " + ", ".join(
+                f"{k} {v}" for k, v in probe.range_wrong.items()) + " (given = as evaluated; fewer/more = one [0, 1] -> "
+            "[-1, 1] conversion fewer/more; standardised = (u - mean) / std)"))
     return out
 
 
@@ -175,7 +229,7 @@ def monotone(result: CrossEvalResult, metrics_error: Mapping[str, Mapping[float,
                              _status(value, MONOTONE_DROP_MAX),
                              "a larger budget can only make a correct attack stronger: the attack misbehaves "
                              "(a fixed step that overshoots, masking); use an iterative attack with restarts",
-                             f"robust error falls by {100 * value:.2f} points from eps {low:g} to {high:g}"
+                             f"robust error falls by {100 * value:.2f} points from eps {eps_text(low)} to {eps_text(high)}"
                              if value else "robust error rises with eps"))
     return out
 
@@ -232,10 +286,15 @@ def single_step_gap(result: CrossEvalResult, describe: Mapping[str, Mapping[str,
 
 
 def compute_indicators(result: CrossEvalResult, robust_error: Mapping[str, Mapping[float, float]],
-                       describe: Mapping[str, Mapping[str, bool]]) -> list[Indicator]:
+                       describe: Mapping[str, Mapping[str, bool]],
+                       expected_error: Mapping[str, float | None] | None = None,
+                       num_classes: int | None = None) -> list[Indicator]:
     """Every indicator for every model (and eps). `robust_error[model][eps]` is the worst-case
-    error; `describe[attack]` says whether it is gradient-based and iterative."""
-    return [*model_probes(result), *per_eps(result, describe), *single_step_gap(result, describe),
+    error; `describe[attack]` says whether it is gradient-based and iterative; `expected_error`
+    the validation error a checkpoint records (None when unknown, e.g. external models)."""
+    classes = num_classes or ((int(result.labels.max()) + 1) if result.labels.size else 2)
+    return [*input_convention(result, expected_error or {}, classes), *model_probes(result), *per_eps(result, describe),
+            *single_step_gap(result, describe),
             *monotone(result, robust_error), *incomplete(result)]
 
 

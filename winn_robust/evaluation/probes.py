@@ -1,12 +1,13 @@
 """Cheap probes of each model on one batch, for the failure indicators (evaluation/indicators.py):
 do its input gradients vanish, does it output probabilities rather than logits, is it random,
-and does an unbounded attack (eps = 1, the whole pixel range) fool it?
+does an unbounded attack (eps = 1, the whole pixel range) fool it, and would it do far better
+under another input convention (a [0, 1] vs [-1, 1] mix-up, or missing mean/std normalisation)?
 
 Thresholds and checks follow AutoAttack's flags (check_zero_gradients, check_range_output,
 check_randomized; Croce and Hein's pyautoattack) and the checklist of Carlini et al. 2019."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from winn_robust.attacks.base import input_gradient
 from winn_robust.attacks.pgd import PGD
 from winn_robust.models.base import frozen_eval
+from winn_robust.units import to_model_range, to_pixel_range
 
 RANDOMNESS_PASSES = 3
 PROBABILITY_TOLERANCE = 1e-5       # AutoAttack's check_range_output alpha
@@ -28,9 +30,29 @@ class ProbeResult:
     probability_outputs: int    # images whose outputs lie in [0, 1] and sum to 1
     randomness: float           # largest L2 distance between repeated passes' normalised outputs
     unbounded_wrong: int        # images an eps = 1 PGD turns into mistakes (of n)
+    # clean mistakes (of n) under each input convention: RANGE_CONVENTIONS' keys
+    range_wrong: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What the model is given in each probe, in model space x ([-1, 1], from pixels u = (x + 1) / 2):
+# "given" is the convention; "fewer" undoes one [0, 1] -> [-1, 1] conversion (the model, or its
+# wrapper, converts although it was trained on [0, 1]: the x*2-1 mistake); "more" applies one
+# more (it expects [-1, 1] but gets [0, 1]); "standardised": the model receives (u - mean) / std
+# of the batch, as models trained with mean/std normalisation expect.
+RANGE_CONVENTIONS = ("given", "fewer", "more", "standardised")
+
+
+def convention_inputs(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The probe batch under each of RANGE_CONVENTIONS (model space; an external model's wrapper
+    maps x -> (x + 1) / 2, so "standardised" is built to reach it as (u - mean) / std)."""
+    pixels = to_pixel_range(images)
+    mean = pixels.mean(dim=(0, 2, 3), keepdim=True)
+    std = pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return {"given": images, "fewer": to_pixel_range(images), "more": to_model_range(images),
+            "standardised": to_model_range((pixels - mean) / std)}
 
 
 def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> ProbeResult:
@@ -51,4 +73,5 @@ def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     adversarial = unbounded(model, images, labels, 1.0)
     with frozen_eval(model), torch.no_grad():
         wrong = int((model(adversarial).argmax(1) != labels).sum())
-    return ProbeResult(len(images), zero, int(sums_to_one.sum()), randomness, wrong)
+        range_wrong = {name: int((model(x).argmax(1) != labels).sum()) for name, x in convention_inputs(images).items()}
+    return ProbeResult(len(images), zero, int(sums_to_one.sum()), randomness, wrong, range_wrong)

@@ -17,6 +17,7 @@ vectorised over all resamples at once.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 from collections.abc import Sequence
@@ -35,6 +36,26 @@ BOOTSTRAP_METHOD = ("hierarchical (two-level) percentile bootstrap: seeds resamp
                     "and baseline)")
 DIFFERENCE_VALUES = (-1, 0, 1)  # method wrong - baseline wrong, per image
 ERROR_VALUES = (0, 1)  # wrong, per image
+MIN_SEEDS = 5  # below this a seed bootstrap has too few distinct resamples to show the seed variance
+
+
+def distinct_seed_resamples(n_seeds: int) -> int:
+    """How many different multisets of seeds a bootstrap over `n_seeds` seeds can draw
+    (C(2n - 1, n)): 3 for 2 seeds, 10 for 3, 126 for 5."""
+    return math.comb(2 * n_seeds - 1, n_seeds) if n_seeds > 0 else 0
+
+
+def seed_caveat(n_seeds: int) -> str:
+    """The sentence a verdict needs when it rests on fewer than MIN_SEEDS seeds ('' otherwise)."""
+    if n_seeds >= MIN_SEEDS:
+        return ""
+    if n_seeds <= 1:
+        return (f"This rests on 1 training seed: the interval and the McNemar test cover test-set sampling only, not "
+                f"the spread between training runs, which can exceed the method's effect; train at least {MIN_SEEDS} "
+                "seeds (--seeds 5) before claiming an effect.")
+    return (f"This rests on {n_seeds} training seeds: a bootstrap over {n_seeds} seeds has only "
+            f"{distinct_seed_resamples(n_seeds)} distinct seed resamples, so the interval is optimistic (too narrow) and "
+            f"\"significant\" is weak evidence; use at least {MIN_SEEDS} seeds (--seeds 5) before claiming an effect.")
 
 
 @dataclass(frozen=True)
@@ -151,13 +172,16 @@ def hierarchical_bootstrap(counts: ArrayLike, values: ArrayLike, resamples: int 
 
 def paired_ttest_pvalue(method: ArrayLike, baseline: ArrayLike) -> float:
     """Two-sided p of `scipy.stats.ttest_rel` over seeds (seed s of the method paired with seed s
-    of the baseline). NaN with fewer than two seeds or when every difference is zero; 0 when
-    every seed has the same nonzero difference (scipy's answers)."""
+    of the baseline). NaN (reported "n/a") with fewer than two seeds or when the differences do not
+    vary (all equal, e.g. -1.5 and -1.5): the t statistic divides by their zero spread and is undefined."""
     method_arr, base_arr = np.asarray(method, float).ravel(), np.asarray(baseline, float).ravel()
     if method_arr.shape != base_arr.shape:
         raise ValueError(f"paired values need one method and one baseline value per seed, got {method_arr.size} and {base_arr.size}")
     if method_arr.size < 2:
         return float("nan")
+    differences = (method_arr - base_arr).tolist()
+    if max(differences) - min(differences) <= 1e-12 * max(1.0, max(abs(d) for d in differences)):
+        return float("nan")  # zero variance: scipy answers 0 or NaN, neither is a p-value
     with warnings.catch_warnings():  # degenerate (constant) differences: scipy warns and answers 0 or NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(ttest_rel(method_arr, base_arr).pvalue)

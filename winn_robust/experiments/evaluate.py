@@ -9,7 +9,7 @@ killed run and ends with the same files as an uninterrupted one."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from winn_robust import distributed
-from winn_robust.data import load_dataset
+from winn_robust.data import DATASETS, load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
-from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate
+from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate, plan_items
 from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicators
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.evaluation.spec import EvalSpec
@@ -29,13 +29,13 @@ from winn_robust.experiments.provenance import build_provenance, model_provenanc
 from winn_robust.experiments.resume_store import FolderStore, prepare_output
 from winn_robust.model_set import ModelSet, safe_name
 from winn_robust.model_set import model_names as model_names  # re-exported: its old home
-from winn_robust.model_sources import LoadedModel, PixelSpaceModel, check_outputs
+from winn_robust.model_sources import LoadedModel, Normalisation, PixelSpaceModel, check_outputs, parse_normalisation
 from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.reporting.report_folder import ReportFolder
-from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
-from winn_robust.units import to_model_range
+from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate, shown_difference, shown_rate
+from winn_robust.units import eps_text, to_model_range
 
 
 # ----------------------------------------------------------------------------- the report object
@@ -81,8 +81,9 @@ class EvaluationReport:
             return None
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {table_eps:g} "
-                 f"({'; '.join(sorted({r[0].split(' on ')[0] for r in rows}))}); red = misclassified").strip()
+        attacks = ", ".join(dict.fromkeys(r[0].split(" on ")[0] for r in rows))  # the rows' order
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(float(table_eps or 0))}\nrows: clean, "
+                 f"then {attacks}, each on every model (labels left); orange caption = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
 
@@ -95,18 +96,19 @@ class EvaluationReport:
                 sorted({i.title for i in warned}))
             lines.append(f"trust {name}: {text}")
         table_eps = self.provenance.get("table_eps")
+        metric = str(self.provenance.get("metric") or "error")
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
-            lines.append(f"{attack} at eps {eps:g} (N = {at_run.n}):")
+            lines.append(f"{attack} at eps {eps_text(eps)} (N = {at_run.n}):")
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (
-                    f", minus baseline {format_difference(row.adv_difference)} points, McNemar p "
-                    f"{format_pvalue(row.mcnemar_adv)}")
-                lines.append(f"  {name}: clean error {format_rate(row.clean_error)}, adversarial error "
-                             f"{format_rate(row.adv_error)}, robust error {format_rate(self.metrics.robust[eps].error[name])}"
-                             + extra)
+                    f", minus baseline {format_difference(shown_difference(row.adv_difference, metric))} points, "
+                    f"McNemar p {format_pvalue(row.mcnemar_adv)}")
+                lines.append(f"  {name}: clean {metric} {format_rate(shown_rate(row.clean_error, metric))}, adversarial "
+                             f"{metric} {format_rate(shown_rate(row.adv_error, metric))}, robust {metric} "
+                             f"{format_rate(shown_rate(self.metrics.robust[eps].error[name], metric))}" + extra)
         return lines
 
 
@@ -114,7 +116,8 @@ class EvaluationReport:
 def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None = None,
                     data_dir: Path | None = None, download: bool = False, device: str = "auto", progress: bool = True,
                     plots: bool = True, command: str | None = None, resume: bool = False, force: bool = False,
-                    notes: list[str] | None = None) -> EvaluationReport:
+                    notes: list[str] | None = None, normalise: Normalisation | None = None,
+                    metric: str | None = None) -> EvaluationReport:
     """Evaluate the models given as NAME=SPEC strings (the first is the baseline: the reference
     every other model is compared with) on the first `spec.limit` test images and, when
     `out_dir` is given, write the report there."""
@@ -123,10 +126,13 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     dev = resolve_device(device)
     with ExitStack() as hold:  # rank 0 holds the report folder's lock from before it reads it to the last write
         prepared = distributed.agree(lambda: _prepare(sources, spec, out_dir, data, data_dir, download, dev, command,
-                                                      timestamp, resume, force, notes, hold))
+                                                      timestamp, resume, force, notes, hold, normalise))
         networks, images, labels, names, provenance, class_names, store = prepared
+        if metric is not None:
+            provenance["metric"] = metric
         attacks_started = time.perf_counter()
-        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store)
+        log = None if progress else run_logger(spec, len(labels), names)
+        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store, on_item=log)
         attack_seconds = time.perf_counter() - attacks_started
         report = build_report(result, names, provenance, spec, class_names)
         report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -142,9 +148,33 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
     return report
 
 
+def run_logger(spec: EvalSpec, n_images: int, names: Sequence[str]) -> Callable[[str], None]:
+    """Without a progress bar (--no-progress, logs, jobs): one line on stdout as each attack run
+    (attack, eps) finishes on every model, with its elapsed time, so a log shows it moving."""
+    remaining: dict[int, int] = {}
+    for item in plan_items(spec, n_images):
+        if item.run is not None:
+            remaining[item.run] = remaining.get(item.run, 0) + 1
+    started = [time.perf_counter()]
+
+    def finished(key: str) -> None:
+        run = next((r for r in remaining if key.startswith(f"run{r}-")), None)
+        if run is None or not distributed.world().is_main:
+            return
+        remaining[run] -= 1
+        if remaining[run] == 0:
+            attack_run = spec.runs[run]
+            now = time.perf_counter()
+            print(f"    finished {attack_run.attack.name} at eps {eps_text(attack_run.eps)} on {len(names)} model(s), "
+                  f"{min(n_images, attack_run.n or n_images)} images, in {now - started[0]:.0f} s", flush=True)
+            started[0] = now
+
+    return finished
+
+
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
-             notes: list[str] | None, hold: ExitStack | None = None
+             notes: list[str] | None, hold: ExitStack | None = None, normalise: Normalisation | None = None
              ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], dict[str, Any], tuple[str, ...],
                         FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
@@ -156,16 +186,22 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
             if hold is not None:
                 hold.callback(lock.release)
         prepare_output(Path(out_dir), force, resume)
-    models = ModelSet.load(sources, dev)
+    models = ModelSet.load(sources, dev, normalise)
     notes = notes if notes is not None else []
     notes.extend(models.notes)
     signature = models.signature
     dataset_name = signature[0] if signature else data
     if dataset_name is None:
         raise UserError("no winn-robust checkpoint among the models, so the dataset is unknown: pass --data")
+    if data is not None and data.lower() not in DATASETS:
+        raise UserError(f"unknown dataset {data!r} in --data; choose one of {', '.join(DATASETS)}")
     if data is not None and signature and data.lower() != dataset_name:
         raise UserError(f"--data {data} differs from the checkpoints' dataset {dataset_name} ({models.checkpoints[0].source}); "
                         "evaluate on the dataset the models were trained on")
+    first = models.checkpoints[0] if models.checkpoints else None
+    if data_dir is None and first is not None and first.metadata.get("data_dir") and Path(first.metadata["data_dir"]).is_dir():
+        data_dir = Path(models.checkpoints[0].metadata["data_dir"])  # where the run read its data: the test set is beside it
+        notes.append(f"reading {dataset_name} from {data_dir}, the --data-dir {models.checkpoints[0].source} was trained with")
     dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
     if signature:
         _, image_shape, num_classes = signature
@@ -183,6 +219,9 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
                                   ranks=distributed.world().world_size)
     if models.training_seed is not None:
         provenance["training_seed"] = models.training_seed  # every model trained with one seed: a seed's report
+    if normalise is not None:
+        provenance["input_normalisation"] = {"mean": list(normalise[0]), "std": list(normalise[1]),
+                                             "rule": "external models get (u - mean) / std of [0, 1] pixels u"}
     store = None
     if out_dir is not None:
         identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
@@ -191,12 +230,20 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     return models.networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str, Any], spec: EvalSpec,
                  class_names: Sequence[str]) -> EvaluationReport:
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline=names[0])
     robust = {m: {eps: r.error[m].value or 0.0 for eps, r in metrics.robust.items()} for m in metrics.models}
     describe = {a.name: {"gradient_based": a.gradient_based, "iterative": a.iterative} for a in spec.attacks}
-    indicators = compute_indicators(result, robust, describe)
+    expected = {n: _float_or_none((provenance.get("models") or {}).get(n, {}).get("val_error")) for n in names}
+    indicators = compute_indicators(result, robust, describe, expected, len(class_names) or None)
     return EvaluationReport(names, result, metrics, indicators, provenance, tuple(class_names))
 
 
@@ -204,11 +251,15 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
              eps: float | Sequence[float], attacks: str | Sequence[str] = ("fgsm",),
              options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, batch_size: int = 500,
              device: str = "auto", dataset: str = "custom", class_names: Sequence[str] = (),
-             out_dir: str | Path | None = None, progress: bool = False, **spec_options: Any) -> EvaluationReport:
+             out_dir: str | Path | None = None, progress: bool = False,
+             input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None,
+             metric: str = "error", **spec_options: Any) -> EvaluationReport:
     """Evaluate models without the CLI. Ecosystem convention: `images` in [0, 1] (N, C, H, W),
     `labels` (N,), and every model maps [0, 1] images to logits, except winn-robust's own
     `Classifier`s (from `load_checkpoint`), which see [-1, 1] and are used as they are. The first
     model is the baseline. eps in [0, 1] pixel units; `attacks` by name ("fgsm,pgd,autoattack").
+    Models trained on mean/std-normalised pixels get `input_mean`/`input_std` (per channel, of
+    [0, 1] pixels): they then receive (u - mean) / std.
     Returns the report; `out_dir` (or `report.write(dir)`) writes the same files `attack` writes."""
     if not models:
         raise UserError("evaluate() needs at least one model")
@@ -224,7 +275,9 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     labels = labels[:spec.limit]
     networks = {}
     for name, model in models.items():
-        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model, safe_name(name))
+        norm = None if input_mean is None and input_std is None else \
+            parse_normalisation(",".join(map(str, input_mean or [])) or None, ",".join(map(str, input_std or [])) or None)
+        wrapped = model if isinstance(model, Classifier) else PixelSpaceModel(model, safe_name(name), norm)
         networks[safe_name(name)] = wrapped.to(dev).eval()
     model_images = to_model_range(images01)
     num_classes = int(max(int(labels.max()) + 1, len(class_names)))
@@ -234,6 +287,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     provenance = build_provenance(spec, command="winn_robust.evaluate()", timestamp=now(), dataset=dataset,
                                   n=len(labels), names=names, class_names=class_names, device=dev,
                                   models={n: python_model_provenance(m) for n, m in networks.items()})
+    provenance["metric"] = metric
     result = cross_evaluate(networks, model_images, labels, spec, device=dev, progress=progress)
     report = build_report(result, names, provenance, spec, tuple(class_names) or tuple(map(str, range(num_classes))))
     if out_dir is not None:

@@ -10,6 +10,7 @@ with several, each writes OUT/jobs/<id>/log.txt and the parent prints a line as 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,8 @@ class Job:
     @property
     def log(self) -> Path:
         return self.folder / LOG_NAME
+    timing: Path | None = None    # where the job's wall time is kept (read back by later runs that skip it)
+    continues: bool = False       # a resumed or extended job: its time adds to the time already recorded
 
     def command(self) -> list[str]:
         prefix = list(self.launcher) or [sys.executable]
@@ -122,7 +125,28 @@ def _run(job: Job, to_terminal: bool) -> float:
             raise UserError(f"job {job.name} failed (exit status {code}); see above, fix it and run the same command "
                             "again (finished jobs are kept)")
         raise job_failed(job, f"exit status {code}")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if job.timing is not None:
+        record_time(job.timing, seconds, add=job.continues)
+    return seconds
+
+
+def record_time(path: Path, seconds: float, add: bool = False) -> float:
+    """Keep a job's wall time in its own folder (added to the time already there for a job that
+    continued earlier work), so a later run that skips the job still reports the time behind its
+    numbers. Returns the time now recorded."""
+    total = seconds + ((recorded_time(path) or 0.0) if add else 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seconds": round(total, 3)}) + "\n")
+    return total
+
+
+def recorded_time(path: Path) -> float | None:
+    """The wall time `record_time` kept, or None (never recorded, or unreadable)."""
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_local(jobs: Sequence[Job], parallel: int) -> dict[str, float]:

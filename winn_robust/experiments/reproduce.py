@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from winn_robust.checkpoint import read_checkpoint
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.distributed import check_batch_split
@@ -28,12 +29,12 @@ from winn_robust.errors import UserError
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.job_spec import EvaluateJob, Runtime, TrainJob, Work, write_spec
-from winn_robust.experiments.jobs import SPEC_NAME, Job, threads_per_job
+from winn_robust.experiments.jobs import SPEC_NAME, Job, recorded_time, threads_per_job
 from winn_robust.experiments.launchers import LaunchSettings, run_jobs
 from winn_robust.experiments.presets import get_preset
 from winn_robust.locking import REPORT, REPRODUCE, acquire
 from winn_robust.reporting.aggregate import write_aggregate
-from winn_robust.reporting.files import read_results
+from winn_robust.reporting.files import read_results, rebuild_tables
 from winn_robust.reporting.per_example import metrics_from_per_example
 from winn_robust.reporting.summary import RunDescription, write_summary
 from winn_robust.storage import atomic_write_bytes
@@ -41,8 +42,8 @@ from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
 from winn_robust.training.methods.registry import CLI_FLAGS
-from winn_robust.training.trainer import BEST_NAME
-from winn_robust.units import parse_eps
+from winn_robust.training.trainer import BEST_NAME, LAST_NAME
+from winn_robust.units import eps_text, parse_eps
 
 # what a preset (and the command line, under the same names) sets besides the TrainConfig fields
 PRESET_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds", "method_settings",
@@ -50,6 +51,8 @@ PRESET_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit"
 JOBS_DIR = "jobs"
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed", "method_options"))
+TRAIN_TIME_FILE = "wall_time.json"            # in each run folder: the training job's wall time
+EVALUATION_TIME_FILE = "evaluation_time.json"  # in each seed folder: the evaluation job's
 
 
 def parse_seeds(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -104,6 +107,8 @@ class ReproduceSettings:
     method_specs: Mapping[str, str] = field(default_factory=dict)   # name -> spec (NAME=FILE.py:FUNCTION for yours)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> its own settings
     reference: str | None = None  # a second comparison in the aggregate (e.g. pgd-at), beside the baseline
+    extend: bool = False          # a changed --epochs may continue finished runs (else it is refused)
+    metric: str = "error"         # what the seeds' table.md, the aggregate's and the plots show
 
     @property
     def jobs(self) -> int:
@@ -150,7 +155,8 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
                      device: str = "auto", progress: bool = True, command: str = "",
                      attack_options: Mapping[str, Mapping[str, str]] | None = None, jobs: int = 1,
                      threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1,
-                     launch: LaunchSettings | None = None) -> ReproduceSettings:
+                     launch: LaunchSettings | None = None, extend: bool = False,
+                     metric: str = "error") -> ReproduceSettings:
     """The preset, with every override that is not None taking precedence; checked here, once.
     `launch` (how the jobs run) carries its own --jobs; without it, a local launcher with `jobs`."""
     values = get_preset(preset)
@@ -185,8 +191,13 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     if nproc_per_node > 1 and launch.jobs > 1:
         raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
                         "run the jobs one at a time: drop --jobs")
-    seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
-        parse_seeds(values.get("seeds", [values.get("seed", 0)]))
+    if overrides.get("seeds") is not None and overrides.get("seed") is not None:
+        raise UserError("give --seeds (several training seeds) or --seed (one), not both")
+    if overrides.get("seed") is not None:
+        seeds = parse_seeds([int(overrides["seed"])])
+    else:
+        seeds = parse_seeds(values["seeds"]) if overrides.get("seeds") is not None else \
+            parse_seeds(values.get("seeds", [values.get("seed", 0)]))
     data_dir = values.get("data_dir")
     if data_dir is None:
         data_dir = next((Path(c) for c in values.get("data_dir_candidates", []) if Path(c).is_dir()), None)
@@ -200,7 +211,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", launch=launch, threads=threads,
         eval_seed=eval_seed, nproc_per_node=nproc_per_node, method_specs=specs, method_options=method_options,
-        reference=reference)
+        reference=reference, extend=extend, metric=metric)
     for method in methods:  # every method's settings, checked now, before hours of training
         settings.config(settings.seeds[0], method)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
@@ -243,11 +254,37 @@ def job_folder(settings: ReproduceSettings, job_id: str) -> Path:
 
 
 def make_job(settings: ReproduceSettings, job_id: str, name: str, work: Work, runtime: Runtime, threads: int,
-             gpu: int | None) -> Job:
+             gpu: int | None, timing: Path | None = None, continues: bool = False) -> Job:
     """Write the job's spec.json into its folder; the Job that runs it."""
     folder = job_folder(settings, job_id)
     write_spec(folder, name, work, runtime)
-    return Job(name, folder, threads, gpu, tuple(settings.torchrun_prefix()))
+    return Job(name, folder, threads, gpu, tuple(settings.torchrun_prefix()), timing=timing, continues=continues)
+
+
+def check_budget(settings: ReproduceSettings) -> list[str]:
+    """Runs in `settings.out` trained with another --epochs than this run's: refused (one line saying
+    what --extend would continue) unless `settings.extend`; with it, what will be continued."""
+    changed: list[tuple[str, int, int]] = []  # (run, its --epochs, epochs done)
+    for seed in settings.seeds:
+        for method in settings.methods:
+            last = settings.run_dir(seed, method) / LAST_NAME
+            if not last.is_file():
+                continue
+            meta = read_checkpoint(last)["metadata"]
+            saved = int((meta.get("hparams") or {}).get("epochs", settings.train.epochs))
+            done = int(meta.get("epoch", 0))
+            if saved != settings.train.epochs and done <= settings.train.epochs:
+                changed.append((f"{method} seed {seed}", saved, done))
+    if not changed:
+        return []
+    budgets = ", ".join(sorted({str(c[1]) for c in changed}))
+    done_at = ", ".join(sorted({str(c[2]) for c in changed}))
+    what = (f"{len(changed)} run(s) ({', '.join(c[0] for c in changed)}) from epoch {done_at} to "
+            f"{settings.train.epochs}, then evaluate them again and replace the report")
+    if not settings.extend:
+        raise UserError(f"{settings.out} holds a study trained with --epochs {budgets}, this run asks for --epochs "
+                        f"{settings.train.epochs}; pass --extend to continue {what}, or use another --out")
+    return [f"--extend: continuing {what}"]
 
 
 def evaluated_models(settings: ReproduceSettings, seed: int) -> tuple[list[Path], list[str | None]]:
@@ -312,7 +349,9 @@ def training_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int, g
                 plan.skipped.append(name)
                 continue
             gpu = gpus[len(plan.todo) % len(gpus)]
-            plan.todo.append(make_job(settings, f"train-{method}-seed{seed}", name, work, runtime, threads, gpu))
+            plan.todo.append(make_job(settings, f"train-{method}-seed{seed}", name, work, runtime, threads, gpu,
+                                      timing=settings.run_dir(seed, method) / TRAIN_TIME_FILE,
+                                      continues=work.state() == "resume"))
     return plan
 
 
@@ -333,7 +372,8 @@ def evaluation_jobs(settings: ReproduceSettings, runtime: Runtime, threads: int,
             plan.skipped.append(name)
             continue
         gpu = gpus[len(plan.todo) % len(gpus)]
-        plan.todo.append(make_job(settings, job_id, name, work, runtime, threads, gpu))
+        plan.todo.append(make_job(settings, job_id, name, work, runtime, threads, gpu,
+                                  timing=seed_dir / EVALUATION_TIME_FILE, continues=work.state() == "resume"))
     return plan
 
 
@@ -356,6 +396,8 @@ def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
                       progress=settings.progress and settings.jobs == 1 and not settings.launch.submitit,
                       threads=threads)
 
+    for line in check_budget(settings):
+        print(line, file=sys.stderr, flush=True)
     settings.launch.check_available()
     training = training_jobs(settings, runtime, threads, gpus)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +422,7 @@ def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
 
     evaluations = evaluation_jobs(settings, runtime, threads, gpus)
     skipped += evaluations.skipped
-    runs = ", ".join(f"{run.attack.name}@{run.eps:g}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
+    runs = ", ".join(f"{run.attack.name}@{eps_text(run.eps)}" + (f" on {run.n}" if run.n else "") for run in spec.runs)
     stage(3, 4, f"evaluating {len(evaluations.todo)} seed(s) ({runs}); every attack on every model")
     t0 = time.perf_counter()
     timings.update(run_jobs(evaluations.todo, settings.launch))
@@ -392,13 +434,18 @@ def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
                          data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
                          train_size=train_size, val_size=val)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
-    for seed_dir in seed_dirs:
+    if settings.metric != "error":  # the evaluation jobs write error; restate table.md and the plot
+        for seed_dir in seed_dirs:
+            rebuild_tables(seed_dir, metric=settings.metric)
+    for seed, seed_dir in zip(settings.seeds, seed_dirs):
         with acquire(seed_dir, REPORT):  # no `attack` into this folder while its summary is written
-            write_seed_summary(seed_dir, run, timings, list(settings.methods))
+            write_seed_summary(seed_dir, run, work_timings(settings, seed), list(settings.methods),
+                               this_run=timings["total"])
     summary = seed_dirs[0] / "summary.md"
     if len(seed_dirs) > 1:
         with acquire(out, REPORT):
-            write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], reference=settings.reference)
+            write_aggregate(seed_dirs, out, table_eps=[settings.eps[0]], reference=settings.reference,
+                            metric=settings.metric)
         summary = out / "summary.md"
     if len(seed_dirs) > 1:
         print((out / "table.md").read_text().split("\n\n")[1])  # the verdict paragraph
@@ -410,7 +457,17 @@ def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
     return ReproduceResult(settings, seed_dirs, summary, timings, skipped)
 
 
-def write_seed_summary(seed_dir: Path, run: RunDescription, timings: dict[str, float], methods: list[str]) -> Path:
+def work_timings(settings: ReproduceSettings, seed: int) -> dict[str, float | None]:
+    """The wall time of the jobs whose work made one seed's numbers, as they recorded it in their
+    folders (a run that skipped a finished job reads it back; None: never recorded)."""
+    times: dict[str, float | None] = {f"training {m}": recorded_time(settings.run_dir(seed, m) / TRAIN_TIME_FILE)
+                                      for m in settings.methods}
+    times["evaluation"] = recorded_time(settings.seed_dir(seed) / EVALUATION_TIME_FILE)
+    return times
+
+
+def write_seed_summary(seed_dir: Path, run: RunDescription, timings: Mapping[str, float | None], methods: list[str],
+                       this_run: float | None = None) -> Path:
     """summary.md of one seed: rebuilt from its per_example.csv and results.json (the report files
     the evaluation job wrote), so it never disagrees with them."""
     document = read_results(seed_dir / "results.json")
@@ -418,4 +475,4 @@ def write_seed_summary(seed_dir: Path, run: RunDescription, timings: dict[str, f
     names = list((provenance.get("models") or {}).keys())
     metrics = metrics_from_per_example(seed_dir / "per_example.csv", provenance.get("baseline", names[0]))
     indicators = [Indicator(**record) for record in document.get("indicators", [])]
-    return write_summary(seed_dir, run, timings, metrics, names, methods, indicators)
+    return write_summary(seed_dir, run, timings, metrics, names, methods, indicators, this_run=this_run)

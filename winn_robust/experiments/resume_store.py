@@ -75,6 +75,10 @@ class FolderStore:
 def prepare_output(out: Path, force: bool, resume: bool) -> None:
     """Refuse to mix a new report with an older one's files unless told to replace them; with
     --force delete only our own files (ReportFolder), refusing when anything else is in the way."""
+    run_files = [name for name in ("last.pt", "best.pt", "metrics.csv") if (out / name).is_file()]
+    if run_files:
+        raise UserError(f"--out {out} is a training run folder (it holds {', '.join(run_files)}); write the report into "
+                        "another folder, e.g. reports/<name>")
     folder = ReportFolder(out)
     existing = [p.name for p in folder.report_files()]
     has_state = folder.has_state()

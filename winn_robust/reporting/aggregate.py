@@ -44,6 +44,7 @@ from winn_robust.evaluation.seeds import (
     paired_difference_counts,
     paired_ttest_pvalue,
     probability_of_improvement,
+    seed_caveat,
     summarize_seeds,
 )
 from winn_robust.reporting.cost import ModelCost, cost_records, cost_table, has_costs, model_costs, plot_cost
@@ -51,7 +52,7 @@ from winn_robust.reporting.files import read_results, write_json
 from winn_robust.reporting.per_example import adv_column, default_baseline, format_eps, read_per_example
 from winn_robust.reporting.plots import MARKERS, save_figure
 from winn_robust.storage import atomic_write_text
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
 
 AGGREGATE_SCHEMA_VERSION = 1
 MIN_RESAMPLES = 100
@@ -138,7 +139,7 @@ def _names(values: Sequence[Any]) -> str:
 
 
 def _eps_list(values: Sequence[float]) -> str:
-    return ", ".join(format_eps(e) for e in values) or "none"
+    return ", ".join(eps_text(e) for e in values) or "none"
 
 
 def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
@@ -183,7 +184,7 @@ def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
         sizes_b = {(k[0], k[1]): len(v) for k, v in other.adv.items()}
         if sizes_a != sizes_b:
             run = next(r for r in sorted(set(sizes_a) | set(sizes_b), key=str) if sizes_a.get(r) != sizes_b.get(r))
-            raise UserError(f"report folders ran {run[0]} at eps {format_eps(run[1])} on different images: {a} on "
+            raise UserError(f"report folders ran {run[0]} at eps {eps_text(run[1])} on different images: {a} on "
                             f"{sizes_a.get(run, 0)}, {b} on {sizes_b.get(run, 0)}; use the same --attack-limit for every seed")
 
 
@@ -244,7 +245,7 @@ class IndicatorWarning:
     def describe(self, n_seeds: int) -> str:
         where = f" for {self.model}" if self.model else ""
         if self.eps is not None:
-            where += f" at eps {format_eps(self.eps)}"
+            where += f" at eps {eps_text(self.eps)}"
         if self.attack:
             where += f" under {self.attack}"
         values = ", ".join(_short(v) for v in self.values)
@@ -526,20 +527,23 @@ def verdict(agg: Aggregate) -> str:
                 verb, amount = _change(_difference(agg, method, "adv_error", attack, eps))
                 if not clauses:
                     first_verb = verb
-                    clauses.append(f"{verb} {attack} adversarial error at eps {format_eps(eps)} {amount} "
+                    clauses.append(f"{verb} {attack} adversarial error at eps {eps_text(eps)} {amount} "
                                    f"against the baseline ({agg.baseline})")
                 else:
                     clauses.append(f"under {attack} {amount}" if verb == first_verb else f"under {attack} it {verb} it {amount}")
             sentences.append(f"Across {seeds_text} {method} " + "; ".join(clauses) + ".")
             verb, amount = _change(_difference(agg, method, "robust_error", ROBUST_ATTACK, eps))
-            sentences.append(f"It {verb} robust error at eps {format_eps(eps)} (wrong on the clean image or under at "
+            sentences.append(f"It {verb} robust error at eps {eps_text(eps)} (wrong on the clean image or under at "
                              f"least one attack) {amount}.")
         verb, amount = _change(_difference(agg, method, "clean_error", CLEAN_ATTACK, None))
         sentences.append(f"{method} {verb} clean error {amount}.")
     sentences.append(f"Differences are method minus baseline of the same seed, in percentage points of error over "
                      f"N = {agg.n} {agg.dataset} test images per seed; 95% CIs from a hierarchical bootstrap over seeds "
                      f"and test images ({agg.resamples:,} resamples, seed {agg.bootstrap_seed}); \"significant\" means "
-                     "the CI excludes 0." + (" With one seed the CI covers test-set sampling only." if n_seeds == 1 else ""))
+                     "the CI excludes 0.")
+    caveat = seed_caveat(n_seeds)
+    if caveat:
+        sentences.append(caveat)
     lines = [" ".join(sentences)]
     if agg.warnings:
         lines += ["", "Failure indicators that warned (from the seeds' results.json):", ""]
@@ -562,26 +566,33 @@ def _num(value: float | None, spec: str) -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _seed_cells(row: AggregateRow) -> list[str]:
+def _seed_cells(row: AggregateRow, flip: bool = False) -> list[str]:
+    values = [1 - v for v in row.per_seed] if flip else list(row.per_seed)
     if row.per_seed_diff is None:
-        return [_pct(v) for v in row.per_seed]
-    return [f"{_pct(v)} ({_pts(d, sign=True)})" for v, d in zip(row.per_seed, row.per_seed_diff)]
+        return [_pct(v) for v in values]
+    diffs = [-d for d in row.per_seed_diff] if flip else list(row.per_seed_diff)
+    return [f"{_pct(v)} ({_pts(d, sign=True)})" for v, d in zip(values, diffs)]
 
 
-def _error_table(agg: Aggregate, metric: str, attack: str, eps: float | None) -> list[str]:
+def _error_table(agg: Aggregate, metric: str, attack: str, eps: float | None, shown: str = "error") -> list[str]:
+    """One error metric across seeds; `shown` = "accuracy" states it as 1 - error (differences,
+    their intervals, min and max flipped accordingly; the tests do not change)."""
+    flip = shown == "accuracy"
     lines = ["| model | " + " | ".join(agg.labels) + " | mean | sd (points) | min | max | difference, points (95% CI) "
              "| paired t-test p | P(improvement) |", "|---" * (len(agg.labels) + 8) + "|"]
     for model in agg.models:
         row = agg.row(model, metric, attack, eps)
         s = row.summary
+        mean, low, high = (1 - s.mean, 1 - s.max, 1 - s.min) if flip else (s.mean, s.min, s.max)
         if row.difference is None:
             comparison = ["-", "-", "-"]
         else:
             d = row.difference
-            comparison = [f"{_pts(d.mean, sign=True)} [{_pts(d.low, sign=True)}, {_pts(d.high, sign=True)}]",
+            d_mean, d_low, d_high = (-d.mean, -d.high, -d.low) if flip else (d.mean, d.low, d.high)
+            comparison = [f"{_pts(d_mean, sign=True)} [{_pts(d_low, sign=True)}, {_pts(d_high, sign=True)}]",
                           _num(row.ttest_p, ".3g"), _num(row.prob_improvement, ".2f")]
-        lines.append(f"| {model} | " + " | ".join(_seed_cells(row)) + f" | {_pct(s.mean)} | {_pts(s.sd)} | {_pct(s.min)} | "
-                     f"{_pct(s.max)} | " + " | ".join(comparison) + " |")
+        lines.append(f"| {model} | " + " | ".join(_seed_cells(row, flip)) + f" | {_pct(mean)} | {_pts(s.sd)} | "
+                     f"{_pct(low)} | {_pct(high)} | " + " | ".join(comparison) + " |")
     return lines
 
 
@@ -601,7 +612,7 @@ def _statistics_lines(agg: Aggregate) -> list[str]:
     return [f"- interval: 95% {BOOTSTRAP_METHOD}; {agg.resamples:,} resamples, bootstrap seed {agg.bootstrap_seed}",
             "- difference: method error minus the baseline's error in the same seed folder (per seed, then the mean over seeds)",
             "- sd: standard deviation over seeds (ddof=1); paired t-test: scipy.stats.ttest_rel over seeds, two-sided "
-            "(n/a with one seed)",
+            "(n/a with one seed, or when every seed has the same difference: zero variance leaves t undefined)",
             "- P(improvement): the probability that a random method seed has a lower error than a random baseline seed, "
             "ties counted half (rliable's probability of improvement, from scipy.stats.mannwhitneyu's U)",
             "- per-seed McNemar tests are in each seed folder's own table.md"]
@@ -621,31 +632,37 @@ def _subset_note(agg: Aggregate, metric: str, attack: str, eps: float) -> str:
     return f", N = {n} per seed (the first {n} test images)" if n and n != agg.n else ""
 
 
-def aggregate_markdown(agg: Aggregate) -> str:
-    """table.md: the verdict, what was aggregated and how, then the tables at the table eps."""
+def aggregate_markdown(agg: Aggregate, shown: str = "error") -> str:
+    """table.md: the verdict, what was aggregated and how, then the tables at the table eps (as
+    error, or with `shown` = "accuracy" as 1 - error; the verdict is stated in error)."""
     old = any(s.schema == 1 for s in agg.seeds)
+    word = "accuracy" if shown == "accuracy" else "error"
+    cells = ("Per-seed cells of a method: its accuracy (1 - error, as RobustBench reports it), and in parentheses its "
+             "difference from the same seed's baseline in percentage points (positive = more accurate than the "
+             "baseline); the verdict above is stated in error.") if shown == "accuracy" else (
+        "Per-seed cells of a method: its error, and in parentheses its difference from the same seed's baseline in "
+        "percentage points (negative = fewer errors than the baseline).")
     lines = [f"# Aggregate robustness report: {len(agg.seeds)} seeds", "", verdict(agg), "",
              *([reference_verdict(agg), ""] if agg.reference else []),
              f"Dataset: {agg.dataset}, N = {agg.n} test images (the same images in every seed). Baseline: {agg.baseline}. "
              f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {EPS_UNIT}: {_eps_list(agg.eps)}; "
              f"the tables show eps {_eps_list(agg.table_eps)}, table.csv and results.json every eps.", "",
              "Seeds:", "", *_seed_lines(agg), "", "Statistics:", "", *_statistics_lines(agg), "",
-             "Rates in percent. Per-seed cells of a method: its error, and in parentheses its difference from the same "
-             "seed's baseline in percentage points (negative = fewer errors than the baseline).", "",
-             "## Clean error", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None)]
+             "Rates in percent. " + cells, "",
+             f"## Clean {word}", "", *_error_table(agg, "clean_error", CLEAN_ATTACK, None, shown)]
     for eps in agg.table_eps:
         for attack in agg.attacks:
-            lines += ["", f"## Adversarial error: {attack}, eps = {format_eps(eps)} ({PIXEL_UNITS})"
+            lines += ["", f"## Adversarial {word}: {attack}, eps = {eps_text(eps)} ({PIXEL_UNITS})"
                       + _subset_note(agg, "adv_error", attack, eps), "",
-                      "Each model's error on its own (white-box) adversarial examples.", "",
-                      *_error_table(agg, "adv_error", attack, eps)]
-        lines += ["", f"## Robust error, eps = {format_eps(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
+                      f"Each model's {word} on its own (white-box) adversarial examples.", "",
+                      *_error_table(agg, "adv_error", attack, eps, shown)]
+        lines += ["", f"## Robust {word}, eps = {eps_text(eps)}" + _subset_note(agg, "robust_error", ROBUST_ATTACK, eps), "",
                   "Wrong on the clean image or on at least one adversarial example at this eps (every attack, crafted on "
                   "every model)" + ("; computed from the adv columns of the schema-1 per_example.csv files." if old else "."),
-                  "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps)]
+                  "", *_error_table(agg, "robust_error", ROBUST_ATTACK, eps, shown)]
         if agg.methods:
             for attack in agg.attacks:
-                lines += ["", f"## Correction rates: {attack}, eps = {format_eps(eps)}", "",
+                lines += ["", f"## Correction rates: {attack}, eps = {eps_text(eps)}", "",
                           "By method: 1 - N_{base and M} / N_base on the baseline's adversarial examples; by baseline: "
                           "1 - N_{M and base} / N_M on the method's. n/a: no mistakes to correct in that seed.", "",
                           *_correction_table(agg, attack, eps)]
@@ -713,24 +730,65 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- plots
 
-def _draw_attack(ax: Any, agg: Aggregate, attack: str) -> None:
+def _shown_value(value: float, metric: str) -> float:
+    return 100 * (1 - value) if metric == "accuracy" else 100 * value
+
+
+def _shown_interval(interval: BootstrapInterval | None, metric: str) -> tuple[float, float]:
+    if interval is None:
+        return np.nan, np.nan
+    if metric == "accuracy":
+        return 100 * (1 - interval.high), 100 * (1 - interval.low)
+    return 100 * interval.low, 100 * interval.high
+
+
+def _attack_n(agg: Aggregate, attack: str, eps: Sequence[float]) -> str:
+    sizes = sorted({agg.row(agg.baseline, "adv_error", attack, e).n_images or agg.n for e in eps})
+    return ", ".join(map(str, sizes))
+
+
+def _draw_attack(ax: Any, agg: Aggregate, attack: str, metric: str = "error") -> None:
     eps = sorted({row.eps for row in agg.rows if row.metric == "adv_error" and row.attack == attack and row.eps is not None})
     colors = [f"C{i % 10}" for i in range(len(agg.models))]
     for i, model in enumerate(agg.models):
         rows = [agg.row(model, "adv_error", attack, e) for e in eps]
         for s in range(len(agg.seeds)):
-            ax.plot(eps, [100 * r.per_seed[s] for r in rows], color=colors[i], alpha=0.25, linewidth=0.8)
-        ax.plot(eps, [100 * r.summary.mean for r in rows], color=colors[i], marker=MARKERS[i % len(MARKERS)],
-                linewidth=1.8, label=f"{model} (mean)")
-        low = [100 * r.mean_interval.low if r.mean_interval else np.nan for r in rows]
-        high = [100 * r.mean_interval.high if r.mean_interval else np.nan for r in rows]
-        ax.fill_between(eps, low, high, color=colors[i], alpha=0.2, linewidth=0)
+            ax.plot(eps, [_shown_value(r.per_seed[s], metric) for r in rows], color=colors[i], alpha=0.25, linewidth=0.8)
+        ax.plot(eps, [_shown_value(r.summary.mean, metric) for r in rows], color=colors[i],
+                marker=MARKERS[i % len(MARKERS)], linewidth=1.8, label=f"{model} (mean)")
+        bands = [_shown_interval(r.mean_interval, metric) for r in rows]
+        ax.fill_between(eps, [b[0] for b in bands], [b[1] for b in bands], color=colors[i], alpha=0.2, linewidth=0)
     ax.set_xlim(0, max(eps) * 1.05 if eps and max(eps) > 0 else 1)
     ax.set_ylim(0, 100)
     ax.set_xlabel(f"eps, {PIXEL_UNITS}")
-    ax.set_ylabel("adversarial error (%)")
-    ax.set_title(f"{agg.dataset}, {attack}: N = {agg.n}, {len(agg.seeds)} seeds", fontsize=9)
+    ax.set_ylabel(f"adversarial {metric} (%)")
+    ax.set_title(f"{agg.dataset}, {attack}: N = {_attack_n(agg, attack, eps)}, {len(agg.seeds)} seeds", fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _draw_single(ax: Any, agg: Aggregate, eps: float, entries: Sequence[tuple[str, str, str]], metric: str = "error") -> None:
+    """Attacks run at one eps: a column per attack (its N under its name), the seeds as faint
+    dots and the mean over seeds with its 95% hierarchical-bootstrap interval as an error bar."""
+    width = 0.7 / max(len(agg.models), 1)
+    for i, model in enumerate(agg.models):
+        colour = f"C{i % 10}"
+        for column, (_, metric_name, attack) in enumerate(entries):
+            row = agg.row(model, metric_name, attack, eps)
+            x = column + (i - (len(agg.models) - 1) / 2) * width
+            ax.plot([x] * len(row.per_seed), [_shown_value(v, metric) for v in row.per_seed], linestyle="none",
+                    marker=".", color=colour, alpha=0.35)
+            mean = _shown_value(row.summary.mean, metric)
+            low, high = _shown_interval(row.mean_interval, metric)
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, marker=MARKERS[i % len(MARKERS)],
+                        capsize=4, linestyle="none", label=f"{model} (mean)" if column == 0 else None)
+            ax.annotate(f"{mean:.1f}", (x, mean), textcoords="offset points", xytext=(6, -3), fontsize=7, color=colour)
+    ax.set_xticks(range(len(entries)), [label for label, _, _ in entries], fontsize=8)
+    ax.set_xlim(-0.6, len(entries) - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"{agg.dataset}, attacks at eps {eps_text(eps)}: {len(agg.seeds)} seeds", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
 
 
@@ -740,31 +798,66 @@ def _save_figure(fig: Figure, path: Path) -> Path:
         return save_figure(fig, path)
 
 
-def plot_aggregate(agg: Aggregate, out_dir: Path) -> dict[str, Path]:
-    """error_vs_eps.png (one panel per attack) and, with several attacks, error_vs_eps_<attack>.png:
-    faint lines per seed, the mean over seeds and its 95% hierarchical-bootstrap band."""
-    caption = (f"faint: one line per seed; band: 95% CI of the mean ({BOOTSTRAP_METHOD.split(':')[0]}, "
+PANEL_COLUMNS = 3  # wider figures wrap into rows
+
+
+def _panels(agg: Aggregate) -> list[tuple[str, Any]]:
+    """('sweep', attack) for attacks run at several eps; ('single', (eps, entries)) for each eps
+    at which attacks ran at that eps only (with the robust error there)."""
+    panels: list[tuple[str, Any]] = []
+    single: dict[float, list[tuple[str, str, str]]] = {}
+    for attack in agg.attacks:
+        eps = sorted({r.eps for r in agg.rows if r.metric == "adv_error" and r.attack == attack and r.eps is not None})
+        if len(eps) > 1:
+            panels.append(("sweep", attack))
+        elif eps:
+            single.setdefault(eps[0], []).append((f"{attack}\nN = {_attack_n(agg, attack, eps)}", "adv_error", attack))
+    for at, entries in single.items():
+        if len(agg.attacks) > 1:
+            n = agg.row(agg.baseline, "robust_error", ROBUST_ATTACK, at).n_images or agg.n
+            entries.append((f"robust\n(any attack)\nN = {n}", "robust_error", ROBUST_ATTACK))
+        panels.append(("single", (at, entries)))
+    return panels
+
+
+def plot_aggregate(agg: Aggregate, out_dir: Path, metric: str = "error") -> dict[str, Path]:
+    """error_vs_eps.png (a panel per attack run at several eps: faint lines per seed, the mean over
+    seeds and its 95% hierarchical-bootstrap band; a panel of points with intervals for the attacks
+    run at one eps; at most three panels a row) and, with several attacks, error_vs_eps_<attack>.png."""
+    caption = (f"faint: one per seed; band / bars: 95% CI of the mean ({BOOTSTRAP_METHOD.split(':')[0]}, "
                f"{agg.resamples:,} resamples)")
     files: dict[str, Path] = {}
-    fig = Figure(figsize=(5.5 * len(agg.attacks), 4.2))
-    for i, attack in enumerate(agg.attacks):
-        _draw_attack(fig.add_subplot(1, len(agg.attacks), i + 1), agg, attack)
-    fig.suptitle("adversarial error vs eps; " + caption, fontsize=8)
+    panels = _panels(agg)
+    columns = min(PANEL_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(5.5 * columns, 4.2 * rows))
+    for i, (kind, content) in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        if kind == "sweep":
+            _draw_attack(ax, agg, content, metric)
+        else:
+            _draw_single(ax, agg, content[0], content[1], metric)
+    fig.suptitle(f"adversarial {metric} vs eps; " + caption, fontsize=8)
     files["error_vs_eps.png"] = _save_figure(fig, out_dir / "error_vs_eps.png")
     if len(agg.attacks) > 1:
-        for attack in agg.attacks:
-            name = "error_vs_eps_" + re.sub(r"[^A-Za-z0-9._-]", "_", attack) + ".png"
-            fig = Figure(figsize=(6, 4.2))
-            _draw_attack(fig.add_subplot(), agg, attack)
-            fig.suptitle(caption, fontsize=7)
-            files[name] = _save_figure(fig, out_dir / name)
+        for kind, content in panels:
+            for attack in [content] if kind == "sweep" else [e[2] for e in content[1] if e[1] == "adv_error"]:
+                name = "error_vs_eps_" + re.sub(r"[^A-Za-z0-9._-]", "_", attack) + ".png"
+                fig = Figure(figsize=(6, 4.2))
+                if kind == "sweep":
+                    _draw_attack(fig.add_subplot(), agg, attack, metric)
+                else:
+                    _draw_single(fig.add_subplot(), agg, content[0], [e for e in content[1] if e[2] == attack], metric)
+                fig.suptitle(caption, fontsize=7)
+                files[name] = _save_figure(fig, out_dir / name)
     return files
 
 
 # ----------------------------------------------------------------------------- writing
 def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline: str | None = None,
                     table_eps: Sequence[float] | None = None, resamples: int = DEFAULT_RESAMPLES,
-                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, reference: str | None = None) -> dict[str, Path]:
+                    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, reference: str | None = None,
+                    metric: str = "error") -> dict[str, Path]:
     """Read the seed folders, check they pair up, and write table.md, summary.md, table.csv,
     results.json and the plots into out_dir (which must not be one of the seed folders)."""
     out_dir = Path(out_dir)
@@ -777,11 +870,11 @@ def write_aggregate(folders: Sequence[str | Path], out_dir: str | Path, baseline
                           reference=reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: out_dir / name for name in ("table.md", "summary.md", "table.csv", "results.json")}
-    atomic_write_text(files["table.md"], aggregate_markdown(agg))
+    atomic_write_text(files["table.md"], aggregate_markdown(agg, metric))
     atomic_write_text(files["summary.md"], summary_markdown(agg))
     atomic_write_text(files["table.csv"], aggregate_frame(agg).to_csv(index=False))
     write_json(files["results.json"], aggregate_document(agg))
-    files.update(plot_aggregate(agg, out_dir))
+    files.update(plot_aggregate(agg, out_dir, metric))
     cost_plot = plot_cost(aggregate_costs(agg), "robust", out_dir / "cost.png",
                           f"{agg.dataset}: robust error at eps {format_eps(agg.table_eps[0])} against training cost "
                           f"({len(agg.seeds)} seeds; faint: one seed, large: the mean)")

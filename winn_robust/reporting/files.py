@@ -115,7 +115,8 @@ def check_against_results(csv_path: Path, result: CrossEvalResult, document: Map
         raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing[:3])} that results.json reports; {advice}")
 
 
-def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
+def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None,
+                   metric: str | None = None) -> dict[str, Path]:
     """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
     indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
     report = Path(report)
@@ -124,6 +125,8 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
         raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
     document = read_results(csv_path.parent / "results.json")
     provenance = dict(document.get("provenance") or {})
+    if metric is not None:
+        provenance["metric"] = metric  # table.md and the plot only; results.json is not rewritten
     attack = str(provenance.get("attack", "unknown"))
     try:
         result = result_from_per_example(csv_path, attack=attack)

@@ -18,7 +18,7 @@ from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
 from winn_robust.storage import atomic_savefig
-from winn_robust.units import PIXEL_UNITS
+from winn_robust.units import PIXEL_UNITS, eps_text
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -33,20 +33,36 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return atomic_savefig(fig, path, dpi=150, bbox_inches="tight")
 
 
-def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str]) -> None:
+MAX_COLUMNS = 3  # wider figures wrap into rows, so titles stay readable at print size
+METRICS_SHOWN = ("error", "accuracy")
+
+
+def _shown(rate_values: tuple[float, float, float], metric: str) -> tuple[float, float, float]:
+    """(value, low, high) in percent of the metric shown: error as computed, or accuracy = 1 - error."""
+    value, low, high = rate_values
+    if metric == "accuracy":
+        return 100 * (1 - value), 100 * (1 - high), 100 * (1 - low)
+    return 100 * value, 100 * low, 100 * high
+
+
+def _axes_grid(fig: Figure, count: int) -> list[Any]:
+    columns = min(MAX_COLUMNS, max(count, 1))
+    rows = -(-count // columns)
+    return [fig.add_subplot(rows, columns, i + 1) for i in range(count)]
+
+
+def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str],
+           metric: str = "error") -> None:
     for index, name in enumerate(models):
-        points = [(eps, rate.interval) for eps, rate in series.get(name, []) if rate.interval is not None]
+        points = [(eps, _shown(rate.interval, metric)) for eps, rate in series.get(name, []) if rate.interval is not None]
         if not points:
             continue
         xs = [eps for eps, _ in points]
-        values = [100 * iv[0] for _, iv in points]
+        values = [iv[0] for _, iv in points]
         colour, marker = COLOURS[index % len(COLOURS)], MARKERS[index % len(MARKERS)]
         ax.plot(xs, values, marker=marker, color=colour, label=name, linewidth=1.5, markersize=5)
-        ax.fill_between(xs, [100 * iv[1] for _, iv in points], [100 * iv[2] for _, iv in points],
+        ax.fill_between(xs, [iv[1] for _, iv in points], [iv[2] for _, iv in points],
                         color=colour, alpha=0.15, linewidth=0)
-        if len(points) == 1:  # a single eps still shows its interval
-            low, high = 100 * points[0][1][1], 100 * points[0][1][2]
-            ax.errorbar(xs, values, yerr=[[values[0] - low], [high - values[0]]], color=colour, capsize=4)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"eps ({PIXEL_UNITS})")
     ax.set_xlim(left=0)
@@ -54,26 +70,71 @@ def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]
     ax.grid(alpha=0.3)
 
 
-def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[str, Any] | None = None) -> Path:
-    """Adversarial error (percent) vs eps per attack, and the robust error, with 95% CI bands."""
+def _points_panel(ax: Any, title: str, entries: Sequence[tuple[str, Mapping[str, Rate]]], models: Sequence[str],
+                  metric: str = "error") -> None:
+    """Attacks run at a single eps: one column per attack (its N under its name), one marker per
+    model with its 95% CI as an error bar, instead of a near-empty line plot."""
+    width = 0.7 / max(len(models), 1)
+    for index, name in enumerate(models):
+        colour, marker = COLOURS[index % len(COLOURS)], MARKERS[index % len(MARKERS)]
+        for column, (_, rates) in enumerate(entries):
+            rate = rates.get(name)
+            if rate is None or rate.interval is None:
+                continue
+            value, low, high = _shown(rate.interval, metric)
+            x = column + (index - (len(models) - 1) / 2) * width
+            ax.errorbar([x], [value], yerr=[[value - low], [high - value]], color=colour, marker=marker, capsize=4,
+                        markersize=6, linestyle="none", label=name if column == 0 else None)
+            ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(6, -3), fontsize=7, color=colour)
+    ax.set_xticks(range(len(entries)), [label for label, _ in entries], fontsize=8)
+    ax.set_xlim(-0.6, len(entries) - 0.4)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[str, Any] | None = None,
+                      metric: str = "error") -> Path:
+    """Adversarial error (or accuracy, `metric`) in percent vs eps per attack run at several eps,
+    and the robust error, with 95% CI bands; attacks run at one eps share a panel of points with
+    error bars. Every title gives that attack's own N; more than three panels wrap into rows."""
     provenance = provenance or {}
     dataset = provenance.get("dataset", "")
-    panels: list[tuple[str, dict[str, list[tuple[float, Rate]]]]] = []
+    metric = str(provenance.get("metric") or metric)
+    label = "accuracy" if metric == "accuracy" else "error"
+    panels: list[tuple[str, Any]] = []
+    single: dict[float, list[tuple[str, Mapping[str, Rate]]]] = {}
     for attack in metrics.attacks:
         runs = sorted(metrics.for_attack(attack).items())
         n = sorted({m.n for _, m in runs})
+        if len(runs) == 1:
+            eps, m = runs[0]
+            single.setdefault(eps, []).append((f"{attack}\nN = {m.n}", {name: m.models[name].adv_error
+                                                                         for name in metrics.models}))
+            continue
         series = {name: [(eps, m.models[name].adv_error) for eps, m in runs] for name in metrics.models}
-        panels.append((f"{dataset} {attack}: adversarial error (N = {', '.join(map(str, n))})".strip(), series))
+        panels.append((f"{dataset} {attack}: adversarial {label} (N = {', '.join(map(str, n))})".strip(), series))
     if len(metrics.attacks) > 1:
         robust = sorted(metrics.robust.items())
-        n = sorted({m.n for _, m in robust})
-        series = {name: [(eps, m.error[name]) for eps, m in robust] for name in metrics.models}
-        panels.append((f"{dataset} robust error, worst of all attacks (N = {', '.join(map(str, n))})".strip(), series))
-    fig = Figure(figsize=(4.6 * len(panels), 3.8))
-    axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
-    for ax, (title, series) in zip(axes, panels):
-        _panel(ax, title, series, metrics.models)
-    axes[0].set_ylabel("error (%), 95% CI")
+        if len(robust) > 1:
+            n = sorted({m.n for _, m in robust})
+            series = {name: [(eps, m.error[name]) for eps, m in robust] for name in metrics.models}
+            panels.append((f"{dataset} robust {label}, worst of all attacks (N = {', '.join(map(str, n))})".strip(),
+                           series))
+        for eps in single:
+            if eps in metrics.robust:
+                single[eps].append((f"robust\n(any attack)\nN = {metrics.robust[eps].n}",
+                                    dict(metrics.robust[eps].error)))
+    for eps, entries in single.items():
+        panels.append((f"{dataset} adversarial {label} at eps {eps_text(eps)}".strip(), entries))
+    fig = Figure(figsize=(4.8 * min(MAX_COLUMNS, len(panels)), 3.9 * -(-len(panels) // MAX_COLUMNS)))
+    axes = _axes_grid(fig, len(panels))
+    for ax, (title, content) in zip(axes, panels):
+        if isinstance(content, dict):
+            _panel(ax, title, content, metrics.models, metric)
+        else:
+            _points_panel(ax, title, content, metrics.models, metric)
+        ax.set_ylabel(f"{label} (%), 95% CI", fontsize=8)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -2,14 +2,16 @@
 numbers beside the paper's (Tables 2-4) where the paper has this dataset and architecture."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from winn_robust.evaluation.indicators import WARN, Indicator
-from winn_robust.evaluation.metrics import Metrics, Rate
+from winn_robust.evaluation.metrics import McNemar, Metrics, Rate
+from winn_robust.evaluation.seeds import seed_caveat
 from winn_robust.paper import PAPER_NUMBERS
 from winn_robust.storage import atomic_write_text
+from winn_robust.units import eps_list_text, eps_text
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     eps = run.eps[0]
     attack = "fgsm" if ("fgsm", eps) in metrics.by_run else next(a for a, e in metrics.by_run if e == eps)
     at_run = metrics.by_run[(attack, eps)]
-    lines = [f"| model | ours: clean | paper: clean | ours: {attack} error (eps {eps:g}) | paper: FGSM error | "
+    lines = [f"| model | ours: clean | paper: clean | ours: {attack} error (eps {eps_text(eps)}) | paper: FGSM error | "
              "ours: corr. by method | paper | ours: corr. by baseline | paper |", "|---" * 9 + "|"]
 
     def pct(rate: Rate | None) -> str:
@@ -53,7 +55,7 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
         lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
     stronger = [(a, m) for (a, e), m in metrics.by_run.items() if e == eps and a != attack]
     if stronger:
-        lines += ["", f"The same comparison under stronger attacks (eps {eps:g}; the paper used FGSM only):", "",
+        lines += ["", f"The same comparison under stronger attacks (eps {eps_text(eps)}; the paper used FGSM only):", "",
                   "| model | attack | N | adversarial error | robust error (all attacks) |", "|---|---|---|---|---|"]
         for name in names:
             for other, m in stronger:
@@ -62,8 +64,71 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
     return lines
 
 
-def write_summary(out: Path, run: RunDescription, timings: dict[str, float], metrics: Metrics,
-                  names: list[str], methods: list[str], indicators: Sequence[Indicator] = ()) -> Path:
+SIGNIFICANCE = 0.05  # McNemar p below this is called significant in the one-seed verdict
+
+
+def _change(diff: float, test: McNemar, interval: tuple[float, float] | None = None) -> tuple[str, str]:
+    """('lowers', 'by 5.0 points (95% CI 1.7 to 8.3 over the test images; McNemar p 0.031, b=.., c=.., significant)'),
+    worded like the multi-seed verdict."""
+    significance = "significant" if test.pvalue < SIGNIFICANCE else "not significant"
+    test_text = f"exact McNemar p {test.pvalue:.3g} (b={test.b}, c={test.c}), {significance} at {SIGNIFICANCE:g}"
+    ci = ""
+    if interval is not None:
+        low, high = (-interval[1], -interval[0]) if diff < 0 else interval
+        ci = f"95% CI {100 * low:.1f} to {100 * high:.1f} over the test images; "
+    if diff == 0:
+        return "leaves", f"unchanged (0.0 points; {ci}{test_text})"
+    return ("lowers" if diff < 0 else "raises"), f"by {100 * abs(diff):.1f} points ({ci}{test_text})"
+
+
+def one_seed_verdict(metrics: Metrics, eps: float) -> str:
+    """The verdict sentence of a one-seed report, as the multi-seed reports state theirs, with the
+    per-image exact McNemar test in place of the seed bootstrap, and the one-seed caveat."""
+    sentences = []
+    base = metrics.baseline
+    for method in metrics.models[1:]:
+        clauses = []
+        for attack in metrics.attacks:
+            at_run = metrics.by_run.get((attack, eps))
+            if at_run is None:
+                continue
+            row, base_row = at_run.models[method], at_run.models[base]
+            diff = row.adv_difference
+            assert row.mcnemar_adv is not None and row.adv_error.value is not None and base_row.adv_error.value is not None
+            value = row.adv_error.value - base_row.adv_error.value
+            verb, amount = _change(value, row.mcnemar_adv, None if diff is None else (diff.low, diff.high))
+            clauses.append(f"{verb} {attack} adversarial error at eps {eps_text(eps)} (N = {at_run.n}) {amount}")
+        if clauses:
+            sentences.append(f"On 1 seed {method} " + "; ".join(clauses) + f", against the baseline ({base}).")
+        robust = metrics.robust.get(eps)
+        mine, theirs = (robust.error[method].value, robust.error[base].value) if robust is not None else (None, None)
+        if robust is not None and mine is not None and theirs is not None:
+            verb, amount = _change(mine - theirs, robust.mcnemar[method])
+            sentences.append(f"It {verb} robust error at eps {eps_text(eps)} (N = {robust.n}) {amount}.")
+        clean, clean_base = metrics.clean_error[method].value, metrics.clean_error[base].value
+        if clean is not None and clean_base is not None:
+            verb, amount = _change(clean - clean_base, metrics.mcnemar_clean[method])
+            sentences.append(f"{method} {verb} clean error {amount}.")
+    sentences.append(seed_caveat(1))
+    return " ".join(sentences)
+
+
+def wall_time_line(timings: Mapping[str, float | None], this_run: float | None = None) -> str:
+    """The time of the work behind the numbers (each job's own, kept in its folder), then, apart,
+    the time of the run that wrote this summary (which may have skipped finished jobs)."""
+    known = [v for v in timings.values() if v is not None]
+    parts = [f"{k} {'not recorded' if v is None else f'{v:.0f} s'}" for k, v in timings.items()]
+    text = "- wall time of the work behind these numbers: " + ", ".join(parts)
+    if known and len(timings) > 1:
+        text += f" (sum {sum(known):.0f} s)"
+    if this_run is not None:
+        text += f"; this summary was written by a run of {this_run:.0f} s (finished jobs are skipped, not redone)"
+    return text
+
+
+def write_summary(out: Path, run: RunDescription, timings: Mapping[str, float | None], metrics: Metrics,
+                  names: list[str], methods: list[str], indicators: Sequence[Indicator] = (),
+                  this_run: float | None = None) -> Path:
     warned = [i for i in indicators if i.status == WARN]
     trust = ["## Can these numbers be trusted?", "",
              *(f"- {name}: " + ("no warnings" if not [i for i in warned if i.model == name] else "; ".join(
@@ -75,9 +140,10 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              f"{run.epochs} epochs; test images N = {metrics.n}",
              f"- split: {run.train_size:,} training / {run.val_size:,} validation images (a seeded random split of the "
              f"dataset's training set; the test set is only evaluated)",
-             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
-             f"sweep {list(run.sweep)}",
-             "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",
+             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {eps_list_text(run.eps)}, "
+             f"sweep {eps_list_text(run.sweep) or 'none'}",
+             wall_time_line(timings, this_run), "",
+             "## Verdict", "", one_seed_verdict(metrics, run.eps[0]), "",
              *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
              "", "Full tables with 95% confidence intervals and McNemar tests: table.md; every number per image: per_example.csv.",
              ""]

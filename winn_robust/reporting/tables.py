@@ -12,11 +12,27 @@ from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
 from winn_robust.reporting.cost import cost_table, has_costs, model_costs
 from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
 
 RATE_COLUMNS = ("clean_error", "adv_error", "robust_error", "correction_by_method", "correction_by_baseline")
 MCNEMAR_COLUMNS = ("mcnemar_clean", "mcnemar_adv", "mcnemar_robust")
 STATUS_ORDER = {WARN: 0, "PASS": 1, NA: 2}
+METRIC_CHOICES = ("error", "accuracy")  # what table.md and the plots show; table.csv has both
+
+
+def shown_rate(rate: Rate | None, metric: str) -> Rate | None:
+    """An error rate as the metric shown: itself, or the accuracy (n - k of n; the exact CI of
+    an accuracy is one minus the error's, flipped)."""
+    if metric != "accuracy" or rate is None or rate.interval is None:
+        return rate
+    value, low, high = rate.interval
+    return Rate(rate.n - rate.k, rate.n, 1 - value, 1 - high, 1 - low)
+
+
+def shown_difference(diff: Difference | None, metric: str) -> Difference | None:
+    if metric != "accuracy" or diff is None:
+        return diff
+    return Difference(-diff.value, -diff.high, -diff.low, diff.resamples)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -88,6 +104,9 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
             tests: dict[str, McNemar | None] = {"mcnemar_clean": model.mcnemar_clean, "mcnemar_adv": model.mcnemar_adv,
                                                 "mcnemar_robust": robust.mcnemar.get(name)}
             diff = model.adv_difference
+            for col in ("clean_error", "adv_error", "robust_error"):  # the accuracy RobustBench reports, beside the error
+                rate = rates[col]
+                row[col.replace("_error", "_accuracy")] = None if rate is None or rate.value is None else 1 - rate.value
             row["adv_error_diff"] = None if diff is None else diff.value
             row["adv_error_diff_ci_low"] = None if diff is None else diff.low
             row["adv_error_diff_ci_high"] = None if diff is None else diff.high
@@ -105,13 +124,26 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
 
 
 # ----------------------------------------------------------------------------- table.md
+def eps_unit(provenance: Mapping[str, Any]) -> str:
+    """The unit line, true for the models of this report: winn-robust checkpoints see [-1, 1]
+    (model-space step 2*eps), external models (FILE.py, TorchScript, Python objects) [0, 1]."""
+    ours = ("checkpoint", "classifier")  # a checkpoint file, or a winn-robust Classifier given to evaluate()
+    kinds = {str(m.get("kind", "checkpoint")) for m in (provenance.get("models") or {}).values()} or {"checkpoint"}
+    if not kinds & set(ours):
+        return f"{PIXEL_UNITS} (the models receive [0, 1] images: eps is measured in their own input space)"
+    if kinds <= set(ours):
+        return EPS_UNIT
+    return (f"{PIXEL_UNITS} (external models receive [0, 1] images; winn-robust checkpoints see [-1, 1], a "
+            "model-space step of 2*eps)")
+
+
 def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
     order = eps_order(metrics, provenance.get("table_eps"))
-    sweep = ", ".join(format_eps(e) for e in order[1:])
-    eps_text = f"table eps = {format_eps(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
+    sweep = ", ".join(eps_text(e) for e in order[1:])
+    eps_line = f"table eps = {eps_text(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
     seed = provenance.get("seed")
     return [f"Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
-            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_text}, in {EPS_UNIT}. "
+            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_line}, in {eps_unit(provenance)}. "
             f"Baseline: {metrics.baseline}." + (f" Evaluation seed: {seed}." if seed is not None else ""),
             "",
             "Rates in percent with exact 95% Clopper-Pearson CIs in brackets; 'n/a' = zero denominator. "
@@ -119,7 +151,9 @@ def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
             "(b = baseline wrong & method right, c = baseline right & method wrong). Robust error: wrong on the clean "
             "image or on at least one adversarial example at that eps (every attack, crafted on any model). "
             "Differences: method minus baseline in percentage points, 95% paired bootstrap interval over the images "
-            "(2,000 resamples, seed 0)."]
+            "(2,000 resamples, seed 0)." + (" Accuracy = 1 - error, as RobustBench reports it (robust accuracy = "
+                                            "1 - robust error); table.csv holds both." if provenance.get("metric") ==
+                                            "accuracy" else "")]
 
 
 def grouped_indicators(indicators: Sequence[Indicator]) -> list[tuple[Indicator, list[float], list[float]]]:
@@ -163,10 +197,18 @@ def indicator_lines(indicators: Sequence[Indicator], models: Sequence[str]) -> l
     for worst, warned_eps, checked_eps in rows:
         status = f"**{worst.status}**" if worst.status == WARN else worst.status
         eps = warned_eps if worst.status == WARN else checked_eps
-        eps_text = ", ".join(format_eps(e) for e in dict.fromkeys(eps)) or ("-" if worst.eps is None else format_eps(worst.eps))
+        eps_cell = ", ".join(eps_text(e) for e in dict.fromkeys(eps)) or ("-" if worst.eps is None else eps_text(worst.eps))
         lines.append(f"| {worst.model} | {worst.title} | {worst.attack or '-'} | {format_value(worst.value)} | "
-                     f"{format_value(worst.threshold)} | {status} | {eps_text} | {worst.advice} | {worst.detail} |")
+                     f"{format_value(worst.threshold)} | {status} | {eps_cell} | {worst.advice} | {worst.detail} |")
     return [*lines, ""]
+
+
+def _option_text(key: str, value: Any, settings: Mapping[str, Any], eps: Sequence[float]) -> str:
+    """`key=value`; a step size of 0 (PGD's "2.5 * eps / steps") is shown as the step used."""
+    if key == "step_size" and not value and settings.get("steps"):
+        used = ", ".join(f"{eps_text(2.5 * e / int(settings['steps']))} at eps {eps_text(e)}" for e in eps if e > 0)
+        return "step_size=2.5*eps/steps" + (f" (used: {used})" if used else "")
+    return f"{key}={value}"
 
 
 def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> list[str]:
@@ -176,30 +218,32 @@ def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> 
     for name, settings in attacks.items():
         runs = metrics.for_attack(name)
         images = sorted({m.n for m in runs.values()})
-        options = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "attack")
+        options = ", ".join(_option_text(k, v, settings, list(runs)) for k, v in settings.items() if k != "attack")
         lines.append(f"| {name} | {options or '-'} | {', '.join(map(str, images))} | "
-                     f"{', '.join(format_eps(e) for e in runs)} |")
+                     f"{', '.join(eps_text(e) for e in runs)} |")
     return [*lines, ""]
 
 
-def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
+def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error") -> list[str]:
     robust = metrics.robust[at_run.eps]
-    lines = [f"| model | clean error | adversarial error | robust error (worst of {', '.join(robust.attacks)}; "
-             f"N = {robust.n}) | adv. error minus baseline's (points, 95% CI) | correction rate by method | "
-             "correction rate by baseline | McNemar p (adv. error vs baseline) |", "|---|---|---|---|---|---|---|---|"]
+    word = metric
+    lines = [f"| model | clean {word} | adversarial {word} | robust {word} (worst of {', '.join(robust.attacks)}; "
+             f"N = {robust.n}) | adv. {word} minus baseline's (points, 95% CI) | correction rate by method | "
+             f"correction rate by baseline | McNemar p (adv. {word} vs baseline) |", "|---|---|---|---|---|---|---|---|"]
     for name in metrics.models:
         row = at_run.models[name]
         base = name == metrics.baseline
-        lines.append(f"| {name} | {format_rate(row.clean_error)} | {format_rate(row.adv_error)} | "
-                     f"{format_rate(robust.error[name])} | {format_difference(row.adv_difference)} | "
+        lines.append(f"| {name} | {format_rate(shown_rate(row.clean_error, metric))} | "
+                     f"{format_rate(shown_rate(row.adv_error, metric))} | {format_rate(shown_rate(robust.error[name], metric))} "
+                     f"| {format_difference(shown_difference(row.adv_difference, metric))} | "
                      f"{'-' if base else format_rate(row.correction_by_method)} | "
                      f"{'-' if base else format_rate(row.correction_by_baseline)} | {format_pvalue(row.mcnemar_adv)} |")
-    lines += ["", f"Transfer error ({at_run.attack}, eps = {format_eps(at_run.eps)}): rows = model the adversarial "
-              "examples were crafted on, columns = model evaluated (diagonal = adversarial error).", "",
+    lines += ["", f"Transfer {word} ({at_run.attack}, eps = {eps_text(at_run.eps)}): rows = model the adversarial "
+              f"examples were crafted on, columns = model evaluated (diagonal = adversarial {word}).", "",
               "| crafted on \\ evaluated on | " + " | ".join(metrics.models) + " |",
               "|---|" + "---|" * len(metrics.models)]
     for source in metrics.models:
-        cells = " | ".join(format_rate(at_run.transfer_error[source][t]) for t in metrics.models)
+        cells = " | ".join(format_rate(shown_rate(at_run.transfer_error[source][t], metric)) for t in metrics.models)
         lines.append(f"| {source} | {cells} |")
     return lines
 
@@ -222,6 +266,13 @@ def cost_lines(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
             f"How best.pt was selected (the epoch chosen), seconds of the training passes (validation and selection "
             f"excluded), forward and backward image-passes counted by hooks on the model, and the errors at eps "
             f"{format_eps(eps)}.", "", *cost_table(costs, ["clean", *attacks, "robust"]), ""]
+def _returns_clean_images(attack: str) -> bool:
+    """Attacks (AutoAttack's) that hand back the clean image wherever they fail: for them an
+    unchanged image counts failures, not zero gradients, so the line is left out."""
+    from winn_robust.attacks import ATTACKS
+
+    cls = ATTACKS.get(attack)
+    return bool(cls is not None and cls.returns_clean_when_failed)
 
 
 def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
@@ -229,12 +280,14 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
                    attacks: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The indicators, the attacks, Table 2 (clean error), then per eps (the table eps first) and
     attack a Table 3/4 with the robust error and the transfer matrix."""
+    metric = str(provenance.get("metric") or "error")
     lines = ["# Adversarial robustness report", "", *_header(metrics, provenance), "",
              *indicator_lines(indicators, metrics.models), *attack_lines(attacks or {}, metrics),
-             "## Table 2: clean test error", "",
-             "| model | clean error | McNemar p (clean error vs baseline) |", "|---|---|---|"]
+             f"## Table 2: clean test {metric}", "",
+             f"| model | clean {metric} | McNemar p (clean error vs baseline) |", "|---|---|---|"]
     for name in metrics.models:
-        lines.append(f"| {name} | {format_rate(metrics.clean_error[name])} | {format_pvalue(metrics.mcnemar_clean.get(name))} |")
+        lines.append(f"| {name} | {format_rate(shown_rate(metrics.clean_error[name], metric))} | "
+                     f"{format_pvalue(metrics.mcnemar_clean.get(name))} |")
     cost = cost_lines(metrics, provenance)
     if cost:
         lines += ["", *cost[:-1]]
@@ -242,10 +295,10 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""
-        lines += ["", f"## Table 3/4: {attack}, eps = {format_eps(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
-                  *run_table(metrics, at_run)]
+        lines += ["", f"## Table 3/4: {attack}, eps = {eps_text(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
+                  *run_table(metrics, at_run, metric)]
         unchanged = {s: c for s, c in (unchanged_images or {}).get((attack, eps), {}).items() if c}
-        if unchanged and eps > 0:
-            lines += ["", "Images the attack left exactly unchanged (for a gradient attack: an all-zero input "
-                      "gradient): " + ", ".join(f"{s}: {c}" for s, c in unchanged.items()) + "."]
+        if unchanged and eps > 0 and not _returns_clean_images(attack):
+            lines += ["", f"Images {attack} left exactly unchanged (every pixel as it was; for a gradient attack an "
+                      "all-zero input gradient): " + ", ".join(f"{s}: {c}" for s, c in unchanged.items()) + "."]
     return "\n".join(lines) + "\n"

@@ -35,9 +35,9 @@ FIELD_HELP = {
                 "capped at 10%% of the training set for small datasets)",
     "train_limit": "use only the first N training images (quick runs)",
     "seed": "seed for weights, shuffling, pools and synthesis",
-    "generator_init": "the frozen random generator's initialisation: official (conv/linear weights std 0.1, "
-                      "biases 0, layer-norm gain 1: diverse starts) or legacy (every parameter N(0, 0.1^2), "
-                      "winn-robust 0.1: nearly identical starts)",
+    "generator_init": "how the fixed random network that draws WINN/ICN's first fake images is initialised: "
+                      "official (as the paper's code: varied first images) or legacy (an older winn-robust "
+                      "version's: nearly identical first images; only to repeat old runs)",
     "select_by": "which epoch best.pt keeps: clean (lowest validation error; ties go to the later epoch), pgd "
                  "(lowest PGD error on the validation split, ties to the later epoch) or last (the final epoch); a "
                  "comma list (clean,last) also keeps best-RULE.pt for each further rule",
