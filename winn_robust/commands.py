@@ -127,7 +127,11 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
     from winn_robust.attacks import parse_attack_options
     from winn_robust.evaluation.spec import EvalSpec
 
-    attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
+    from winn_robust.units import check_norm
+
+    norm = check_norm(args.norm)
+    attack_text = args.attack if args.attack is not None else ("fgsm" if norm == "linf" else "fgm")
+    attacks = [a.strip() for a in attack_text.split(",") if a.strip()]
     if not attacks:
         raise UserError("--attack needs at least one attack name")
     attack_eps = {}
@@ -135,10 +139,11 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
         name, sep, values = item.partition("=")
         if not sep:
             raise UserError(f"--attack-eps {item!r} must look like ATTACK=EPS[,EPS], e.g. autoattack=0.125")
-        attack_eps[name.strip().lower()] = tuple(parse_eps([values]))
-    return EvalSpec.build(parse_eps(args.eps), attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
-                          batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit),
-                          attack_eps=attack_eps)
+        attack_eps[name.strip().lower()] = tuple(parse_eps([values], norm))
+    return EvalSpec.build(parse_eps(args.eps, norm), attacks, options=parse_attack_options(args.attack_option),
+                          seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+                          attack_limits=parse_limits(args.attack_limit), attack_eps=attack_eps, norm=norm,
+                          curve=args.curve, curve_limit=args.curve_limit)
 
 
 def check_attack_args(args: argparse.Namespace) -> EvalSpec:
@@ -247,6 +252,7 @@ def run_reproduce(args: argparse.Namespace) -> None:
     from winn_robust.experiments.reproduce import EXTRA_KEYS, SHARED_TRAIN_FIELDS, reproduce, resolve_settings
 
     overrides = {key: getattr(args, key, None) for key in SHARED_TRAIN_FIELDS + EXTRA_KEYS}
+    overrides["norm"], overrides["curve"] = args.norm, args.curve
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), jobs=args.jobs,

@@ -36,7 +36,7 @@ from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import REPORT_FILES, write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate
-from winn_robust.units import EPS_UNIT, to_model_range
+from winn_robust.units import eps_unit, to_model_range
 
 SPLIT = "test"
 STATE_DIR = ".evaluation-state"
@@ -330,7 +330,7 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     provenance: dict[str, Any] = {
         "command": command, "command_timestamp": timestamp,
         "dataset": dataset.name, "split": SPLIT, "n": len(labels), "limit": spec.limit,
-        "eps": list(spec.eps), "table_eps": spec.table_eps, "eps_unit": EPS_UNIT,
+        "eps": list(spec.eps), "table_eps": spec.table_eps, "norm": spec.norm, "eps_unit": eps_unit(spec.norm),
         "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(dataset.class_names),
         "models": {name: _model_provenance(m) for name, m in zip(names, loaded)},
@@ -390,7 +390,8 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     provenance: dict[str, Any] = {
         "command": "winn_robust.evaluate()", "command_timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset, "split": SPLIT, "n": len(labels), "limit": spec.limit, "eps": list(spec.eps),
-        "table_eps": spec.table_eps, "eps_unit": EPS_UNIT, "attack": "+".join(spec.attack_names),
+        "table_eps": spec.table_eps, "norm": spec.norm, "eps_unit": eps_unit(spec.norm),
+        "attack": "+".join(spec.attack_names),
         "evaluation": spec.describe(), "seed": spec.seed, "baseline": names[0], "batch_size": spec.batch_size,
         "class_names": list(class_names), "versions": software_versions(), "device": device_description(dev),
         "torch_threads": torch.get_num_threads(),

@@ -37,10 +37,21 @@ from winn_robust.reporting.summary import RunDescription, write_summary
 from winn_robust.training import METHODS, TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.trainer import LAST_NAME, check_same_settings
-from winn_robust.units import format_eps_list, parse_eps
+from winn_robust.units import check_norm, format_eps_list, parse_eps
 
 EXTRA_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds")
 DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
+SINGLE_STEP = {"linf": "fgsm", "l2": "fgm"}     # the attack run at every eps (the paper's FGSM at L-inf)
+# L2 budgets (pixel units, the L2 norm of the perturbation of the [0, 1] image) a preset uses at
+# --norm l2 unless --eps / --sweep are given: its L-inf values do not carry over. 28x28 images:
+# MNIST's usual 1.5-2 (Croce and Hein) and half of it; 32x32x3: RobustBench's CIFAR-10 0.5.
+L2_EPS = {
+    "digits": ([0.5, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5]),
+    "mnist": ([1.5, 0.5], [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]),
+    "fashion-mnist": ([0.5, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5, 2.0]),
+    "svhn": ([0.5], [0.0, 0.125, 0.25, 0.5, 1.0]),
+    "cifar10": ([0.5], [0.0, 0.125, 0.25, 0.5, 1.0]),
+}
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed"))
 
 
@@ -93,6 +104,8 @@ class ReproduceSettings:
     jobs: int = 1
     threads: int = 0              # CPU threads in all; 0 = torch's default
     nproc_per_node: int = 1       # >1: every job runs under torchrun with this many processes
+    norm: str = "linf"            # threat model of every attack and eps
+    curve: str | None = None      # a minimum-norm attack for the robust error at every eps
 
     def launcher(self) -> list[str]:
         """torchrun's command (as `python -m torch.distributed.run`, so the same interpreter) or none."""
@@ -107,17 +120,19 @@ class ReproduceSettings:
 
     @property
     def strong_attacks(self) -> list[str]:
-        return [a for a in self.attacks if a != "fgsm"] if "fgsm" in self.attacks else []
+        single = SINGLE_STEP[self.norm]
+        return [a for a in self.attacks if a != single] if single in self.attacks else []
 
     @property
     def eval_spec(self) -> EvalSpec:
-        """FGSM (the paper's attack) at every eps on every test image; the stronger attacks at the
-        table eps, on the first `strong_limit` images."""
+        """FGSM (the paper's attack; FGM at L2) at every eps on every test image; the stronger
+        attacks at the table eps, on the first `strong_limit` images (the curve attack as well)."""
         strong = self.strong_attacks
         return EvalSpec.build(tuple(dict.fromkeys(self.eps + self.sweep)), self.attacks, options=self.attack_options,
                               seed=self.eval_seed, limit=self.test_limit, probes=True,
                               attack_eps={a: (self.eps[0],) for a in strong},
-                              attack_limits={a: self.strong_limit for a in strong} if self.strong_limit else {})
+                              attack_limits={a: self.strong_limit for a in strong} if self.strong_limit else {},
+                              norm=self.norm, curve=self.curve, curve_limit=self.strong_limit if self.curve else None)
 
     def seed_dir(self, seed: int) -> Path:
         return self.out if len(self.seeds) == 1 else self.out / f"seed-{seed}"
@@ -135,11 +150,17 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
                      threads: int = 0, eval_seed: int = 0, nproc_per_node: int = 1) -> ReproduceSettings:
     """The preset, with every override that is not None taking precedence; checked here, once."""
     values = get_preset(preset)
+    norm = check_norm(overrides.get("norm") or "linf")
+    if norm != "linf":  # the preset's L-inf eps and FGSM do not carry over: their L2 counterparts
+        l2_eps, l2_sweep = L2_EPS.get(str(overrides.get("data") or values["data"]), ([0.5], [0.0, 0.25, 0.5, 1.0]))
+        values["eps"], values["sweep"] = l2_eps, l2_sweep
+        values["attack"] = ",".join(SINGLE_STEP[norm] if a.strip().lower() == "fgsm" else a.strip()
+                                    for a in str(values.get("attack") or DEFAULT_ATTACKS).split(","))
     for key in (*SHARED_TRAIN_FIELDS, "seed", *EXTRA_KEYS):
         if overrides.get(key) is not None:
             values[key] = overrides[key]
-    eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key]) if values.get(key) else []
-           for key in ("eps", "sweep")}
+    eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key], norm)
+           if values.get(key) else [] for key in ("eps", "sweep")}
     if not eps["eps"]:
         raise UserError("give at least one --eps, in [0, 1] pixel units (e.g. --eps 0.125)")
     methods = list(dict.fromkeys(m.strip().lower() for m in values["methods"]))
@@ -174,7 +195,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         data_dir=Path(data_dir) if data_dir is not None else None, download=download,
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", jobs=jobs, threads=threads, eval_seed=eval_seed,
-        nproc_per_node=nproc_per_node)
+        nproc_per_node=nproc_per_node, norm=norm, curve=overrides.get("curve"))
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
     return settings
 
@@ -228,10 +249,14 @@ def attack_argv(settings: ReproduceSettings, spec: EvalSpec, checkpoints: Sequen
         argv += ["--model", str(path)]
     argv += ["--eps", format_eps_list(spec.eps), "--attack", ",".join(spec.attack_names), "--seed", str(spec.seed),
              "--batch-size", str(spec.batch_size)]
-    for attack in spec.attacks:
-        defaults = type(attack)(seed=attack.seed).settings()
+    if spec.norm != "linf":
+        argv += ["--norm", spec.norm]
+    if spec.curve is not None:
+        argv += ["--curve", spec.curve.name] + (["--curve-limit", str(spec.curve_limit)] if spec.curve_limit else [])
+    for attack in (*spec.attacks, *([spec.curve] if spec.curve else [])):
+        defaults = type(attack)(seed=attack.seed, norm=attack.norm).settings()
         for key, value in attack.settings().items():
-            if key not in ("attack", "seed") and defaults[key] != value:
+            if key not in ("attack", "seed", "norm") and defaults[key] != value:
                 argv += ["--attack-option", f"{attack.name}.{key}={value}"]
     for name, n in spec.attack_limits.items():
         argv += ["--attack-limit", f"{name}={n}"]

@@ -6,7 +6,9 @@ Columns (schema 2): `index`, `label`, `clean:<model>`, then for every attack run
 `adv[attack=<a>,eps=<e>,src=<s>]:<t>` (t's prediction on the example attack a crafted on s at
 eps e; empty beyond the images that attack ran on), then `worst[eps=<e>]:<m>` (1 when m is wrong
 on the clean image or on any adversarial example at eps e: the robust error's indicator).
-Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read."""
+Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read. With a minimum-norm
+curve, `minnorm[attack=<a>]:<m>` holds each image's smallest adversarial perturbation found on m
+(pixel units of the report's norm; inf = none found; empty beyond the images the curve covers)."""
 from __future__ import annotations
 
 import re
@@ -22,6 +24,7 @@ FORBIDDEN_NAME_CHARS = "[],:="
 _ADV_COLUMN = re.compile(r"^adv\[attack=(?P<attack>[^,\]=]+),eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
 _ADV_COLUMN_V1 = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
 _CLEAN_PREFIX = "clean:"
+_MINNORM_COLUMN = re.compile(r"^minnorm\[attack=(?P<attack>[^\]]+)\]:(?P<model>.+)$")
 
 
 def format_eps(eps: float) -> str:
@@ -35,6 +38,10 @@ def clean_column(model: str) -> str:
 
 def adv_column(attack: str, eps: float, source: str, target: str) -> str:
     return f"adv[attack={attack},eps={format_eps(eps)},src={source}]:{target}"
+
+
+def minnorm_column(attack: str, model: str) -> str:
+    return f"minnorm[attack={attack}]:{model}"
 
 
 def worst_column(eps: float, model: str) -> str:
@@ -71,6 +78,11 @@ def per_example_frame(result: CrossEvalResult) -> pd.DataFrame:
         for model in names:
             values = by_model[model].astype(np.int64)
             columns[worst_column(eps, model)] = values if len(values) == n else _padded(values, n)
+    if result.min_norms and result.curve is not None:
+        for model in names:
+            norms = np.full(n, np.nan)
+            norms[: len(result.min_norms[model])] = result.min_norms[model]
+            columns[minnorm_column(str(result.curve["attack"]), model)] = norms
     return pd.DataFrame(columns)
 
 
@@ -88,7 +100,13 @@ def result_from_per_example(path: str | Path, attack: str = "unknown") -> CrossE
             values = frame[column].dropna().to_numpy(np.int64)
             adv.setdefault((name, float(match["eps"])), {}).setdefault(match["src"], {})[match["tgt"]] = values
     sizes = {key: len(next(iter(row.values()))) for key, by_source in adv.items() for row in [next(iter(by_source.values()))]}
-    return CrossEvalResult(labels=labels, clean_preds=clean, adv_preds=adv, run_sizes=sizes)
+    result = CrossEvalResult(labels=labels, clean_preds=clean, adv_preds=adv, run_sizes=sizes)
+    for column in frame.columns:
+        match = _MINNORM_COLUMN.match(column)
+        if match:
+            result.curve = result.curve or {"attack": match["attack"]}
+            result.min_norms[match["model"]] = frame[column].dropna().to_numpy(np.float64)
+    return result
 
 
 def metrics_from_per_example(path: str | Path, baseline: str) -> Metrics:

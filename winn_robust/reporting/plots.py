@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
-from winn_robust.units import PIXEL_UNITS
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -31,7 +31,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str]) -> None:
+def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str],
+           norm: str = DEFAULT_NORM) -> None:
     for index, name in enumerate(models):
         points = [(eps, rate.interval) for eps, rate in series.get(name, []) if rate.interval is not None]
         if not points:
@@ -46,7 +47,7 @@ def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]
             low, high = 100 * points[0][1][1], 100 * points[0][1][2]
             ax.errorbar(xs, values, yerr=[[values[0] - low], [high - values[0]]], color=colour, capsize=4)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(f"eps ({PIXEL_UNITS})")
+    ax.set_xlabel(f"{NORM_LABELS.get(norm, norm)} eps ({PIXEL_UNITS})")
     ax.set_xlim(left=0)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -55,7 +56,8 @@ def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]
 def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[str, Any] | None = None) -> Path:
     """Adversarial error (percent) vs eps per attack, and the robust error, with 95% CI bands."""
     provenance = provenance or {}
-    dataset = provenance.get("dataset", "")
+    norm = str(provenance.get("norm") or DEFAULT_NORM)
+    dataset = f"{provenance.get('dataset', '')} {NORM_LABELS.get(norm, norm)}".strip()
     panels: list[tuple[str, dict[str, list[tuple[float, Rate]]]]] = []
     for attack in metrics.attacks:
         runs = sorted(metrics.for_attack(attack).items())
@@ -70,7 +72,7 @@ def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[st
     fig = Figure(figsize=(4.6 * len(panels), 3.8))
     axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
     for ax, (title, series) in zip(axes, panels):
-        _panel(ax, title, series, metrics.models)
+        _panel(ax, title, series, metrics.models, norm)
     axes[0].set_ylabel("error (%), 95% CI")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -11,7 +11,7 @@ import pandas as pd
 from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
 from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS, eps_unit
 
 RATE_COLUMNS = ("clean_error", "adv_error", "robust_error", "correction_by_method", "correction_by_baseline")
 MCNEMAR_COLUMNS = ("mcnemar_clean", "mcnemar_adv", "mcnemar_robust")
@@ -63,8 +63,21 @@ def _model_info(provenance: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(provenance.get("models", {}).get(name, {}))
 
 
+def report_norm(provenance: Mapping[str, Any]) -> str:
+    """The report's threat model; reports from before L2 existed are L-inf."""
+    return str(provenance.get("norm") or DEFAULT_NORM)
+
+
+def eps_label(norm: str) -> str:
+    """'eps' at L-inf (as reports always said), 'L2 eps' otherwise."""
+    return "eps" if norm == DEFAULT_NORM else f"{NORM_LABELS[norm]} eps"
+
+
 def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per eps, attack and model (baseline first); value, CI and counts for every rate."""
+    """One row per eps, attack and model (baseline first); value, CI and counts for every rate.
+    An L2 report has a `norm` column and says L2 in `eps_unit` (an L-inf one is as it always was)."""
+    norm = report_norm(provenance)
+    unit = eps_unit(norm)
     rows = []
     for attack, eps in ordered_runs(metrics, provenance.get("table_eps")):
         at_run = metrics.by_run[(attack, eps)]
@@ -73,7 +86,8 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
             info = _model_info(provenance, name)
             row: dict[str, Any] = {"model": name, "checkpoint": info.get("checkpoint", ""),
                                    "method": info.get("method", ""), "arch": info.get("arch", ""), "attack": attack,
-                                   "eps": eps, "eps_unit": EPS_UNIT, "n": at_run.n, "n_robust": robust.n}
+                                   "eps": eps, **({"norm": norm} if norm != DEFAULT_NORM else {}),
+                                   "eps_unit": unit, "n": at_run.n, "n_robust": robust.n}
             model = at_run.models[name]
             rates: dict[str, Rate | None] = {col: getattr(model, col) for col in RATE_COLUMNS if col != "robust_error"}
             rates["robust_error"] = robust.error[name]
@@ -97,7 +111,7 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
                 row[f"{col}_p"] = None if test is None else test.pvalue
             rows.append(row)
     frame = pd.DataFrame(rows)
-    text = ("model", "checkpoint", "method", "arch", "attack", "eps_unit")
+    text = ("model", "checkpoint", "method", "arch", "attack", "norm", "eps_unit")
     counts = [c for c in frame.columns if c.endswith(("_k", "_n", "_b", "_c")) or c in ("n", "n_robust")]
     float_cols = [c for c in frame.columns if c not in counts and c not in text]
     return frame.astype({**{c: "Int64" for c in counts}, **{c: "float64" for c in float_cols}})
@@ -109,8 +123,10 @@ def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
     sweep = ", ".join(format_eps(e) for e in order[1:])
     eps_text = f"table eps = {format_eps(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
     seed = provenance.get("seed")
-    return [f"Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
-            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_text}, in {EPS_UNIT}. "
+    norm = report_norm(provenance)
+    threat = "" if norm == DEFAULT_NORM else f"Threat model: {NORM_LABELS[norm]}. "
+    return [f"{threat}Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
+            f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_text}, in {eps_unit(norm)}. "
             f"Baseline: {metrics.baseline}." + (f" Evaluation seed: {seed}." if seed is not None else ""),
             "",
             "Rates in percent with exact 95% Clopper-Pearson CIs in brackets; 'n/a' = zero denominator. "
@@ -181,7 +197,7 @@ def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> 
     return [*lines, ""]
 
 
-def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
+def run_table(metrics: Metrics, at_run: EpsMetrics, norm: str = DEFAULT_NORM) -> list[str]:
     robust = metrics.robust[at_run.eps]
     lines = [f"| model | clean error | adversarial error | robust error (worst of {', '.join(robust.attacks)}; "
              f"N = {robust.n}) | adv. error minus baseline's (points, 95% CI) | correction rate by method | "
@@ -193,7 +209,7 @@ def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
                      f"{format_rate(robust.error[name])} | {format_difference(row.adv_difference)} | "
                      f"{'-' if base else format_rate(row.correction_by_method)} | "
                      f"{'-' if base else format_rate(row.correction_by_baseline)} | {format_pvalue(row.mcnemar_adv)} |")
-    lines += ["", f"Transfer error ({at_run.attack}, eps = {format_eps(at_run.eps)}): rows = model the adversarial "
+    lines += ["", f"Transfer error ({at_run.attack}, {eps_label(norm)} = {format_eps(at_run.eps)}): rows = model the adversarial "
               "examples were crafted on, columns = model evaluated (diagonal = adversarial error).", "",
               "| crafted on \\ evaluated on | " + " | ".join(metrics.models) + " |",
               "|---|" + "---|" * len(metrics.models)]
@@ -205,21 +221,24 @@ def run_table(metrics: Metrics, at_run: EpsMetrics) -> list[str]:
 
 def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
                    unchanged_images: Mapping[tuple[str, float], Mapping[str, int]] | None = None,
-                   attacks: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+                   attacks: Mapping[str, Mapping[str, Any]] | None = None, extra: Sequence[str] = ()) -> str:
     """The indicators, the attacks, Table 2 (clean error), then per eps (the table eps first) and
-    attack a Table 3/4 with the robust error and the transfer matrix."""
+    attack a Table 3/4 with the robust error and the transfer matrix; `extra` lines (the
+    minimum-norm curve's section) after Table 2."""
+    norm = report_norm(provenance)
     lines = ["# Adversarial robustness report", "", *_header(metrics, provenance), "",
              *indicator_lines(indicators, metrics.models), *attack_lines(attacks or {}, metrics),
              "## Table 2: clean test error", "",
              "| model | clean error | McNemar p (clean error vs baseline) |", "|---|---|---|"]
     for name in metrics.models:
         lines.append(f"| {name} | {format_rate(metrics.clean_error[name])} | {format_pvalue(metrics.mcnemar_clean.get(name))} |")
+    lines += list(extra)
     table_eps = provenance.get("table_eps")
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""
-        lines += ["", f"## Table 3/4: {attack}, eps = {format_eps(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
-                  *run_table(metrics, at_run)]
+        lines += ["", f"## Table 3/4: {attack}, {eps_label(norm)} = {format_eps(eps)}{label} ({PIXEL_UNITS}), "
+                  f"N = {at_run.n}", "", *run_table(metrics, at_run, norm)]
         unchanged = {s: c for s, c in (unchanged_images or {}).get((attack, eps), {}).items() if c}
         if unchanged and eps > 0:
             lines += ["", "Images the attack left exactly unchanged (for a gradient attack: an all-zero input "
