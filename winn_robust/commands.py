@@ -126,7 +126,6 @@ def parse_limits(items: list[str]) -> dict[str, int]:
 def eval_spec(args: argparse.Namespace) -> EvalSpec:
     from winn_robust.attacks import parse_attack_options
     from winn_robust.evaluation.spec import EvalSpec
-
     from winn_robust.units import check_norm
 
     norm = check_norm(args.norm)

@@ -11,8 +11,7 @@ from collections.abc import Iterable, Mapping
 from winn_robust.attacks.autoattack_adapter import APGDCE, APGDT, FABT, Square, StandardAutoAttack
 from winn_robust.attacks.base import Attack, coerce_options
 from winn_robust.attacks.fgsm import FGSM
-from winn_robust.attacks.foolbox_adapter import (FoolboxBIM, FoolboxDDN, FoolboxDeepFool, FoolboxFGM, FoolboxFGSM,
-                                                 FoolboxFMN, FoolboxPGD)
+from winn_robust.attacks.foolbox_adapter import FoolboxBIM, FoolboxDDN, FoolboxDeepFool, FoolboxFGM, FoolboxFGSM, FoolboxFMN, FoolboxPGD
 from winn_robust.attacks.pgd import PGD
 from winn_robust.attacks.pgd_l2 import FGM, PGDL2
 from winn_robust.errors import UserError
@@ -27,9 +26,9 @@ for _cls in _CLASSES:
     for _norm in _cls.norms:
         VARIANTS.setdefault(_cls.name, {})[_norm] = _cls
 
-# name -> its class at the default norm (or its only class): the names the CLI lists
-ATTACKS: dict[str, type[Attack]] = {name: by_norm.get(DEFAULT_NORM, next(iter(by_norm.values())))
-                                    for name, by_norm in VARIANTS.items()}
+# name -> its class at the default norm (L-inf), as before L2 existed; `attacks_for("l2")` lists the L2 names
+ATTACKS: dict[str, type[Attack]] = {name: by_norm[DEFAULT_NORM] for name, by_norm in VARIANTS.items()
+                                    if DEFAULT_NORM in by_norm}
 
 
 def attacks_for(norm: str) -> list[str]:

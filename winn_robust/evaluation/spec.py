@@ -19,7 +19,6 @@ from winn_robust.attacks import Attack, make_attack
 from winn_robust.errors import UserError
 from winn_robust.units import DEFAULT_NORM, NORM_LABELS, check_eps, check_norm
 
-
 CURVE_ATTACKS = {"fmn": "foolbox-fmn", "ddn": "foolbox-ddn", "deepfool": "foolbox-deepfool"}
 
 

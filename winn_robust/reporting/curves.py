@@ -77,13 +77,13 @@ def plot_curves(curves: Mapping[str, Curve], metrics: Metrics, path: str | Path,
                 label=f"{model} ({attack}; median {_norm_text(curve.median)})")
         ax.fill_between(xs, [100 * iv[1] for _, iv in points], [100 * iv[2] for _, iv in points], color=colour,
                         alpha=0.15, linewidth=0)
-        fixed = [(eps, r.error[model].interval) for eps, r in sorted(metrics.robust.items())
-                 if r.error[model].interval is not None]
+        fixed = [(eps, iv) for eps, r in sorted(metrics.robust.items()) if (iv := r.error[model].interval) is not None]
         if fixed:
             values = [100 * iv[0] for _, iv in fixed]
-            ax.errorbar([e for e, _ in fixed], values, yerr=[[v - 100 * iv[1] for v, (_, iv) in zip(values, fixed)],
-                                                             [100 * iv[2] - v for v, (_, iv) in zip(values, fixed)]],
-                        fmt=marker, color=colour, capsize=3, label=f"{model}: fixed-eps attacks' robust error")
+            below = [v - 100 * iv[1] for v, (_, iv) in zip(values, fixed)]
+            above = [100 * iv[2] - v for v, (_, iv) in zip(values, fixed)]
+            ax.errorbar([e for e, _ in fixed], values, yerr=[below, above], fmt=marker, color=colour, capsize=3,
+                        label=f"{model}: fixed-eps attacks' robust error")
     ax.set_title(f"{dataset} {NORM_LABELS[norm]}: robust error vs eps from {attack} (N = "
                  f"{next(iter(curves.values())).n if curves else 0})".strip(), fontsize=9)
     ax.set_xlabel(f"{NORM_LABELS[norm]} eps ({PIXEL_UNITS})")

@@ -16,9 +16,9 @@ from winn_robust.evaluation.curves import compute_curves
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
+from winn_robust.reporting.curves import curve_frame, curve_lines, plot_curves
 from winn_robust.reporting.per_example import per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
-from winn_robust.reporting.curves import curve_frame, curve_lines, plot_curves
 from winn_robust.reporting.tables import report_norm, table_frame, table_markdown
 from winn_robust.units import eps_unit
 
