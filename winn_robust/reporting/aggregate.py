@@ -50,7 +50,7 @@ from winn_robust.evaluation.seeds import (
 )
 from winn_robust.reporting.files import _json_safe
 from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS, eps_unit
 
 AGGREGATE_SCHEMA_VERSION = 1
 MIN_RESAMPLES = 100
@@ -355,6 +355,11 @@ class Aggregate:
     bootstrap_seed: int
 
     @property
+    def norm(self) -> str:
+        """The seeds' threat model (their results.json provenance; L-inf when none says)."""
+        return str(next((s.provenance["norm"] for s in self.seeds if s.provenance.get("norm")), DEFAULT_NORM))
+
+    @property
     def methods(self) -> tuple[str, ...]:
         return self.models[1:]
 
@@ -622,8 +627,9 @@ def aggregate_markdown(agg: Aggregate) -> str:
     """table.md: the verdict, what was aggregated and how, then the tables at the table eps."""
     old = any(s.schema == 1 for s in agg.seeds)
     lines = [f"# Aggregate robustness report: {len(agg.seeds)} seeds", "", verdict(agg), "",
+             ("" if agg.norm == DEFAULT_NORM else f"Threat model: {NORM_LABELS[agg.norm]}. ") +
              f"Dataset: {agg.dataset}, N = {agg.n} test images (the same images in every seed). Baseline: {agg.baseline}. "
-             f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {EPS_UNIT}: {_eps_list(agg.eps)}; "
+             f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {eps_unit(agg.norm)}: {_eps_list(agg.eps)}; "
              f"the tables show eps {_eps_list(agg.table_eps)}, table.csv and results.json every eps.", "",
              "Seeds:", "", *_seed_lines(agg), "", "Statistics:", "", *_statistics_lines(agg), "",
              "Rates in percent. Per-seed cells of a method: its error, and in parentheses its difference from the same "
@@ -660,7 +666,7 @@ def aggregate_frame(agg: Aggregate) -> pd.DataFrame:
     records = []
     for row in agg.rows:
         record: dict[str, Any] = {"model": row.model, "baseline": agg.baseline, "metric": row.metric, "attack": row.attack,
-                                  "eps": row.eps, "eps_unit": EPS_UNIT, "n_seeds": row.summary.n, "n_images": row.n_images or agg.n}
+                                  "eps": row.eps, "eps_unit": eps_unit(agg.norm), "n_seeds": row.summary.n, "n_images": row.n_images or agg.n}
         record.update({f"value:{label}": v for label, v in zip(agg.labels, row.per_seed)})
         record.update({"mean": row.summary.mean, "sd": row.summary.sd, "min": row.summary.min, "max": row.summary.max,
                        "mean_ci_low": row.mean_interval.low if row.mean_interval else None,
@@ -685,7 +691,7 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
     return {
         "schema_version": AGGREGATE_SCHEMA_VERSION, "kind": "winn-robust aggregate over seeds",
         "dataset": agg.dataset, "n_images": agg.n, "baseline": agg.baseline, "models": list(agg.models),
-        "attacks": list(agg.attacks), "eps": list(agg.eps), "table_eps": list(agg.table_eps), "eps_unit": EPS_UNIT,
+        "attacks": list(agg.attacks), "eps": list(agg.eps), "table_eps": list(agg.table_eps), "eps_unit": eps_unit(agg.norm),
         "seed_folders": [{"label": label, "folder": str(seed.folder), "seed": seed.seed, "per_example_schema": seed.schema,
                           "has_results_json": seed.has_results_json} for label, seed in zip(agg.labels, agg.seeds)],
         "statistics": {"interval": f"{int(CI_LEVEL * 100)}% {BOOTSTRAP_METHOD}", "bootstrap_resamples": agg.resamples,
