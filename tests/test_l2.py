@@ -129,7 +129,7 @@ def test_fgm_is_one_normalised_step_of_two_eps(trained, digits):
 
 # ----------------------------------------------------------------------------- the norm as a setting
 def test_an_attack_without_the_asked_norm_is_one_user_error():
-    with pytest.raises(UserError, match="fgsm has no L2 version.*fgm"):
+    with pytest.raises(UserError, match=r"fgsm has no L2 version.*fgm"):
         make_attack("fgsm", norm="l2")
     with pytest.raises(UserError, match="fgm has no L-inf version"):
         make_attack("fgm")
@@ -230,3 +230,19 @@ def test_attack_norm_l2_with_a_curve_end_to_end_and_rebuilt_byte_identical(tmp_p
     assert main([*argv[:-1], str(tmp_path / "bad"), "--attack", "fgsm,pgd"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fgsm has no L2 version" in err
+
+
+def test_reproduce_hands_the_norm_and_curve_to_its_attack_job(tmp_path):
+    from pathlib import Path
+
+    from winn_robust.cli import build_parser
+    from winn_robust.commands import eval_spec
+    from winn_robust.experiments.reproduce import attack_argv
+
+    settings = resolve_settings("quick", {"norm": "l2", "curve": "fmn", "strong_limit": 50},
+                                out=tmp_path, attack_options={"pgd": {"steps": "7"}})
+    spec = settings.eval_spec
+    argv = attack_argv(settings, spec, [Path("a.pt"), Path("b.pt")], tmp_path, "cpu")
+    assert argv[argv.index("--norm") + 1] == "l2" and argv[argv.index("--curve") + 1] == "foolbox-fmn"
+    rebuilt = eval_spec(build_parser().parse_args(argv))
+    assert rebuilt.describe() == spec.describe()  # the job evaluates exactly what reproduce planned

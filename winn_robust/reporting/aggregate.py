@@ -666,7 +666,8 @@ def aggregate_frame(agg: Aggregate) -> pd.DataFrame:
     records = []
     for row in agg.rows:
         record: dict[str, Any] = {"model": row.model, "baseline": agg.baseline, "metric": row.metric, "attack": row.attack,
-                                  "eps": row.eps, "eps_unit": eps_unit(agg.norm), "n_seeds": row.summary.n, "n_images": row.n_images or agg.n}
+                                  "eps": row.eps, "eps_unit": eps_unit(agg.norm), "n_seeds": row.summary.n,
+                                  "n_images": row.n_images or agg.n}
         record.update({f"value:{label}": v for label, v in zip(agg.labels, row.per_seed)})
         record.update({"mean": row.summary.mean, "sd": row.summary.sd, "min": row.summary.min, "max": row.summary.max,
                        "mean_ci_low": row.mean_interval.low if row.mean_interval else None,
