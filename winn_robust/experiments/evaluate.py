@@ -206,7 +206,9 @@ class EvaluationReport:
             return None
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {table_eps:g} "
+        norm = self.provenance.get("norm", "linf")
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at "
+                 f"{'eps' if norm == 'linf' else norm.upper() + ' eps'} {table_eps:g} "
                  f"({'; '.join(sorted({r[0].split(' on ')[0] for r in rows}))}); red = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
@@ -223,7 +225,8 @@ class EvaluationReport:
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
-            lines.append(f"{attack} at eps {eps:g} (N = {at_run.n}):")
+            norm = self.provenance.get("norm", "linf")
+            lines.append(f"{attack} at {'eps' if norm == 'linf' else norm.upper() + ' eps'} {eps:g} (N = {at_run.n}):")
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (

@@ -362,7 +362,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     timings["total"] = time.perf_counter() - started
     run = RunDescription(preset=settings.preset, command=settings.command, machine=machine_description(device),
                          data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
-                         train_size=train_size, val_size=val)
+                         train_size=train_size, val_size=val, norm=settings.norm)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
     for seed_dir in seed_dirs:
         write_seed_summary(seed_dir, run, timings, list(settings.methods))

@@ -24,6 +24,7 @@ class RunDescription:
     sweep: Sequence[float]
     train_size: int = 0
     val_size: int = 0
+    norm: str = "linf"          # the evaluation's threat model; the paper's numbers are L-inf
 
 
 def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], methods: list[str]) -> list[str]:
@@ -43,11 +44,13 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
 
     for name, method in zip(names, methods):
         row = at_run.models[name]
-        ref = PAPER_NUMBERS.get((run.data, run.arch, method)) or (None, None, None, None)
+        ref = (PAPER_NUMBERS.get((run.data, run.arch, method)) if run.norm == "linf" else None) or (None, None, None, None)
         lines.append(f"| {name} | {pct(row.clean_error)} | {paper(ref[0])} | {pct(row.adv_error)} | {paper(ref[1])} | "
                      f"{pct(row.correction_by_method) if method != 'baseline' else '-'} | {paper(ref[2])} | "
                      f"{pct(row.correction_by_baseline) if method != 'baseline' else '-'} | {paper(ref[3])} |")
-    if not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
+    if run.norm != "linf":
+        lines += ["", "The paper's numbers are L-inf FGSM; this evaluation is L2, so its columns show '-'."]
+    elif not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
         lines.append("")
         lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
     stronger = [(a, m) for (a, e), m in metrics.by_run.items() if e == eps and a != attack]
@@ -74,7 +77,9 @@ def write_summary(out: Path, run: RunDescription, timings: dict[str, float], met
              f"{run.epochs} epochs; test images N = {metrics.n}",
              f"- split: {run.train_size:,} training / {run.val_size:,} validation images (a seeded random split of the "
              f"dataset's training set; the test set is only evaluated)",
-             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {list(run.eps)}, "
+             ("- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps)" if run.norm == "linf" else
+              "- threat model L2: eps is the L2 norm of the perturbation in [0, 1] pixel units (models see [-1, 1]; "
+              "model-space norm 2*eps)") + f"; tables at {list(run.eps)}, "
              f"sweep {list(run.sweep)}",
              "- wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()), "",
              *trust, "## Ours beside the paper (Tables 2-4)", "", *paper_comparison(run, metrics, names, methods),
