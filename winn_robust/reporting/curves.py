@@ -43,13 +43,15 @@ def curve_lines(curves: Mapping[str, Curve], metrics: Metrics, attack: str, norm
         return []
     n = next(iter(curves.values())).n
     label = eps_label(norm)
-    head = " | ".join(f"curve at {label} {e:g} | fixed-eps robust error at {e:g}" for e in eps_values)
+    head = " | ".join(f"curve at {label} {e:g} | fixed-eps robust error at {e:g}"
+                      + (f" (N = {metrics.robust[e].n})" if e in metrics.robust else "") for e in eps_values)
     lines = ["", f"## Robust error over every eps: {attack} ({NORM_LABELS[norm]} minimum-norm attack), N = {n}", "",
              f"Each image's smallest adversarial perturbation found by {attack} (its {NORM_LABELS[norm]} norm in "
              f"{PIXEL_UNITS}; 0 when the clean image is already wrong): the curve at eps is the fraction of images "
              "with a perturbation at most eps, a lower bound on the robust error at every eps from one attack "
              "(curve.csv, curve.png). It can only be at or below the fixed-eps attacks' worst case; where it is "
-             "above, the failure indicator 'minimum-norm curve above the fixed-eps attacks' warns.", "",
+             "above, the failure indicator 'minimum-norm curve above the fixed-eps attacks' warns (it compares "
+             "both on the images both cover; the fixed-eps column gives the robust error on its own N).", "",
              f"| model | median minimal perturbation | images fooled at any eps | {head} |",
              "|---|---|---|" + "---|---|" * len(eps_values)]
     for model, curve in curves.items():
