@@ -32,6 +32,14 @@ no random start in every pipeline, so all of them do the same deterministic work
   No random start: the harness draws its start per (batch, model) from a derived generator, and
   neither library can be handed that start, so sharing one would need a library change.
 
+PGD-L2 (`--iterative-n` images, the same S steps of 2.5 eps / S at the L2 budget `--l2-eps`, one
+restart, no random start; units.eps_to_model: model-space L2 radius 2 eps):
+  harness       cross_evaluate with our L2 `pgd` (EvalSpec norm="l2"; winn_robust.attacks.pgd_l2)
+  foolbox       foolbox.attacks.L2PGD(steps=S, abs_stepsize=eps_to_model(2.5 eps / S), random_start=False)
+  torchattacks  torchattacks.PGDL2(m01, eps, alpha=2.5 eps / S, steps=S, random_start=False)
+  floor         the same S passes in bare torch: normalised-gradient step, L2-ball projection and
+                box clip with pgd_l2's tensor ops (bit-identical iterates), then the K^2 forwards
+
 APGD-CE (`--iterative-n` images, `--apgd-steps` iterations, one restart):
   harness       cross_evaluate with our `apgd-ce` (winn_robust.attacks.autoattack_adapter)
   direct        pyautoattack called directly: per batch and model A,
@@ -109,12 +117,13 @@ from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model, to_model_rang
 
 SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-ATTACKS = ("fgsm", "pgd", "apgd-ce")
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "pgd-l2")
 PIPELINES = ("harness", "foolbox", "torchattacks", "floor")          # FGSM
 PGD_PIPELINES = ("harness", "foolbox", "torchattacks", "floor")
 APGD_PIPELINES = ("harness", "direct")
 LIBRARIES = ("foolbox", "torchattacks")
 PGD_FLOOR_MIN = 0.9          # floor seconds / harness seconds
+L2_FLOOR_MIN = 1 / 1.1       # L2 PGD: within 1.1x of its floor
 APGD_OVERHEAD_MAX = 0.05     # harness seconds / direct seconds - 1
 TRAIN_BATCH = 128
 
@@ -133,11 +142,17 @@ class Work:
     seed: int = 0
     pgd_steps: int = 20
     apgd_steps: int = 20
+    l2_eps: float = 1.0
 
     @property
     def pgd_step(self) -> float:
         """PGD's step in pixel units: 2.5 eps / steps, the same in every pipeline."""
         return 2.5 * self.eps / self.pgd_steps
+
+    @property
+    def l2_step(self) -> float:
+        """L2 PGD's step in pixel units: 2.5 l2_eps / steps."""
+        return 2.5 * self.l2_eps / self.pgd_steps
 
 
 Pipeline = Callable[[Models, torch.Tensor, torch.Tensor, Work], Preds]
@@ -226,15 +241,17 @@ def append_clean(models: Models, x: torch.Tensor, clean: dict[str, list[torch.Te
 
 
 # ----------------------------------------------------------------------------- the harness, any attack
-def harness_pipeline(attack: str, options: Callable[[Work], dict[str, Any]] | None = None) -> Pipeline:
-    """Our cross-evaluation with one attack (and its options for this work)."""
+def harness_pipeline(attack: str, options: Callable[[Work], dict[str, Any]] | None = None,
+                     norm: str = "linf") -> Pipeline:
+    """Our cross-evaluation with one attack (and its options for this work) at `norm`."""
 
     def run(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
         opts = {attack: options(work)} if options else None
-        spec = EvalSpec.build((work.eps,), [attack], options=opts, batch_size=work.batch_size, probes=False,
-                              seed=work.seed)
+        eps = work.eps if norm == "linf" else work.l2_eps
+        spec = EvalSpec.build((eps,), [attack], options=opts, batch_size=work.batch_size, probes=False,
+                              seed=work.seed, norm=norm)
         result = cross_evaluate(models, images, labels, spec, device=images.device, progress=False)
-        return result.clean_preds, result.adv_preds[(attack, work.eps)]
+        return result.clean_preds, result.adv_preds[(attack, eps)]
     return run
 
 
@@ -401,6 +418,77 @@ PGD_RUNNERS: dict[str, Pipeline] = {
     "floor": run_pgd_floor}
 
 
+# ----------------------------------------------------------------------------- PGD-L2
+def pgd_l2_options(work: Work) -> dict[str, Any]:
+    """Our L2 pgd doing the libraries' work: one restart, no random start, 2.5 eps / steps."""
+    return {"steps": work.pgd_steps, "step_size": work.l2_step, "restarts": 1, "random_start": False}
+
+
+def pgd_l2_foolbox(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
+    """foolbox's L2PGD in model units (radius and step 2x the pixel-unit values)."""
+    import foolbox
+
+    fmodel = foolbox_model(model, device)
+    attack = foolbox.attacks.L2PGD(steps=work.pgd_steps, abs_stepsize=eps_to_model(work.l2_step), random_start=False)
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, clipped, _ = attack(fmodel, x, y, epsilons=eps_to_model(work.l2_eps))
+        return clipped
+    return run
+
+
+def pgd_l2_torchattacks(model: nn.Module, work: Work) -> AttackFn:
+    """torchattacks' PGDL2 in [0, 1] pixel space (eps and alpha in pixel units)."""
+    import torchattacks
+
+    attack = torchattacks.PGDL2(ZeroOne(model).eval(), eps=work.l2_eps, alpha=work.l2_step, steps=work.pgd_steps,
+                                random_start=False)
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return to_model_range(attack(to_pixel_range(x), y))
+    return run
+
+
+def run_pgd_l2_floor(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
+    """Our L2 PGD in bare torch, per batch and model: `steps` forward+input-backward passes, each a
+    step of eps_to_model(step) along the gradient normalised per image, projected onto the L2
+    ball and clipped to the box with the ops of attacks/pgd_l2.py (bit-identical iterates); then
+    the K^2 forwards on the last iterates. No best-iterate bookkeeping, no extra last forward."""
+    names = list(models)
+    radius, alpha = eps_to_model(work.l2_eps), eps_to_model(work.l2_step)
+    clean, adv = empty_preds(names)
+    with frozen_eval(*models.values()):
+        for start in batches(len(images), work.batch_size):
+            x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
+            shape = (-1, *[1] * (x.dim() - 1))
+            crafted = {}
+            for s in names:
+                current = x
+                for step in range(work.pgd_steps):
+                    current = current.detach().requires_grad_(True)
+                    logits = models[s](current)
+                    if step == 0:
+                        clean[s].append(logits.detach().argmax(1))
+                    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="none").sum(), current)
+                    moved = current.detach() + alpha * (grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape))
+                    delta = moved - x
+                    factor = torch.clamp(radius / delta.flatten(1).norm(dim=1).clamp_min(1e-12), max=1.0)
+                    current = (x + delta * factor.view(shape)).clamp(MODEL_LOW, MODEL_HIGH)
+                crafted[s] = current.detach()
+            with torch.inference_mode():
+                for s in names:
+                    for t in names:
+                        adv[s][t].append(models[t](crafted[s]).argmax(1))
+    return collect(clean, adv)
+
+
+PGD_L2_RUNNERS: dict[str, Pipeline] = {
+    "harness": harness_pipeline("pgd", pgd_l2_options, norm="l2"),
+    "foolbox": library_pipeline(pgd_l2_foolbox),
+    "torchattacks": library_pipeline(lambda model, device, work: pgd_l2_torchattacks(model, work)),
+    "floor": run_pgd_l2_floor}
+
+
 # ----------------------------------------------------------------------------- APGD-CE
 def apgd_options(work: Work) -> dict[str, Any]:
     return {"steps": work.apgd_steps, "restarts": 1}
@@ -462,6 +550,7 @@ SUITES: dict[str, Suite] = {
     "fgsm": Suite("fgsm", RUNNERS, "floor", LIBRARIES),
     "pgd": Suite("pgd", PGD_RUNNERS, "floor", LIBRARIES),
     "apgd-ce": Suite("apgd-ce", APGD_RUNNERS, None, ()),
+    "pgd-l2": Suite("pgd-l2", PGD_L2_RUNNERS, "floor", LIBRARIES),
 }
 
 
@@ -513,7 +602,7 @@ def pixel_agreement(models: Models, x: torch.Tensor, y: torch.Tensor, eps: float
 
 def check_agreement(attack: str, outputs: Mapping[str, Preds], labels: np.ndarray) -> dict[str, Any]:
     """The agreement numbers of one attack's pipelines (see the module docstring)."""
-    if attack == "pgd":
+    if attack in ("pgd", "pgd-l2"):
         return {"vs_harness": {p: agreement(outputs["harness"], outputs[p]) for p in ("foolbox", "torchattacks", "floor")},
                 "vs_floor": {p: agreement(outputs["floor"], outputs[p]) for p in ("foolbox", "torchattacks")},
                 "superset": pgd_superset(outputs["harness"], outputs["floor"], labels)}
@@ -550,10 +639,10 @@ def requirement(suite: Suite, rows: Mapping[str, Mapping[str, Any]]) -> dict[str
     harness = rows["harness"]["seconds_best"]
     out: dict[str, Any] = {"not_slower_than": {lib: rows[lib]["seconds_best"] >= harness for lib in suite.libraries}}
     met = all(out["not_slower_than"].values())
-    if suite.attack == "pgd":
+    if suite.attack in ("pgd", "pgd-l2"):
         out["floor_over_harness"] = rows["floor"]["seconds_best"] / harness
-        out["floor_min"] = PGD_FLOOR_MIN
-        met &= out["floor_over_harness"] >= PGD_FLOOR_MIN
+        out["floor_min"] = PGD_FLOOR_MIN if suite.attack == "pgd" else round(L2_FLOOR_MIN, 4)
+        met &= out["floor_over_harness"] >= out["floor_min"]
     if suite.attack == "apgd-ce":
         out["overhead"] = harness / rows["direct"]["seconds_best"] - 1
         out["overhead_max"] = APGD_OVERHEAD_MAX
@@ -651,7 +740,7 @@ def format_agreement(res: dict[str, Any], torchattacks_min: float, attack: str =
         for lib, px in table["pixels"].items():
             lines.append(f"  {lib:<13} adversarial images vs our FGSM (first batch): max |diff| {px['max_abs_diff']:.3g}, "
                          f"{px['pixels_identical']:.4%} of pixels bit-identical")
-    elif attack == "pgd":
+    elif attack in ("pgd", "pgd-l2"):
         for p, a in agree["vs_harness"].items():
             passed = a["clean_fraction"] == 1.0
             ok &= passed
@@ -687,6 +776,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eps", type=float, default=0.125, help="eps in [0, 1] pixel units (every attack)")
     ap.add_argument("--pgd-steps", type=int, default=20, help="PGD steps of 2.5*eps/steps in every pipeline")
     ap.add_argument("--apgd-steps", type=int, default=20, help="APGD-CE iterations (n_iter) in both pipelines")
+    ap.add_argument("--l2-eps", type=float, default=1.0,
+                    help="PGD-L2's budget: the L2 norm of the perturbation in [0, 1] pixel units")
     ap.add_argument("--train-steps", type=int, default=100,
                     help="Adam steps (batch 128) per model on the training split first; 0 = random weights")
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
@@ -719,7 +810,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def work_of(args: argparse.Namespace) -> Work:
     return Work(eps=args.eps, batch_size=args.batch_size, seed=args.seed, pgd_steps=args.pgd_steps,
-                apgd_steps=args.apgd_steps)
+                apgd_steps=args.apgd_steps, l2_eps=args.l2_eps)
 
 
 def images_needed(args: argparse.Namespace) -> int:
@@ -740,6 +831,10 @@ def print_header(args: argparse.Namespace, source: str, trained: str) -> None:
         print(f"pgd ({args.iterative_n} images, {s} steps of {work.pgd_step:.6g} pixel units, 1 restart, no random start), "
               f"per batch: floor {k}x{s} fwd+input-bwd and {k * k} forwards; the harness also {k} forwards on the last "
               f"iterates (best-iterate bookkeeping); the library loops {k} clean forwards (foolbox {k} more for its flag)")
+    if "pgd-l2" in args.attacks:
+        print(f"pgd-l2 ({args.iterative_n} images, L2 eps {args.l2_eps} pixel units, {args.pgd_steps} steps of "
+              f"{work.l2_step:.6g}, 1 restart, no random start): the same passes as pgd, normalised-gradient steps and "
+              "L2-ball projection")
     if "apgd-ce" in args.attacks:
         print(f"apgd-ce ({args.iterative_n} images, {args.apgd_steps} iterations, 1 restart): both pipelines run the same "
               f"pyautoattack code (its checks, clean pass, APGD on the images each model gets right), "

@@ -72,6 +72,23 @@ def test_attack_throughput_pgd_and_apgd_smoke(capsys, tmp_path):
     assert "floor_over_harness" in pgd["requirement"] and "overhead" in apgd["requirement"]
 
 
+def test_attack_throughput_pgd_l2_smoke(capsys, tmp_path):
+    """PGD-L2 (harness at --norm l2, foolbox's L2PGD, torchattacks' PGDL2, floor) at 24 images and
+    3 steps: the table prints, the libraries agree with the floor and the floor's iterates are the
+    harness's (everything the floor fools, the harness fools)."""
+    bench = attack_throughput
+    report = bench.main(["--attacks", "pgd-l2", "--iterative-n", "24", "--batch-size", "12", "--repeats", "1",
+                         "--device", "cpu", "--archs", "vanilla", "--data-dir", str(tmp_path / "no-data"),
+                         "--pgd-steps", "3", "--l2-eps", "2.0", "--train-steps", "2"])
+    text = capsys.readouterr().out
+    table = text.split("\npgd-l2:\n", 1)[1].split("\n\n", 1)[0]
+    assert [r.split()[:2] for r in table_rows(table, bench.PGD_PIPELINES)] == [[p, "cpu"] for p in bench.PGD_PIPELINES]
+    assert "pgd-l2 agreement check: PASSED" in text and report["agreement_passed"]
+    result = report["results"][0]["attacks"]["pgd-l2"]
+    assert result["agreement"]["superset"]["floor_fooled_harness_not"] == 0
+    assert result["requirement"]["floor_min"] == round(1 / 1.1, 4)
+
+
 def test_attack_throughput_refuses_an_unknown_attack():
     with pytest.raises(UserError, match="--attacks 'fgsm,deepfool': choose from fgsm, pgd, apgd-ce"):
         attack_throughput.main(["--attacks", "fgsm,deepfool"])

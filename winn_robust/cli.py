@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from winn_robust import commands, distributed
-from winn_robust.attacks import ATTACKS
+from winn_robust.attacks import ATTACKS, attacks_for
 from winn_robust.commands import METHOD_SETTING_FLAGS, flag_of
 from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
@@ -168,10 +168,20 @@ def add_attack_parser(sub: Any) -> None:
                                            "[default: the first --model]")
     parser.add_argument("--model", action="append", default=[], help="a model to evaluate (NAME=SPEC); repeat for more")
     parser.add_argument("--eps", action="append", required=True,
-                        help="L-inf budget in [0, 1] pixel units (paper MNIST: 0.125); repeat or comma-separate; the "
-                             "first is the table eps")
-    parser.add_argument("--attack", default="fgsm",
-                        help=f"comma list of attacks, each run at every eps: {', '.join(ATTACKS)} [default: fgsm]")
+                        help="budget in [0, 1] pixel units (L-inf: paper MNIST 0.125; L2: the L2 norm of the "
+                             "perturbation of the [0, 1] image, e.g. 1.0); repeat or comma-separate; the first is the "
+                             "table eps")
+    parser.add_argument("--norm", default="linf",
+                        help="threat model of every attack and eps: linf or l2 [default: linf]")
+    parser.add_argument("--attack", default=None,
+                        help=f"comma list of attacks, each run at every eps: {', '.join(ATTACKS)} (at --norm l2: "
+                             f"{', '.join(attacks_for('l2'))}) [default: fgsm, at l2 fgm]")
+    parser.add_argument("--curve", metavar="ATTACK",
+                        help="also run a minimum-norm attack unbounded (fmn: foolbox's FMN; ddn: DDN, L2 only; "
+                             "deepfool): each image's smallest adversarial perturbation, the robust error at every "
+                             "eps (curve.csv, curve.png) and the median minimal perturbation per model")
+    parser.add_argument("--curve-limit", type=int, metavar="N",
+                        help="run the --curve attack on the first N images only [default: all evaluated]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                         help=attack_option_help("pgd.steps=100 or square.queries=1000"))
     parser.add_argument("--attack-limit", action="append", default=[], metavar="ATTACK=N",
@@ -269,7 +279,13 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument("--test-limit", "--limit", dest="test_limit", type=int,
                         help="evaluate on the first N test images (--limit is the same, as in attack) [default: all]")
     parser.add_argument("--attack", help=f"comma list of attacks; fgsm runs at every eps, the others at the table eps; "
-                                         f"choices: {', '.join(ATTACKS)} [default: the preset's, fgsm,pgd,autoattack]")
+                                         f"choices: {', '.join(ATTACKS)} [default: the preset's, fgsm,pgd,autoattack; "
+                                         "at --norm l2 fgm,pgd,autoattack]")
+    parser.add_argument("--norm", help="threat model of the evaluation: linf or l2; at l2 the preset's attacks and eps "
+                                       "become their L2 counterparts unless given (docs/evaluation.md) "
+                                       "[default: linf]")
+    parser.add_argument("--curve", metavar="ATTACK",
+                        help="also run a minimum-norm attack (fmn, ddn, deepfool) for the robust error at every eps")
     parser.add_argument("--strong-limit", type=int,
                         help="run the attacks other than fgsm on the first N test images only [default: the preset's]")
     parser.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE",

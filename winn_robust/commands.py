@@ -133,8 +133,11 @@ def parse_limits(items: list[str]) -> dict[str, int]:
 def eval_spec(args: argparse.Namespace) -> EvalSpec:
     from winn_robust.attacks import parse_attack_options
     from winn_robust.evaluation.spec import EvalSpec
+    from winn_robust.units import check_norm
 
-    attacks = [a.strip() for a in args.attack.split(",") if a.strip()]
+    norm = check_norm(args.norm)
+    attack_text = args.attack if args.attack is not None else ("fgsm" if norm == "linf" else "fgm")
+    attacks = [a.strip() for a in attack_text.split(",") if a.strip()]
     if not attacks:
         raise UserError("--attack needs at least one attack name")
     attack_eps = {}
@@ -142,15 +145,15 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
         name, sep, values = item.partition("=")
         if not sep:
             raise UserError(f"--attack-eps {item!r} must look like ATTACK=EPS[,EPS], e.g. autoattack=0.125")
-        attack_eps[name.strip().lower()] = tuple(parse_eps([values]))
+        attack_eps[name.strip().lower()] = tuple(parse_eps([values], norm))
     typed = [part.strip() for value in args.eps for part in str(value).split(",") if part.strip()]
-    eps = parse_eps(args.eps)
+    eps = parse_eps(args.eps, norm)
     if len(typed) > len(eps):
         print(f"note: --eps {','.join(typed)} repeats a value; each eps is evaluated once ({len(eps)} eps)",
               file=sys.stderr)
     return EvalSpec.build(eps, attacks, options=parse_attack_options(args.attack_option), seed=args.seed,
                           batch_size=args.batch_size, limit=args.limit, attack_limits=parse_limits(args.attack_limit),
-                          attack_eps=attack_eps)
+                          attack_eps=attack_eps, norm=norm, curve=args.curve, curve_limit=args.curve_limit)
 
 
 def check_attack_args(args: argparse.Namespace) -> EvalSpec:
@@ -272,6 +275,7 @@ def run_reproduce(args: argparse.Namespace) -> None:
     overrides["method_preset"] = getattr(args, "method_preset", None)
     launch = LaunchSettings(args.launcher, args.jobs, args.slurm_partition, args.slurm_gpus_per_job,
                             args.slurm_cpus_per_job, args.slurm_time, parse_slurm_options(args.slurm_option))
+    overrides["norm"], overrides["curve"] = args.norm, args.curve
     settings = resolve_settings(args.preset, overrides, out=args.out, download=args.download, device=args.device,
                                 progress=progress_wanted(args), command=args.command_line,
                                 attack_options=parse_attack_options(args.attack_option), launch=launch,

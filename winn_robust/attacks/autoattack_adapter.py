@@ -5,7 +5,8 @@ AutoAttack expects models on [0, 1] images; ours see [-1, 1], so the *model* is 
 [0, 1] pixel units) is passed unchanged. Single attacks run through AutoAttack's own driver
 (version 'custom') with the standard version's settings (APGD-CE 1 restart of 100 steps, APGD-T
 and FAB-T 9 target classes, Square 5,000 queries) unless an option changes them; `autoattack`
-is the standard ensemble. As in AutoAttack, an image the attack does not fool is returned
+is the standard ensemble. Every one runs at L-inf or L2 (AutoAttack's norm 'Linf' / 'L2', eps
+in the same pixel units). As in AutoAttack, an image the attack does not fool is returned
 unchanged. AutoAttack's own warnings (its flags: randomized or dynamic defence, probabilities
 instead of logits, Square beating the gradient attacks) are captured and reported as notes."""
 from __future__ import annotations
@@ -18,11 +19,13 @@ import torch
 from torch import nn
 
 from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.pgd_l2 import l2_project
 from winn_robust.errors import UserError
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model, to_model_range, to_pixel_range
 
 STANDARD_TARGET_CLASSES = 9
+AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 class PixelInputs(nn.Module):
@@ -51,6 +54,7 @@ class AutoAttackBase(Attack):
 
     randomized = True
     returns_clean_when_failed = True  # AutoAttack keeps the clean image wherever it finds no adversarial example
+    norms = ("linf", "l2")
     aa_attacks: ClassVar[tuple[str, ...] | None] = None  # None = the standard ensemble
 
     def configure(self, adversary: Any, num_classes: int) -> None:
@@ -72,7 +76,7 @@ class AutoAttackBase(Attack):
             num_classes = int(model(images[:1]).shape[-1])
         version = "standard" if self.aa_attacks is None else "custom"
         attacks = None if self.aa_attacks is None else list(self.aa_attacks)
-        adversary = AutoAttack(wrapped, attacks=attacks, device=images.device, eps=eps, norm="Linf", seed=seed,
+        adversary = AutoAttack(wrapped, attacks=attacks, device=images.device, eps=eps, norm=AUTOATTACK_NORMS[self.norm], seed=seed,
                                version=version)
         adversary.verbose = False
         self.configure(adversary, num_classes)
@@ -94,7 +98,10 @@ class AutoAttackBase(Attack):
         adv01 = adv01.to(images.device)
         radius = eps_to_model(eps)
         adversarial = torch.where(adv01 == pixels, x, to_model_range(adv01))
-        adversarial = torch.min(torch.max(adversarial, x - radius), x + radius).clamp(MODEL_LOW, MODEL_HIGH)
+        if self.norm == "l2":
+            adversarial = (x + l2_project(adversarial - x, radius)).clamp(MODEL_LOW, MODEL_HIGH)
+        else:
+            adversarial = torch.min(torch.max(adversarial, x - radius), x + radius).clamp(MODEL_LOW, MODEL_HIGH)
         return AttackOutput(adversarial, notes=[f"AutoAttack: {m}" for m in capture.messages])
 
 

@@ -1,8 +1,9 @@
 """One typed interface for every attack: an object built (and validated) once from its name and
 options, then run batch by batch on [-1, 1] models.
 
-Threat model (docs/conventions.md): L-inf, eps in [0, 1] pixel units, the model in eval mode,
-input gradients only; every attack returns images within eps of the input and inside [-1, 1],
+Threat model (docs/conventions.md): L-inf or L2 (the attack's `norm`, one of the `norms` its class
+supports), eps in [0, 1] pixel units, the model in eval mode, input gradients only; every attack
+returns images within eps (in that norm) of the input and inside [-1, 1],
 and leaves its input tensor untouched. Random attacks draw only from the `torch.Generator`
 they are given (the harness derives it from the evaluation seed, the attack, eps and batch, not
 the model's name), so a seeded evaluation is reproducible, resumable and shardable."""
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from winn_robust.errors import UserError
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, check_norm
 
 
 @dataclass
@@ -38,22 +40,33 @@ class Attack(ABC):
     report), `seed` included. Class attributes describe the attack for the failure indicators."""
 
     seed: int = 0
+    norm: str = DEFAULT_NORM
 
     name: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = (DEFAULT_NORM,)  # the threat models this attack implements
     summary: ClassVar[str] = ""
     gradient_based: ClassVar[bool] = True
     iterative: ClassVar[bool] = False
     randomized: ClassVar[bool] = False  # uses random numbers (a seeded generator makes it repeatable)
     returns_clean_when_failed: ClassVar[bool] = False  # images it does not fool come back exactly unchanged
+    minimum_norm: ClassVar[bool] = False  # has `minimum_norms(...)`: each image's smallest adversarial norm
 
     def __post_init__(self) -> None:
+        norm = check_norm(self.norm)
+        if norm not in self.norms:
+            raise UserError(f"attack {self.name} has no {NORM_LABELS[norm]} version (it supports "
+                            f"{', '.join(NORM_LABELS[n] for n in self.norms)}); at --norm {norm} choose another attack")
+        object.__setattr__(self, "norm", norm)
         self.validate()
 
     def validate(self) -> None:  # noqa: B027  (optional hook: most attacks have no options to check)
         """Raise UserError for options out of range (called once, when built)."""
 
     def settings(self) -> dict[str, Any]:
-        return {"attack": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        """Every option, `seed` included; `norm` only when it is not the default L-inf, so L-inf
+        reports read exactly as they did before L2 existed."""
+        return {"attack": self.name, **{f.name: getattr(self, f.name) for f in fields(self)
+                                        if f.name != "norm" or self.norm != DEFAULT_NORM}}
 
     @property
     def deterministic(self) -> bool:
@@ -64,6 +77,12 @@ class Attack(ABC):
     def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
             generator: torch.Generator) -> AttackOutput:
         """Attack `model` (eval mode, frozen, [-1, 1] inputs) on one batch at budget `eps`."""
+
+    def minimum_norms(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      generator: torch.Generator) -> torch.Tensor:
+        """Minimum-norm attacks: each image's smallest adversarial perturbation found, in pixel
+        units of the attack's norm (0 = already wrong, inf = none found)."""
+        raise UserError(f"attack {self.name} is not a minimum-norm attack; a curve needs one such as foolbox-fmn")
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -86,7 +105,7 @@ def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def coerce_options(cls: type[Attack], options: Mapping[str, str | int | float | bool]) -> dict[str, Any]:
     """Option strings from the command line converted to the types of the attack's fields;
     an unknown option or a value of the wrong type is one UserError naming the choices."""
-    known = {f.name: f for f in fields(cls) if f.name != "seed"}
+    known = {f.name: f for f in fields(cls) if f.name not in ("seed", "norm")}
     out: dict[str, Any] = {}
     for key, raw in options.items():
         if key not in known:

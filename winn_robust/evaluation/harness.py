@@ -66,6 +66,9 @@ class CrossEvalResult:
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     examples: dict[RunKey, dict[str, torch.Tensor]] = field(default_factory=dict)
     example_images: torch.Tensor | None = None
+    norm: str = "linf"
+    curve: dict[str, Any] | None = None                              # the minimum-norm attack's settings
+    min_norms: dict[str, np.ndarray] = field(default_factory=dict)   # model -> per image, pixel units (inf: none)
 
     @property
     def model_names(self) -> list[str]:
@@ -174,6 +177,7 @@ class WorkItem:
     start: int
     stop: int
     want_clean: bool
+    curve: bool = False      # a batch of the minimum-norm curve attack (spec.curve)
 
 
 def plan_items(spec: EvalSpec, n_total: int) -> list[WorkItem]:
@@ -188,6 +192,10 @@ def plan_items(spec: EvalSpec, n_total: int) -> list[WorkItem]:
             covered.add(start)
     items += [WorkItem(f"clean-batch{start}", None, start, min(start + spec.batch_size, n_total), True)
               for start in range(0, n_total, spec.batch_size) if start not in covered]
+    if spec.curve is not None:
+        end = min(n_total, spec.curve_limit or n_total)
+        items += [WorkItem(f"curve-{spec.curve.name}-batch{start}", None, start, min(start + spec.batch_size, end), False,
+                           curve=True) for start in range(0, end, spec.batch_size)]
     return items
 
 
@@ -222,6 +230,11 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
 
     def compute(item: WorkItem) -> dict[str, Any]:
         x, y = batch_of(item)
+        if item.curve and spec.curve is not None:
+            return {name: spec.curve.minimum_norms(
+                models[name], x, y, torch.Generator(device=x.device).manual_seed(
+                    derive_seed(spec.seed, "curve", spec.curve.name, item.start, name))).detach().cpu()
+                for name in names}
         if item.run is None:
             with torch.inference_mode():
                 return {name: models[name](x).argmax(1).cpu() for name in names}
@@ -241,7 +254,7 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
                 saved = {}
                 for name in names:
                     try:
-                        saved[name] = probe_model(models[name], x, y, derive_seed(spec.seed, "probe")).to_dict()
+                        saved[name] = probe_model(models[name], x, y, derive_seed(spec.seed, "probe"), spec.norm).to_dict()
                     except UserModelFailure as exc:
                         raise _failed(exc, f"while it was probed (input gradients, randomness, an unbounded PGD) on "
                                            f"test images 0-{len(x) - 1}") from None
@@ -269,15 +282,24 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
                     on_item(key)
     clean: dict[int, dict[str, torch.Tensor]] = {}
     chunks: dict[tuple[int, int], dict[str, Any]] = {}
+    curve_parts: dict[int, dict[str, torch.Tensor]] = {}
     for item in items:
         chunk = done[item.key]
+        if item.curve:
+            curve_parts[item.start] = chunk
+            continue
         if item.run is None:
             clean[item.start] = chunk
             continue
         if item.want_clean:
             clean[item.start] = chunk["clean"]
         chunks[(item.run, item.start)] = chunk
-    return assemble(names, labels, spec, spec.runs, clean, chunks, probes, images[:EXAMPLES_KEPT].detach().cpu())
+    result = assemble(names, labels, spec, spec.runs, clean, chunks, probes, images[:EXAMPLES_KEPT].detach().cpu())
+    if spec.curve is not None:
+        result.curve = {**spec.curve.settings(), "limit": spec.curve_limit}
+        result.min_norms = {m: torch.cat([curve_parts[s][m] for s in sorted(curve_parts)]).numpy().astype(np.float64)
+                            for m in names} if curve_parts else {m: np.zeros(0) for m in names}
+    return result
 
 
 def assemble(names: list[str], labels: torch.Tensor, spec: EvalSpec, runs: tuple[AttackRun, ...],
@@ -292,7 +314,7 @@ def assemble(names: list[str], labels: torch.Tensor, spec: EvalSpec, runs: tuple
         labels=labels.detach().cpu().numpy().astype(np.int64),
         clean_preds={m: cat([clean[s][m] for s in starts]) for m in names}, adv_preds={},
         attacks={a.name: a.settings() for a in spec.attacks}, table_eps=spec.table_eps, probes=probes,
-        example_images=example_images)
+        example_images=example_images, norm=spec.norm)
     for r, run in enumerate(runs):
         mine = [chunks[(r, s)] for s in sorted(s for (i, s) in chunks if i == r)]
         key = run.key

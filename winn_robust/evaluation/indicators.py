@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from winn_robust.evaluation.curves import CURVE_BEATS_FIXED_MAX, beats_fixed
 from winn_robust.evaluation.harness import CrossEvalResult
-from winn_robust.units import eps_text
+from winn_robust.evaluation.metrics import worst_case_wrong
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, eps_text, image_diagonal
 
 PASS, WARN, NA = "PASS", "WARN", "N/A"
 
@@ -31,7 +33,7 @@ TRANSFER_MAX = 0.01
 SINGLE_STEP_GAP_MAX = 0.3  # 30 points more images fooled by iterative than single-step attacks
 SINGLE_STEP_MAX = 0.01
 MONOTONE_DROP_MAX = 0.01          # largest fall of the error between consecutive eps
-UNBOUNDED_MIN = 0.98              # error of an eps = 1 attack
+UNBOUNDED_MIN = 0.98              # error of an eps = 1 (L-inf) / eps = sqrt(C*H*W) (L2) attack
 INCOMPLETE_RISE_MAX = 0.05        # share of PGD's loss rise that came in its last 20% of steps
 CHANCE_SHARE_MAX = 0.5            # clean error above this share of chance error (1 - 1/classes): barely learned
 VALIDATION_EXCESS_MAX = 0.15      # clean error above 2 x the checkpoint's validation error + this
@@ -76,8 +78,18 @@ def _fooled(result: CrossEvalResult, attack: str, eps: float, source: str, targe
     return preds != result.labels[:n]
 
 
+def unbounded_text(result: CrossEvalResult) -> tuple[float, str]:
+    """The unbounded probe's eps and its description at the result's norm."""
+    if result.norm == DEFAULT_NORM:
+        return 1.0, "eps = 1"
+    shape = tuple(result.example_images.shape[1:]) if result.example_images is not None else ()
+    eps = image_diagonal(shape) if shape else float("nan")
+    return eps, f"L2 eps = image diagonal {eps:.4g}"
+
+
 def model_probes(result: CrossEvalResult) -> list[Indicator]:
     out = []
+    unbounded_eps, unbounded_what = unbounded_text(result)
     for model, probe in result.probes.items():
         if probe.n == 0:
             continue
@@ -101,9 +113,9 @@ def model_probes(result: CrossEvalResult) -> list[Indicator]:
             "error over several passes", "largest L2 distance of normalised outputs over repeated passes"))
         unbounded = probe.unbounded_wrong / probe.n
         out.append(Indicator(
-            "unbounded-attack", "unbounded attack (eps = 1) fails", model, 1.0, "pgd", unbounded, UNBOUNDED_MIN,
-            _status(unbounded, UNBOUNDED_MIN, warn_above=False),
-            "at eps = 1 any image can be replaced, so the error must reach 100%: the attacks are not working "
+            "unbounded-attack", f"unbounded attack ({unbounded_what}) fails", model, unbounded_eps, "pgd", unbounded,
+            UNBOUNDED_MIN, _status(unbounded, UNBOUNDED_MIN, warn_above=False),
+            f"at {unbounded_what} any image can be replaced, so the error must reach 100%: the attacks are not working "
             "on this model (masked gradients, a bug, or too few steps)", f"{probe.unbounded_wrong} of {probe.n} probed images"))
     return out
 
@@ -201,7 +213,8 @@ def per_eps(result: CrossEvalResult, describe: Mapping[str, Mapping[str, bool]])
                 value, detail = float(extra.mean()) if n else 0.0, \
                     f"{int(extra.sum())} of {n} images fooled by {'/'.join(single)} and by no iterative attack"
             else:
-                value, detail = None, "needs fgsm and an iterative gradient attack (pgd, apgd-ce) at this eps"
+                value, detail = None, (f"needs {'fgsm' if result.norm == DEFAULT_NORM else 'fgm'} and an iterative "
+                                       "gradient attack (pgd, apgd-ce) at this eps")
             out.append(Indicator("single-step-beats-iterative", "single-step beats iterative", model, eps, None, value,
                                  SINGLE_STEP_MAX, _status(value, SINGLE_STEP_MAX),
                                  "an iterative attack should find everything one step finds: its optimisation fails "
@@ -285,6 +298,27 @@ def single_step_gap(result: CrossEvalResult, describe: Mapping[str, Mapping[str,
     return out
 
 
+def curve_check(result: CrossEvalResult) -> list[Indicator]:
+    """The minimum-norm curve can only be at or below the fixed-eps attacks' worst case at every
+    evaluated eps: images it fools within eps that they all missed mean they are too weak."""
+    if not result.min_norms or result.curve is None:
+        return []
+    out = []
+    attack = str(result.curve.get("attack"))
+    worst = worst_case_wrong(result.labels, result.clean_preds, result.adv_preds)
+    for eps in result.eps_values:
+        for model in result.model_names:
+            value, count, n = beats_fixed(result.min_norms[model], worst[eps][model], eps)
+            out.append(Indicator(
+                "curve-beats-fixed-eps", "minimum-norm curve above the fixed-eps attacks", model, eps, attack, value,
+                CURVE_BEATS_FIXED_MAX, _status(value, CURVE_BEATS_FIXED_MAX),
+                f"the {NORM_LABELS.get(result.norm, result.norm)} minimum-norm attack found adversarial examples within "
+                "eps that every fixed-eps attack missed: those attacks are too weak at this eps (more steps and "
+                "restarts, apgd-t, the autoattack ensemble)",
+                f"{count} of {n} images fooled by {attack} within eps and by no fixed-eps attack"))
+    return out
+
+
 def compute_indicators(result: CrossEvalResult, robust_error: Mapping[str, Mapping[float, float]],
                        describe: Mapping[str, Mapping[str, bool]],
                        expected_error: Mapping[str, float | None] | None = None,
@@ -295,7 +329,7 @@ def compute_indicators(result: CrossEvalResult, robust_error: Mapping[str, Mappi
     classes = num_classes or ((int(result.labels.max()) + 1) if result.labels.size else 2)
     return [*input_convention(result, expected_error or {}, classes), *model_probes(result), *per_eps(result, describe),
             *single_step_gap(result, describe),
-            *monotone(result, robust_error), *incomplete(result)]
+            *monotone(result, robust_error), *incomplete(result), *curve_check(result)]
 
 
 def warnings_only(indicators: list[Indicator]) -> list[Indicator]:

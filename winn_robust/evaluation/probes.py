@@ -1,7 +1,8 @@
 """Cheap probes of each model on one batch, for the failure indicators (evaluation/indicators.py):
 do its input gradients vanish, does it output probabilities rather than logits, is it random,
-does an unbounded attack (eps = 1, the whole pixel range) fool it, and would it do far better
-under another input convention (a [0, 1] vs [-1, 1] mix-up, or missing mean/std normalisation)?
+does an unbounded attack fool it, and would it do far better under another input convention (a
+[0, 1] vs [-1, 1] mix-up, or missing mean/std normalisation)? Unbounded means L-inf eps = 1 (the
+whole pixel range), or at L2 the image diagonal sqrt(C*H*W) (the largest L2 distance between two [0, 1] images).
 
 Thresholds and checks follow AutoAttack's flags (check_zero_gradients, check_range_output,
 check_randomized; Croce and Hein's pyautoattack) and the checklist of Carlini et al. 2019."""
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 
 from winn_robust.attacks.base import input_gradient
 from winn_robust.attacks.pgd import PGD
+from winn_robust.attacks.pgd_l2 import PGDL2
 from winn_robust.models.base import frozen_eval
-from winn_robust.units import to_model_range, to_pixel_range
+from winn_robust.units import DEFAULT_NORM, image_diagonal, to_model_range, to_pixel_range
 
 RANDOMNESS_PASSES = 3
 PROBABILITY_TOLERANCE = 1e-5       # AutoAttack's check_range_output alpha
@@ -55,7 +57,13 @@ def convention_inputs(images: torch.Tensor) -> dict[str, torch.Tensor]:
             "standardised": to_model_range((pixels - mean) / std)}
 
 
-def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> ProbeResult:
+def unbounded_eps(norm: str, image_shape: tuple[int, ...]) -> float:
+    """The budget of the unbounded-attack probe, in pixel units of `norm`."""
+    return 1.0 if norm == DEFAULT_NORM else image_diagonal(image_shape)
+
+
+def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int,
+                norm: str = DEFAULT_NORM) -> ProbeResult:
     """All four probes on one batch; the model stays as the caller left it."""
     x = images.detach().clone().requires_grad_(True)
     with frozen_eval(model), torch.enable_grad():
@@ -69,8 +77,9 @@ def probe_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
         passes = [model(images) for _ in range(RANDOMNESS_PASSES)]
     normalised = [p / (p.norm(dim=1, keepdim=True) + 1e-10) for p in passes]
     randomness = max(float((a - b).norm(dim=1).max()) for i, a in enumerate(normalised) for b in normalised[i + 1:])
-    unbounded = PGD(steps=UNBOUNDED_STEPS, restarts=1, random_start=False, seed=seed)
-    adversarial = unbounded(model, images, labels, 1.0)
+    unbounded = PGD(steps=UNBOUNDED_STEPS, restarts=1, random_start=False, seed=seed) if norm == DEFAULT_NORM else \
+        PGDL2(steps=UNBOUNDED_STEPS, restarts=1, random_start=False, seed=seed, norm=norm)
+    adversarial = unbounded(model, images, labels, unbounded_eps(norm, tuple(images.shape[1:])))
     with frozen_eval(model), torch.no_grad():
         wrong = int((model(adversarial).argmax(1) != labels).sum())
         range_wrong = {name: int((model(x).argmax(1) != labels).sum()) for name, x in convention_inputs(images).items()}

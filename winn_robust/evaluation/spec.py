@@ -3,7 +3,11 @@
 The harness and the attacks trust an `EvalSpec`: eps values are in [0, 1] pixel units and
 de-duplicated (the first one is the table eps), the attacks exist with valid options, the batch
 size and limits are positive. Each attack runs at every eps on the first `limit` images unless
-`attack_limits` / `attack_eps` narrow it (strong attacks on a subset, at the table eps only)."""
+`attack_limits` / `attack_eps` narrow it (strong attacks on a subset, at the table eps only).
+
+`norm` is the threat model (linf or l2) of every attack and eps; `curve` an optional
+minimum-norm attack run once, unbounded, on the first `curve_limit` images (None = all
+evaluated), whose per-image smallest perturbation gives the robust error at every eps."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -13,7 +17,9 @@ from typing import Any
 
 from winn_robust.attacks import Attack, attack_class, make_attack
 from winn_robust.errors import UserError
-from winn_robust.units import check_eps
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, check_eps, check_norm
+
+CURVE_ATTACKS = {"fmn": "foolbox-fmn", "ddn": "foolbox-ddn", "deepfool": "foolbox-deepfool"}
 
 SPEC_VERSION = 1  # of EvalSpec.to_dict(): bump when a key changes meaning
 
@@ -40,15 +46,29 @@ class EvalSpec:
     attack_limits: Mapping[str, int] = field(default_factory=dict)
     attack_eps: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     probes: bool = True
+    norm: str = DEFAULT_NORM
+    curve: Attack | None = None
+    curve_limit: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.eps, (int, float)):
             raise UserError("EvalSpec.eps is a sequence of eps values, e.g. eps=(0.125,)")
-        eps = tuple(dict.fromkeys(check_eps(e) for e in self.eps))  # de-duplicated, the user's order
+        norm = check_norm(self.norm)
+        object.__setattr__(self, "norm", norm)
+        eps = tuple(dict.fromkeys(check_eps(e, norm) for e in self.eps))  # de-duplicated, the user's order
         if not eps:
             raise UserError("give at least one eps")
         object.__setattr__(self, "eps", eps)
-        attacks = self.attacks or (make_attack("fgsm", seed=self.seed),)
+        attacks = self.attacks or (make_attack("fgsm" if norm == "linf" else "fgm", seed=self.seed, norm=norm),)
+        wrong_norm = [a.name for a in (*attacks, *([self.curve] if self.curve else [])) if a.norm != norm]
+        if wrong_norm:
+            raise UserError(f"attack(s) {', '.join(wrong_norm)} were built for another norm than this evaluation's "
+                            f"{NORM_LABELS[norm]}; build them with norm={norm!r}")
+        if self.curve is not None and not self.curve.minimum_norm:
+            raise UserError(f"--curve {self.curve.name} is not a minimum-norm attack; use fmn (foolbox-fmn), ddn "
+                            "(foolbox-ddn, L2) or foolbox-deepfool")
+        if self.curve_limit is not None and int(self.curve_limit) < 1:
+            raise UserError(f"--curve-limit must be positive, got {self.curve_limit}")
         names = [a.name for a in attacks]
         if len(set(names)) != len(names):
             raise UserError(f"attack listed twice in {', '.join(names)}; give each attack once")
@@ -66,7 +86,7 @@ class EvalSpec:
         for name, values in self.attack_eps.items():
             if name not in names:
                 raise UserError(f"attack eps given for {name!r}, which is not among the attacks ({', '.join(names)})")
-            chosen = tuple(dict.fromkeys(check_eps(e) for e in values))
+            chosen = tuple(dict.fromkeys(check_eps(e, norm) for e in values))
             missing = [e for e in chosen if e not in eps]
             if missing or not chosen:
                 raise UserError(f"eps {missing or list(values)} for attack {name} must be among the evaluation's eps {list(eps)}")
@@ -76,15 +96,22 @@ class EvalSpec:
 
     @classmethod
     def build(cls, eps: Iterable[float], attacks: Iterable[str | Attack] = ("fgsm",),
-              options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, **rest: Any) -> EvalSpec:
-        """From attack names (with `options[name]`) or Attack objects."""
+              options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, norm: str = DEFAULT_NORM,
+              curve: str | Attack | None = None, **rest: Any) -> EvalSpec:
+        """From attack names (with `options[name]`) or Attack objects, all at `norm`; `curve` a
+        minimum-norm attack by curve name (fmn, ddn) or attack name, or an Attack."""
         options = options or {}
-        unknown = [name for name in options if name not in [a if isinstance(a, str) else a.name for a in attacks]]
+        norm = check_norm(norm)
+        curve_name = CURVE_ATTACKS.get(curve.strip().lower(), curve.strip().lower()) if isinstance(curve, str) else None
+        used = [a if isinstance(a, str) else a.name for a in attacks] + ([curve_name] if curve_name else [])
+        unknown = [name for name in options if name not in used]
         if unknown:
             raise UserError(f"options given for attack(s) {', '.join(unknown)} that are not run; add them to --attack")
-        built = tuple(a if not isinstance(a, str) else make_attack(a, options.get(a.strip().lower()), seed)
+        built = tuple(a if not isinstance(a, str) else make_attack(a, options.get(a.strip().lower()), seed, norm)
                       for a in attacks)
-        return cls(eps=tuple(eps), attacks=built, seed=seed, **rest)
+        curve_attack = make_attack(curve_name, options.get(curve_name), seed, norm) if curve_name else \
+            (curve if isinstance(curve, Attack) else None)
+        return cls(eps=tuple(eps), attacks=built, seed=seed, norm=norm, curve=curve_attack, **rest)
 
     @property
     def table_eps(self) -> float:
@@ -113,10 +140,17 @@ class EvalSpec:
         return tuple(out)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready: what ran, with every setting (recorded in results.json and table.md)."""
-        return {"eps": list(self.eps), "table_eps": self.table_eps, "batch_size": self.batch_size, "limit": self.limit,
-                "seed": self.seed, "attacks": [a.settings() for a in self.attacks],
-                "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()}}
+        """JSON-ready: what ran, with every setting (recorded in results.json and table.md). The
+        norm and the curve appear only when used (L-inf records read as they always did)."""
+        out: dict[str, Any] = {
+            "eps": list(self.eps), "table_eps": self.table_eps, "batch_size": self.batch_size, "limit": self.limit,
+            "seed": self.seed, "attacks": [a.settings() for a in self.attacks],
+            "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()}}
+        if self.norm != DEFAULT_NORM:
+            out["norm"] = self.norm
+        if self.curve is not None:
+            out["curve"] = {**self.curve.settings(), "limit": self.curve_limit}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and complete: `EvalSpec.from_dict(spec.to_dict())` is the same evaluation
@@ -124,7 +158,8 @@ class EvalSpec:
         return {"version": SPEC_VERSION, "eps": list(self.eps), "attacks": [a.settings() for a in self.attacks],
                 "batch_size": self.batch_size, "limit": self.limit, "seed": self.seed,
                 "attack_limits": dict(self.attack_limits), "attack_eps": {k: list(v) for k, v in self.attack_eps.items()},
-                "probes": self.probes}
+                "probes": self.probes, "norm": self.norm,
+                "curve": None if self.curve is None else self.curve.settings(), "curve_limit": self.curve_limit}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EvalSpec:
@@ -132,15 +167,20 @@ class EvalSpec:
         if values.get("version") != SPEC_VERSION:
             raise UserError(f"evaluation settings of version {values.get('version')!r}, but this winn-robust reads version "
                             f"{SPEC_VERSION}; write them again with this version")
-        attacks = []
-        for settings in values.get("attacks", []):
+        norm = str(values.get("norm", DEFAULT_NORM))
+
+        def built(settings: Mapping[str, Any]) -> Attack:
             options = {k: v for k, v in settings.items() if k != "attack"}
             try:
-                attacks.append(attack_class(str(settings.get("attack", "")))(**options))
+                return attack_class(str(settings.get("attack", "")), str(options.get("norm", norm)))(**options)
             except TypeError as exc:
                 raise UserError(f"attack settings {dict(settings)} do not fit attack {settings.get('attack')!r}: {exc}") from None
+
+        attacks = [built(settings) for settings in values.get("attacks", [])]
+        curve = values.get("curve")
         return cls(eps=tuple(values["eps"]), attacks=tuple(attacks), batch_size=int(values["batch_size"]),
                    limit=values.get("limit"), seed=int(values.get("seed", 0)),
                    attack_limits=dict(values.get("attack_limits") or {}),
                    attack_eps={k: tuple(v) for k, v in (values.get("attack_eps") or {}).items()},
-                   probes=bool(values.get("probes", True)))
+                   probes=bool(values.get("probes", True)), norm=norm, curve=built(curve) if curve else None,
+                   curve_limit=values.get("curve_limit"))

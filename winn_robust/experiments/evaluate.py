@@ -82,7 +82,9 @@ class EvaluationReport:
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
         attacks = ", ".join(dict.fromkeys(r[0].split(" on ")[0] for r in rows))  # the rows' order
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at eps {eps_text(float(table_eps or 0))}\nrows: clean, "
+        eps_name = "eps" if self.provenance.get("norm", "linf") == "linf" else "L2 eps"
+        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at {eps_name} "
+                 f"{eps_text(float(table_eps or 0))}\nrows: clean, "
                  f"then {attacks}, each on every model (labels left); orange caption = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
                                          labels, clean, self.class_names, path, title)
@@ -100,7 +102,8 @@ class EvaluationReport:
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
-            lines.append(f"{attack} at eps {eps_text(eps)} (N = {at_run.n}):")
+            norm = self.provenance.get("norm", "linf")
+            lines.append(f"{attack} at {'eps' if norm == 'linf' else 'L2 eps'} {eps_text(eps)} (N = {at_run.n}):")
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (

@@ -13,7 +13,8 @@ from winn_robust.checkpoint import file_sha256
 from winn_robust.environment import device_description, software_versions
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.model_sources import LoadedModel
-from winn_robust.units import EPS_UNIT
+from winn_robust.training.trainer import training_cost
+from winn_robust.units import eps_unit
 
 SPLIT = "test"
 
@@ -43,6 +44,10 @@ def model_provenance(loaded: LoadedModel) -> dict[str, Any]:
         record.update(method=meta.get("method"), arch=meta.get("arch"), epoch=meta.get("epoch"),
                       val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
                       metadata=plain(meta))
+        cost = training_cost(loaded.path.parent) if loaded.path else None
+        if cost is not None:  # what training it cost, summed over the metrics.csv beside the checkpoint
+            cost["train_images"] = meta.get("train_size")
+            record.update(training_cost=cost, select_by=meta.get("select_by", "clean"), best_epoch=meta.get("epoch"))
     else:
         record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
     return record
@@ -63,7 +68,8 @@ def build_provenance(spec: EvalSpec, *, command: str | None, timestamp: str, dat
     provenance: dict[str, Any] = {
         "command": command, "command_timestamp": timestamp,
         "dataset": dataset, "split": SPLIT, "n": n, "limit": spec.limit,
-        "eps": list(spec.eps), "table_eps": spec.table_eps, "eps_unit": EPS_UNIT,
+        "eps": list(spec.eps), "table_eps": spec.table_eps, "norm": spec.norm,
+        "eps_unit": eps_unit(spec.norm),
         "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
         "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(class_names),
         "models": dict(models), "versions": software_versions(), "device": device_description(device)}

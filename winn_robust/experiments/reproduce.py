@@ -43,7 +43,7 @@ from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
 from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.trainer import BEST_NAME, LAST_NAME
-from winn_robust.units import eps_text, parse_eps
+from winn_robust.units import check_norm, eps_text, parse_eps
 
 # what a preset (and the command line, under the same names) sets besides the TrainConfig fields
 PRESET_KEYS = ("methods", "eps", "sweep", "test_limit", "attack", "strong_limit", "data_dir", "seeds", "method_settings",
@@ -53,6 +53,17 @@ DEFAULT_ATTACKS = "fgsm,pgd,autoattack"
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("method", "seed", "method_options"))
 TRAIN_TIME_FILE = "wall_time.json"            # in each run folder: the training job's wall time
 EVALUATION_TIME_FILE = "evaluation_time.json"  # in each seed folder: the evaluation job's
+SINGLE_STEP = {"linf": "fgsm", "l2": "fgm"}     # the attack run at every eps (the paper's FGSM at L-inf)
+# L2 budgets (pixel units, the L2 norm of the perturbation of the [0, 1] image) a preset uses at
+# --norm l2 unless --eps / --sweep are given: its L-inf values do not carry over. 28x28 images:
+# MNIST's usual 1.5-2 (Croce and Hein) and half of it; 32x32x3: RobustBench's CIFAR-10 0.5.
+L2_EPS = {
+    "digits": ([0.5, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5]),
+    "mnist": ([1.5, 0.5], [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]),
+    "fashion-mnist": ([0.5, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5, 2.0]),
+    "svhn": ([0.5], [0.0, 0.125, 0.25, 0.5, 1.0]),
+    "cifar10": ([0.5], [0.0, 0.125, 0.25, 0.5, 1.0]),
+}
 
 
 def parse_seeds(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -109,6 +120,8 @@ class ReproduceSettings:
     reference: str | None = None  # a second comparison in the aggregate (e.g. pgd-at), beside the baseline
     extend: bool = False          # a changed --epochs may continue finished runs (else it is refused)
     metric: str = "error"         # what the seeds' table.md, the aggregate's and the plots show
+    norm: str = "linf"            # threat model of every attack and eps
+    curve: str | None = None      # a minimum-norm attack for the robust error at every eps
 
     @property
     def jobs(self) -> int:
@@ -127,17 +140,19 @@ class ReproduceSettings:
 
     @property
     def strong_attacks(self) -> list[str]:
-        return [a for a in self.attacks if a != "fgsm"] if "fgsm" in self.attacks else []
+        single = SINGLE_STEP[self.norm]
+        return [a for a in self.attacks if a != single] if single in self.attacks else []
 
     @property
     def eval_spec(self) -> EvalSpec:
-        """FGSM (the paper's attack) at every eps on every test image; the stronger attacks at the
-        table eps, on the first `strong_limit` images."""
+        """FGSM (the paper's attack; FGM at L2) at every eps on every test image; the stronger
+        attacks at the table eps, on the first `strong_limit` images (the curve attack as well)."""
         strong = self.strong_attacks
         return EvalSpec.build(tuple(dict.fromkeys(self.eps + self.sweep)), self.attacks, options=self.attack_options,
                               seed=self.eval_seed, limit=self.test_limit, probes=True,
                               attack_eps={a: (self.eps[0],) for a in strong},
-                              attack_limits={a: self.strong_limit for a in strong} if self.strong_limit else {})
+                              attack_limits={a: self.strong_limit for a in strong} if self.strong_limit else {},
+                              norm=self.norm, curve=self.curve, curve_limit=self.strong_limit if self.curve else None)
 
     def seed_dir(self, seed: int) -> Path:
         return self.out if len(self.seeds) == 1 else self.out / f"seed-{seed}"
@@ -160,11 +175,17 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     """The preset, with every override that is not None taking precedence; checked here, once.
     `launch` (how the jobs run) carries its own --jobs; without it, a local launcher with `jobs`."""
     values = get_preset(preset)
+    norm = check_norm(overrides.get("norm") or "linf")
+    if norm != "linf":  # the preset's L-inf eps and FGSM do not carry over: their L2 counterparts
+        l2_eps, l2_sweep = L2_EPS.get(str(overrides.get("data") or values["data"]), ([0.5], [0.0, 0.25, 0.5, 1.0]))
+        values["eps"], values["sweep"] = l2_eps, l2_sweep
+        values["attack"] = ",".join(SINGLE_STEP[norm] if a.strip().lower() == "fgsm" else a.strip()
+                                    for a in str(values.get("attack") or DEFAULT_ATTACKS).split(","))
     for key in (*SHARED_TRAIN_FIELDS, "seed", *PRESET_KEYS):
         if overrides.get(key) is not None:
             values[key] = {**values.get(key, {}), **overrides[key]} if key == "method_settings" else overrides[key]
-    eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key]) if values.get(key) else []
-           for key in ("eps", "sweep")}
+    eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key], norm)
+           if values.get(key) else [] for key in ("eps", "sweep")}
     if not eps["eps"]:
         raise UserError("give at least one --eps, in [0, 1] pixel units (e.g. --eps 0.125)")
     specs = {split_method_spec(m)[0]: m.strip() for m in values["methods"]}
@@ -211,7 +232,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         out=Path(out) if out is not None else Path("runs") / preset, device=device, progress=progress,
         command=command or f"winn-robust reproduce --preset {preset}", launch=launch, threads=threads,
         eval_seed=eval_seed, nproc_per_node=nproc_per_node, method_specs=specs, method_options=method_options,
-        reference=reference, extend=extend, metric=metric)
+        reference=reference, extend=extend, metric=metric, norm=norm, curve=overrides.get("curve"))
     for method in methods:  # every method's settings, checked now, before hours of training
         settings.config(settings.seeds[0], method)
     settings.eval_spec  # noqa: B018  (validates the attacks and eps now, before hours of training)
@@ -432,7 +453,7 @@ def _reproduce(settings: ReproduceSettings) -> ReproduceResult:
     timings["total"] = time.perf_counter() - started
     run = RunDescription(preset=settings.preset, command=settings.command, machine=machine_description(device),
                          data=base.data, arch=base.arch, epochs=base.epochs, eps=settings.eps, sweep=settings.sweep,
-                         train_size=train_size, val_size=val)
+                         train_size=train_size, val_size=val, norm=settings.norm)
     seed_dirs = [settings.seed_dir(seed) for seed in settings.seeds]
     if settings.metric != "error":  # the evaluation jobs write error; restate table.md and the plot
         for seed_dir in seed_dirs:

@@ -52,7 +52,7 @@ from winn_robust.reporting.files import read_results, write_json
 from winn_robust.reporting.per_example import adv_column, default_baseline, format_eps, read_per_example
 from winn_robust.reporting.plots import MARKERS, save_figure
 from winn_robust.storage import atomic_write_text
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS, eps_text, eps_unit
 
 AGGREGATE_SCHEMA_VERSION = 1
 MIN_RESAMPLES = 100
@@ -282,6 +282,11 @@ class Aggregate:
     bootstrap_seed: int
     reference: str | None = None  # a second comparison (e.g. pgd-at): every other method minus it
     reference_rows: list[AggregateRow] = field(default_factory=list)
+
+    @property
+    def norm(self) -> str:
+        """The seeds' threat model (their results.json provenance; L-inf when none says)."""
+        return str(next((s.provenance["norm"] for s in self.seeds if s.provenance.get("norm")), DEFAULT_NORM))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -644,8 +649,9 @@ def aggregate_markdown(agg: Aggregate, shown: str = "error") -> str:
         "percentage points (negative = fewer errors than the baseline).")
     lines = [f"# Aggregate robustness report: {len(agg.seeds)} seeds", "", verdict(agg), "",
              *([reference_verdict(agg), ""] if agg.reference else []),
+             ("" if agg.norm == DEFAULT_NORM else f"Threat model: {NORM_LABELS[agg.norm]}. ") +
              f"Dataset: {agg.dataset}, N = {agg.n} test images (the same images in every seed). Baseline: {agg.baseline}. "
-             f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {EPS_UNIT}: {_eps_list(agg.eps)}; "
+             f"Methods: {_names(agg.methods)}. Attacks: {_names(agg.attacks)}. eps in {eps_unit(agg.norm)}: {_eps_list(agg.eps)}; "
              f"the tables show eps {_eps_list(agg.table_eps)}, table.csv and results.json every eps.", "",
              "Seeds:", "", *_seed_lines(agg), "", "Statistics:", "", *_statistics_lines(agg), "",
              "Rates in percent. " + cells, "",
@@ -688,7 +694,8 @@ def aggregate_frame(agg: Aggregate) -> pd.DataFrame:
     records = []
     for row in agg.rows:
         record: dict[str, Any] = {"model": row.model, "baseline": agg.baseline, "metric": row.metric, "attack": row.attack,
-                                  "eps": row.eps, "eps_unit": EPS_UNIT, "n_seeds": row.summary.n, "n_images": row.n_images or agg.n}
+                                  "eps": row.eps, "eps_unit": eps_unit(agg.norm), "n_seeds": row.summary.n,
+                                  "n_images": row.n_images or agg.n}
         record.update({f"value:{label}": v for label, v in zip(agg.labels, row.per_seed)})
         record.update({"mean": row.summary.mean, "sd": row.summary.sd, "min": row.summary.min, "max": row.summary.max,
                        "mean_ci_low": row.mean_interval.low if row.mean_interval else None,
@@ -713,7 +720,7 @@ def aggregate_document(agg: Aggregate) -> dict[str, Any]:
     return {
         "schema_version": AGGREGATE_SCHEMA_VERSION, "kind": "winn-robust aggregate over seeds",
         "dataset": agg.dataset, "n_images": agg.n, "baseline": agg.baseline, "models": list(agg.models),
-        "attacks": list(agg.attacks), "eps": list(agg.eps), "table_eps": list(agg.table_eps), "eps_unit": EPS_UNIT,
+        "attacks": list(agg.attacks), "eps": list(agg.eps), "table_eps": list(agg.table_eps), "eps_unit": eps_unit(agg.norm),
         "seed_folders": [{"label": label, "folder": str(seed.folder), "seed": seed.seed, "per_example_schema": seed.schema,
                           "has_results_json": seed.has_results_json} for label, seed in zip(agg.labels, agg.seeds)],
         "statistics": {"interval": f"{int(CI_LEVEL * 100)}% {BOOTSTRAP_METHOD}", "bootstrap_resamples": agg.resamples,

@@ -12,18 +12,20 @@ import numpy as np
 import pandas as pd
 
 from winn_robust.errors import UserError
+from winn_robust.evaluation.curves import compute_curves
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
+from winn_robust.reporting.curves import curve_frame, curve_lines, plot_curves
 from winn_robust.reporting.per_example import default_baseline, per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
-from winn_robust.reporting.tables import table_frame, table_markdown
+from winn_robust.reporting.tables import report_norm, table_frame, table_markdown
 from winn_robust.storage import atomic_write_text
-from winn_robust.units import EPS_UNIT
+from winn_robust.units import eps_unit
 
 SCHEMA_VERSION = 2
 REPORT_FILES = ("table.md", "table.csv", "results.json", "per_example.csv", "error_vs_eps.png",
-                "adversarial_examples.png", "summary.md")
+                "adversarial_examples.png", "summary.md", "curve.csv", "curve.png")
 
 
 def _run_records(values: Mapping[tuple[str, float], Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -38,11 +40,29 @@ def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Mapp
                      indicators: Sequence[Indicator] = ()) -> dict[str, Any]:
     """Every number (tables, transfer and correction matrices, robust error, indicators, probes,
     unchanged-input counts) with its provenance; `schema_version` says how to read it."""
-    return {"schema_version": SCHEMA_VERSION, "provenance": dict(provenance), "eps_unit": EPS_UNIT,
-            "attacks": dict(result.attacks), "indicators": [i.to_dict() for i in indicators],
-            "metrics": metrics.to_dict(), "probes": {m: p.to_dict() for m, p in result.probes.items()},
-            "unchanged_images": _run_records(result.unchanged_images),
-            "unchanged_pixels": _run_records(result.unchanged_pixels)}
+    document = {"schema_version": SCHEMA_VERSION, "provenance": dict(provenance),
+                "eps_unit": eps_unit(report_norm(provenance)),
+                "attacks": dict(result.attacks), "indicators": [i.to_dict() for i in indicators],
+                "metrics": metrics.to_dict(), "probes": {m: p.to_dict() for m, p in result.probes.items()},
+                "unchanged_images": _run_records(result.unchanged_images),
+                "unchanged_pixels": _run_records(result.unchanged_pixels)}
+    if result.min_norms and result.curve is not None:
+        curves = compute_curves(result.min_norms, result.eps_values)
+        document["curve"] = {"attack": dict(result.curve), "curves": [c.to_dict() for c in curves.values()]}
+    return document
+
+
+def write_curve_files(out_dir: Path, result: CrossEvalResult, metrics: Metrics,
+                      provenance: Mapping[str, Any]) -> tuple[dict[str, Path], list[str]]:
+    """curve.csv and curve.png, and the table.md section, when the evaluation ran a curve attack."""
+    if not result.min_norms or result.curve is None:
+        return {}, []
+    norm, attack = report_norm(provenance), str(result.curve["attack"])
+    curves = compute_curves(result.min_norms, result.eps_values)
+    paths = {"curve.csv": out_dir / "curve.csv"}
+    curve_frame(curves, attack, norm).to_csv(paths["curve.csv"], index=False)
+    paths["curve.png"] = plot_curves(curves, metrics, out_dir / "curve.png", attack, norm, provenance)
+    return paths, curve_lines(curves, metrics, attack, norm, sorted(result.eps_values))
 
 
 def _json_safe(value: Any) -> Any:
@@ -72,9 +92,11 @@ def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics
     paths = {name: out_dir / name for name in ("table.md", "table.csv", "results.json", "per_example.csv")}
     atomic_write_text(paths["per_example.csv"], per_example_frame(result).to_csv(index=False))
     atomic_write_text(paths["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
-    atomic_write_text(paths["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images, result.attacks))
+    curve_paths, curve_section = write_curve_files(out_dir, result, metrics, provenance)
+    atomic_write_text(paths["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images,
+                                                        result.attacks, curve_section))
     write_json(paths["results.json"], results_document(result, metrics, provenance, indicators))
-    return paths
+    return {**paths, **curve_paths}
 
 
 def read_results(path: Path) -> dict[str, Any]:
@@ -147,8 +169,11 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
+    result.table_eps = provenance.get("table_eps")
+    curve_paths, curve_section = write_curve_files(out_dir, result, metrics, provenance)
+    files.update(curve_paths)
     atomic_write_text(files["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images,
-                                                        result.attacks))
+                                                        result.attacks, curve_section))
     atomic_write_text(files["table.csv"], table_frame(metrics, provenance).to_csv(index=False))
     files["error_vs_eps.png"] = plot_error_vs_eps(metrics, out_dir / "error_vs_eps.png", provenance)
     return files

@@ -6,7 +6,9 @@ Columns (schema 2): `index`, `label`, `clean:<model>`, then for every attack run
 `adv[attack=<a>,eps=<e>,src=<s>]:<t>` (t's prediction on the example attack a crafted on s at
 eps e; empty beyond the images that attack ran on), then `worst[eps=<e>]:<m>` (1 when m is wrong
 on the clean image or on any adversarial example at eps e: the robust error's indicator).
-Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read."""
+Schema-1 files (`adv[eps=<e>,src=<s>]:<t>`, one attack) are still read. With a minimum-norm
+curve, `minnorm[attack=<a>]:<m>` holds each image's smallest adversarial perturbation found on m
+(pixel units of the report's norm; inf = none found; empty beyond the images the curve covers)."""
 from __future__ import annotations
 
 import re
@@ -26,6 +28,7 @@ _ADV_COLUMN = re.compile(r"^adv\[attack=(?P<attack>[^,\]=]+),eps=(?P<eps>[^,\]]+
 _ADV_COLUMN_V1 = re.compile(r"^adv\[eps=(?P<eps>[^,\]]+),src=(?P<src>[^\]]+)\]:(?P<tgt>.+)$")
 _WORST_COLUMN = re.compile(r"^worst\[eps=(?P<eps>[^\]]+)\]:(?P<model>.+)$")
 _CLEAN_PREFIX = "clean:"
+_MINNORM_COLUMN = re.compile(r"^minnorm\[attack=(?P<attack>[^\]]+)\]:(?P<model>.+)$")
 
 
 def format_eps(eps: float) -> str:
@@ -39,6 +42,10 @@ def clean_column(model: str) -> str:
 
 def adv_column(attack: str, eps: float, source: str, target: str) -> str:
     return f"adv[attack={attack},eps={format_eps(eps)},src={source}]:{target}"
+
+
+def minnorm_column(attack: str, model: str) -> str:
+    return f"minnorm[attack={attack}]:{model}"
 
 
 def worst_column(eps: float, model: str) -> str:
@@ -75,6 +82,11 @@ def per_example_frame(result: CrossEvalResult) -> pd.DataFrame:
         for model in names:
             values = by_model[model].astype(np.int64)
             columns[worst_column(eps, model)] = values if len(values) == n else _padded(values, n)
+    if result.min_norms and result.curve is not None:
+        for model in names:
+            norms = np.full(n, np.nan)
+            norms[: len(result.min_norms[model])] = result.min_norms[model]
+            columns[minnorm_column(str(result.curve["attack"]), model)] = norms
     return pd.DataFrame(columns)
 
 
@@ -180,7 +192,14 @@ def read_per_example(path: str | Path, attack: str = "unknown") -> PerExample:
 def result_from_per_example(path: str | Path, attack: str = "unknown") -> CrossEvalResult:
     """Parse per_example.csv back into predictions (the inverse of `per_example_frame`);
     `attack` names the single attack of a schema-1 file."""
-    return read_per_example(path, attack).to_result()
+    result = read_per_example(path, attack).to_result()
+    frame = pd.read_csv(path)
+    for column in frame.columns:  # the minimum-norm curve's columns (minnorm[attack=A]:M), when there is one
+        match = _MINNORM_COLUMN.match(column)
+        if match:
+            result.curve = result.curve or {"attack": match["attack"]}
+            result.min_norms[match["model"]] = frame[column].dropna().to_numpy(np.float64)
+    return result
 
 
 def default_baseline(models: Sequence[str], recorded: Sequence[str | None] = (), given: str | None = None) -> str:

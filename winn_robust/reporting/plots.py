@@ -18,7 +18,7 @@ from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
 from winn_robust.storage import atomic_savefig
-from winn_robust.units import PIXEL_UNITS, eps_text
+from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS, eps_text
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies) and one marker per model
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -52,7 +52,7 @@ def _axes_grid(fig: Figure, count: int) -> list[Any]:
 
 
 def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]]], models: Sequence[str],
-           metric: str = "error") -> None:
+           metric: str = "error", norm: str = DEFAULT_NORM) -> None:
     for index, name in enumerate(models):
         points = [(eps, _shown(rate.interval, metric)) for eps, rate in series.get(name, []) if rate.interval is not None]
         if not points:
@@ -64,14 +64,14 @@ def _panel(ax: Any, title: str, series: Mapping[str, Sequence[tuple[float, Rate]
         ax.fill_between(xs, [iv[1] for _, iv in points], [iv[2] for _, iv in points],
                         color=colour, alpha=0.15, linewidth=0)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(f"eps ({PIXEL_UNITS})")
+    ax.set_xlabel(f"{NORM_LABELS.get(norm, norm)} eps ({PIXEL_UNITS})")
     ax.set_xlim(left=0)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
 
 
 def _points_panel(ax: Any, title: str, entries: Sequence[tuple[str, Mapping[str, Rate]]], models: Sequence[str],
-                  metric: str = "error") -> None:
+                  metric: str = "error", norm: str = DEFAULT_NORM) -> None:
     """Attacks run at a single eps: one column per attack (its N under its name), one marker per
     model with its 95% CI as an error bar, instead of a near-empty line plot."""
     width = 0.7 / max(len(models), 1)
@@ -99,7 +99,8 @@ def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[st
     and the robust error, with 95% CI bands; attacks run at one eps share a panel of points with
     error bars. Every title gives that attack's own N; more than three panels wrap into rows."""
     provenance = provenance or {}
-    dataset = provenance.get("dataset", "")
+    norm = str(provenance.get("norm") or DEFAULT_NORM)
+    dataset = f"{provenance.get('dataset', '')}" + ("" if norm == DEFAULT_NORM else f" {NORM_LABELS.get(norm, norm)}")
     metric = str(provenance.get("metric") or metric)
     label = "accuracy" if metric == "accuracy" else "error"
     panels: list[tuple[str, Any]] = []
@@ -131,9 +132,9 @@ def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[st
     axes = _axes_grid(fig, len(panels))
     for ax, (title, content) in zip(axes, panels):
         if isinstance(content, dict):
-            _panel(ax, title, content, metrics.models, metric)
+            _panel(ax, title, content, metrics.models, metric, norm)
         else:
-            _points_panel(ax, title, content, metrics.models, metric)
+            _points_panel(ax, title, content, metrics.models, metric, norm)
         ax.set_ylabel(f"{label} (%), 95% CI", fontsize=8)
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -27,6 +27,7 @@ class RunDescription:
     sweep: Sequence[float]
     train_size: int = 0
     val_size: int = 0
+    norm: str = "linf"          # the evaluation's threat model; the paper's numbers are L-inf
 
 
 def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], methods: list[str]) -> list[str]:
@@ -46,11 +47,13 @@ def paper_comparison(run: RunDescription, metrics: Metrics, names: list[str], me
 
     for name, method in zip(names, methods):
         row = at_run.models[name]
-        ref = PAPER_NUMBERS.get((run.data, run.arch, method)) or (None, None, None, None)
+        ref = (PAPER_NUMBERS.get((run.data, run.arch, method)) if run.norm == "linf" else None) or (None, None, None, None)
         lines.append(f"| {name} | {pct(row.clean_error)} | {paper(ref[0])} | {pct(row.adv_error)} | {paper(ref[1])} | "
                      f"{pct(row.correction_by_method) if method != 'baseline' else '-'} | {paper(ref[2])} | "
                      f"{pct(row.correction_by_baseline) if method != 'baseline' else '-'} | {paper(ref[3])} |")
-    if not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
+    if run.norm != "linf":
+        lines += ["", "The paper's numbers are L-inf FGSM; this evaluation is L2, so its columns show '-'."]
+    elif not any(PAPER_NUMBERS.get((run.data, run.arch, m)) for m in methods):
         lines.append("")
         lines.append(f"The paper reports no numbers for {run.data} / {run.arch}; its columns show '-'.")
     stronger = [(a, m) for (a, e), m in metrics.by_run.items() if e == eps and a != attack]
@@ -140,7 +143,9 @@ def write_summary(out: Path, run: RunDescription, timings: Mapping[str, float | 
              f"{run.epochs} epochs; test images N = {metrics.n}",
              f"- split: {run.train_size:,} training / {run.val_size:,} validation images (a seeded random split of the "
              f"dataset's training set; the test set is only evaluated)",
-             f"- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps); tables at {eps_list_text(run.eps)}, "
+             ("- eps in [0, 1] pixel units (models see [-1, 1]; model-space step 2*eps)" if run.norm == "linf" else
+              "- threat model L2: eps is the L2 norm of the perturbation in [0, 1] pixel units (models see [-1, 1]; "
+              "model-space norm 2*eps)") + f"; tables at {eps_list_text(run.eps)}, "
              f"sweep {eps_list_text(run.sweep) or 'none'}",
              wall_time_line(timings, this_run), "",
              "## Verdict", "", one_seed_verdict(metrics, run.eps[0]), "",

@@ -12,7 +12,8 @@ from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
 from winn_robust.reporting.cost import cost_table, has_costs, model_costs
 from winn_robust.reporting.per_example import format_eps
-from winn_robust.units import EPS_UNIT, PIXEL_UNITS, eps_text
+from winn_robust.units import DEFAULT_NORM, EPS_UNIT, NORM_LABELS, PIXEL_UNITS, eps_text
+from winn_robust.units import eps_unit as norm_unit
 
 RATE_COLUMNS = ("clean_error", "adv_error", "robust_error", "correction_by_method", "correction_by_baseline")
 MCNEMAR_COLUMNS = ("mcnemar_clean", "mcnemar_adv", "mcnemar_robust")
@@ -80,8 +81,21 @@ def _model_info(provenance: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(provenance.get("models", {}).get(name, {}))
 
 
+def report_norm(provenance: Mapping[str, Any]) -> str:
+    """The report's threat model; reports from before L2 existed are L-inf."""
+    return str(provenance.get("norm") or DEFAULT_NORM)
+
+
+def eps_label(norm: str) -> str:
+    """'eps' at L-inf (as reports always said), 'L2 eps' otherwise."""
+    return "eps" if norm == DEFAULT_NORM else f"{NORM_LABELS[norm]} eps"
+
+
 def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per eps, attack and model (baseline first); value, CI and counts for every rate."""
+    """One row per eps, attack and model (baseline first); value, CI and counts for every rate.
+    An L2 report has a `norm` column and says L2 in `eps_unit` (an L-inf one is as it always was)."""
+    norm = report_norm(provenance)
+    unit = norm_unit(norm)
     rows = []
     for attack, eps in ordered_runs(metrics, provenance.get("table_eps")):
         at_run = metrics.by_run[(attack, eps)]
@@ -90,7 +104,8 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
             info = _model_info(provenance, name)
             row: dict[str, Any] = {"model": name, "checkpoint": info.get("checkpoint", ""),
                                    "method": info.get("method", ""), "arch": info.get("arch", ""), "attack": attack,
-                                   "eps": eps, "eps_unit": EPS_UNIT, "n": at_run.n, "n_robust": robust.n}
+                                   "eps": eps, **({"norm": norm} if norm != DEFAULT_NORM else {}),
+                                   "eps_unit": unit, "n": at_run.n, "n_robust": robust.n}
             model = at_run.models[name]
             rates: dict[str, Rate | None] = {col: getattr(model, col) for col in RATE_COLUMNS if col != "robust_error"}
             rates["robust_error"] = robust.error[name]
@@ -117,7 +132,7 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
                 row[f"{col}_p"] = None if test is None else test.pvalue
             rows.append(row)
     frame = pd.DataFrame(rows)
-    text = ("model", "checkpoint", "method", "arch", "attack", "eps_unit")
+    text = ("model", "checkpoint", "method", "arch", "attack", "norm", "eps_unit")
     counts = [c for c in frame.columns if c.endswith(("_k", "_n", "_b", "_c")) or c in ("n", "n_robust")]
     float_cols = [c for c in frame.columns if c not in counts and c not in text]
     return frame.astype({**{c: "Int64" for c in counts}, **{c: "float64" for c in float_cols}})
@@ -126,7 +141,10 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
 # ----------------------------------------------------------------------------- table.md
 def eps_unit(provenance: Mapping[str, Any]) -> str:
     """The unit line, true for the models of this report: winn-robust checkpoints see [-1, 1]
-    (model-space step 2*eps), external models (FILE.py, TorchScript, Python objects) [0, 1]."""
+    (model-space step 2*eps), external models (FILE.py, TorchScript, Python objects) [0, 1]; at
+    L2 the L2 unit."""
+    if report_norm(provenance) != DEFAULT_NORM:
+        return norm_unit(report_norm(provenance))
     ours = ("checkpoint", "classifier")  # a checkpoint file, or a winn-robust Classifier given to evaluate()
     kinds = {str(m.get("kind", "checkpoint")) for m in (provenance.get("models") or {}).values()} or {"checkpoint"}
     if not kinds & set(ours):
@@ -142,7 +160,9 @@ def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
     sweep = ", ".join(eps_text(e) for e in order[1:])
     eps_line = f"table eps = {eps_text(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
     seed = provenance.get("seed")
-    return [f"Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
+    norm = report_norm(provenance)
+    threat = "" if norm == DEFAULT_NORM else f"Threat model: {NORM_LABELS[norm]}. "
+    return [f"{threat}Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
             f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_line}, in {eps_unit(provenance)}. "
             f"Baseline: {metrics.baseline}." + (f" Evaluation seed: {seed}." if seed is not None else ""),
             "",
@@ -224,7 +244,7 @@ def attack_lines(attacks: Mapping[str, Mapping[str, Any]], metrics: Metrics) -> 
     return [*lines, ""]
 
 
-def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error") -> list[str]:
+def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error", norm: str = DEFAULT_NORM) -> list[str]:
     robust = metrics.robust[at_run.eps]
     word = metric
     lines = [f"| model | clean {word} | adversarial {word} | robust {word} (worst of {', '.join(robust.attacks)}; "
@@ -238,8 +258,8 @@ def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error") -> li
                      f"| {format_difference(shown_difference(row.adv_difference, metric))} | "
                      f"{'-' if base else format_rate(row.correction_by_method)} | "
                      f"{'-' if base else format_rate(row.correction_by_baseline)} | {format_pvalue(row.mcnemar_adv)} |")
-    lines += ["", f"Transfer {word} ({at_run.attack}, eps = {eps_text(at_run.eps)}): rows = model the adversarial "
-              f"examples were crafted on, columns = model evaluated (diagonal = adversarial {word}).", "",
+    lines += ["", f"Transfer {word} ({at_run.attack}, {eps_label(norm)} = {eps_text(at_run.eps)}): rows = model the "
+              f"adversarial examples were crafted on, columns = model evaluated (diagonal = adversarial {word}).", "",
               "| crafted on \\ evaluated on | " + " | ".join(metrics.models) + " |",
               "|---|" + "---|" * len(metrics.models)]
     for source in metrics.models:
@@ -277,10 +297,12 @@ def _returns_clean_images(attack: str) -> bool:
 
 def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
                    unchanged_images: Mapping[tuple[str, float], Mapping[str, int]] | None = None,
-                   attacks: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+                   attacks: Mapping[str, Mapping[str, Any]] | None = None, extra: Sequence[str] = ()) -> str:
     """The indicators, the attacks, Table 2 (clean error), then per eps (the table eps first) and
-    attack a Table 3/4 with the robust error and the transfer matrix."""
+    attack a Table 3/4 with the robust error and the transfer matrix; `extra` lines (the
+    minimum-norm curve's section) after Table 2."""
     metric = str(provenance.get("metric") or "error")
+    norm = report_norm(provenance)
     lines = ["# Adversarial robustness report", "", *_header(metrics, provenance), "",
              *indicator_lines(indicators, metrics.models), *attack_lines(attacks or {}, metrics),
              f"## Table 2: clean test {metric}", "",
@@ -291,12 +313,13 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
     cost = cost_lines(metrics, provenance)
     if cost:
         lines += ["", *cost[:-1]]
+    lines += list(extra)
     table_eps = provenance.get("table_eps")
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""
-        lines += ["", f"## Table 3/4: {attack}, eps = {eps_text(eps)}{label} ({PIXEL_UNITS}), N = {at_run.n}", "",
-                  *run_table(metrics, at_run, metric)]
+        lines += ["", f"## Table 3/4: {attack}, {eps_label(norm)} = {eps_text(eps)}{label} ({PIXEL_UNITS}), "
+                  f"N = {at_run.n}", "", *run_table(metrics, at_run, metric, norm)]
         unchanged = {s: c for s, c in (unchanged_images or {}).get((attack, eps), {}).items() if c}
         if unchanged and eps > 0 and not _returns_clean_images(attack):
             lines += ["", f"Images {attack} left exactly unchanged (every pixel as it was; for a gradient attack an "
