@@ -46,7 +46,7 @@ APGD-CE (`--iterative-n` images, `--apgd-steps` iterations, one restart):
                 AutoAttack(m01(A), norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"],
                 seed=...) with apgd.n_restarts = 1 and apgd.n_iter = steps (verbose off, like
                 the wrapper), then the same clean and K x K forwards. The seed is the wrapper's:
-                a generator seeded with harness.derive_seed(seed, "apgd-ce", eps, batch start, A)
+                a generator seeded with harness.derive_seed(seed, "apgd-ce", eps, batch start)
                 draws it, so both must give the same predictions.
 
 Images already sit on the device for every pipeline (no host-to-device copy is timed). The
@@ -496,8 +496,9 @@ def apgd_options(work: Work) -> dict[str, Any]:
 
 def autoattack_seed(work: Work, start: int, model_name: str, device: torch.device) -> int:
     """The seed our wrapper hands AutoAttack for this batch and model: drawn from a generator
-    seeded with derive_seed(seed, "apgd-ce", eps, batch start, model), as the harness does."""
-    generator = torch.Generator(device=device).manual_seed(derive_seed(work.seed, "apgd-ce", work.eps, start, model_name))
+    seeded with derive_seed(seed, "apgd-ce", eps, batch start), as the harness does (no model name:
+    identical models get identical starts)."""
+    generator = torch.Generator(device=device).manual_seed(derive_seed(work.seed, "apgd-ce", work.eps, start))
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
 
 

@@ -312,7 +312,7 @@ def measure_compile(inputs: FloorInputs, config: TrainConfig, device: torch.devi
     an empty compile cache) apart, and the largest difference of loss and gradients from eager."""
     model = inputs.trainer.model
     batch = inputs.batches[0]
-    baseline = TrainConfig.from_dict({**config.to_dict(), "method": "baseline"})
+    baseline = config.with_method("baseline")
     cases: dict[str, StepFn] = {
         f"{config.method} classify": lambda m, s, lay: classification_step(m, s, lay, batch, config),
         "CE classify": lambda m, s, lay: classification_step(m, s, lay, batch, baseline),

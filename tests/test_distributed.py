@@ -24,8 +24,8 @@ import torch
 import torch.multiprocessing as mp
 from conftest import pattern_data
 
-from winn_robust import commands, distributed
 from winn_robust import device as device_module
+from winn_robust import distributed
 from winn_robust.checkpoint import read_checkpoint
 from winn_robust.cli import main
 from winn_robust.errors import UserError
@@ -84,7 +84,11 @@ def largest_differences(a: Path, b: Path) -> tuple[float, float]:
 
 def same_metrics(a: Path, b: Path) -> None:
     """Every logged figure but the timings agrees; the counts (steps, pool size, errors) exactly."""
-    ma, mb = (pd.read_csv(p / "metrics.csv").drop(columns=list(TIMING)) for p in (a, b))
+    # image-passes of WINN's synthesis differ: each rank synthesizes its share of the classes and
+    # learns that a group stopped from one forward more of its own (the defences' counts are equal:
+    # test_collectives_agreement_and_baseline_training_on_two_gloo_processes)
+    passes = ["forward_passes", "backward_passes"]
+    ma, mb = (pd.read_csv(p / "metrics.csv").drop(columns=[*TIMING, *passes]) for p in (a, b))
     exact = ["epoch", "method", "train_error", "val_error", "synthesis_steps_max", "synthesis_unconverged", "pool_size"]
     pd.testing.assert_frame_equal(ma[exact], mb[exact])
     pd.testing.assert_frame_equal(ma.drop(columns=exact), mb.drop(columns=exact), atol=1e-4, rtol=1e-4)
@@ -196,7 +200,7 @@ def test_sharded_evaluation_resumes_a_killed_one_process_evaluation(evaluations,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluate_module, "cross_evaluate",
-                        lambda *args, **kwargs: cross_evaluate(*args, **kwargs, on_item=stop_after_five))
+                        lambda *args, **kwargs: cross_evaluate(*args, **{**kwargs, "on_item": stop_after_five}))
     models = ["--baseline", f"a={runs['one']}", "--model", f"b={runs['two']}"]
     out = tmp_path / "resumed"
     assert main(["attack", *models, *ATTACK, "--out", str(out)]) == 130
@@ -288,7 +292,9 @@ def test_a_batch_the_ranks_cannot_split_evenly_is_refused_in_one_line(tmp_path, 
     this process as rank 0 and as rank 1 of 2, without a process group: the refusal comes first.)"""
     monkeypatch.setattr(distributed, "init_from_env", lambda device, timeout: distributed.world())
     monkeypatch.setattr(distributed, "exit_after_failure", lambda code, exc: None)
-    monkeypatch.setattr(commands, "load_train_data", lambda *args: pytest.fail("data loaded before the refusal"))
+    from winn_robust.experiments import training_run
+
+    monkeypatch.setattr(training_run, "load_train_data", lambda *args: pytest.fail("data loaded before the refusal"))
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank, printed in (("0", ["winn-robust: error: --batch-size 25 is the global batch, split evenly across 2 ranks; "
                                  "choose a multiple of 2 (e.g. 24 or 26)"]), ("1", [])):

@@ -233,16 +233,12 @@ def test_attack_norm_l2_with_a_curve_end_to_end_and_rebuilt_byte_identical(tmp_p
 
 
 def test_reproduce_hands_the_norm_and_curve_to_its_attack_job(tmp_path):
-    from pathlib import Path
-
-    from winn_robust.cli import build_parser
-    from winn_robust.commands import eval_spec
-    from winn_robust.experiments.reproduce import attack_argv
+    """The evaluation job's spec (JSON) carries the norm, the curve and every attack setting."""
+    from winn_robust.evaluation.spec import EvalSpec
 
     settings = resolve_settings("quick", {"norm": "l2", "curve": "fmn", "strong_limit": 50},
                                 out=tmp_path, attack_options={"pgd": {"steps": "7"}})
     spec = settings.eval_spec
-    argv = attack_argv(settings, spec, [Path("a.pt"), Path("b.pt")], tmp_path, "cpu")
-    assert argv[argv.index("--norm") + 1] == "l2" and argv[argv.index("--curve") + 1] == "foolbox-fmn"
-    rebuilt = eval_spec(build_parser().parse_args(argv))
+    rebuilt = EvalSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert rebuilt.norm == "l2" and rebuilt.curve is not None and rebuilt.curve.name == "foolbox-fmn"
     assert rebuilt.describe() == spec.describe()  # the job evaluates exactly what reproduce planned

@@ -95,7 +95,7 @@ def attack_option_help(example: str) -> str:
     keys = []
     for name, cls in ATTACKS.items():
         options = [f"{f.name}={getattr(cls, f.name, f.default)}" + (" (= 2.5*eps/steps)" if f.name == "step_size" else "")
-                   for f in dataclass_fields(cls) if f.name != "seed"]
+                   for f in dataclass_fields(cls) if f.name not in ("seed", "norm")]  # --norm sets the norm
         keys.append(f"{name}: {', '.join(options) or 'no options'}")
     return f"an attack's option as ATTACK.KEY=VALUE, e.g. {example}; repeat for more. Keys (defaults): " + "; ".join(keys)
 

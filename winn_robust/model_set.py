@@ -76,7 +76,12 @@ def model_file(source: str) -> str:
 
 
 def loaded_names(loaded: Sequence[LoadedModel]) -> list[str]:
-    """The NAME the user gave, else `model_names` for our checkpoints, else the file's stem."""
+    """The NAME the user gave, else `model_names` for our checkpoints, else the file's stem. A
+    NAME given to two models is refused (it would silently become NAME-2)."""
+    given = [safe_name(m.name) for m in loaded if m.name is not None]
+    twice = next((n for n in given if given.count(n) > 1), None)
+    if twice is not None:
+        raise UserError(f"the name {twice!r} is given to two models (NAME=SPEC); give each model its own name")
     ours = [m for m in loaded if m.kind == "checkpoint" and m.name is None]
     auto = iter(model_names([m.metadata for m in ours], [m.path for m in ours if m.path is not None])) if ours else iter(())
     names = []

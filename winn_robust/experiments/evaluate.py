@@ -135,7 +135,8 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
             provenance["metric"] = metric
         attacks_started = time.perf_counter()
         log = None if progress else run_logger(spec, len(labels), names)
-        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store, on_item=log)
+        result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store,
+                                **({} if log is None else {"on_item": log}))
         attack_seconds = time.perf_counter() - attacks_started
         report = build_report(result, names, provenance, spec, class_names)
         report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)

@@ -403,6 +403,7 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     several seeds) the aggregate, into `settings.out`. One reproduce per folder: its lock is held
     from before the first run folder is read to the last summary written (every job locks its own
     run or report folder as well)."""
+    settings.launch.check_available()  # before the lock creates the folder
     with acquire(settings.out, REPRODUCE):
         return _reproduce(settings)
 

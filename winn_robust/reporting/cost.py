@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -63,13 +64,15 @@ def _fmt(value: float, spec: str) -> str:
     return "n/a" if not math.isfinite(value) else format(value, spec)
 
 
-def cost_table(costs: Sequence[ModelCost], error_labels: Sequence[str]) -> list[str]:
+def cost_table(costs: Sequence[ModelCost], error_labels: Sequence[str], seconds: bool = True) -> list[str]:
     """Markdown: per model the selection rule and chosen epochs, training seconds (mean, sd over
     seeds), forward and backward image-passes (millions) and passes per training image and epoch,
-    then the mean of each error."""
-    lines = ["| model | selected by (epochs) | train s (mean) | sd | forward passes | backward passes | "
+    then the mean of each error. `seconds=False` leaves the wall time out (a seed's table.md: two
+    runs of the same work then write the same bytes; the time is in results.json and summary.md)."""
+    time_head = "train s (mean) | sd | " if seconds else ""
+    lines = ["| model | selected by (epochs) | " + time_head + "forward passes | backward passes | "
              "passes / image / epoch | " + " | ".join(error_labels) + " |",
-             "|---" * (7 + len(error_labels)) + "|"]
+             "|---" * (5 + 2 * seconds + len(error_labels)) + "|"]
     for m in costs:
         epochs = [c.get("epochs") for c in m.costs if c] or [None]
         images = [c.get("train_images") for c in m.costs if c] or [None]
@@ -79,8 +82,8 @@ def cost_table(costs: Sequence[ModelCost], error_labels: Sequence[str]) -> list[
         chosen = ", ".join("-" if e is None else str(e) for e in m.best_epochs)
         errs = [_fmt(100 * float(np.mean(m.errors[label])), ".2f") + "%" if m.errors.get(label) else "n/a"
                 for label in error_labels]
-        lines.append(f"| {m.model} | {m.select_by} ({chosen}) | {_fmt(m.mean('train_seconds'), '.1f')} | "
-                     f"{_fmt(m.sd('train_seconds'), '.1f')} | {_fmt(m.mean('forward_passes'), ',.0f')} | "
+        time_cells = f"{_fmt(m.mean('train_seconds'), '.1f')} | {_fmt(m.sd('train_seconds'), '.1f')} | " if seconds else ""
+        lines.append(f"| {m.model} | {m.select_by} ({chosen}) | {time_cells}{_fmt(m.mean('forward_passes'), ',.0f')} | "
                      f"{_fmt(m.mean('backward_passes'), ',.0f')} | {_fmt(per_image, '.1f')} | " + " | ".join(errs) + " |")
     return lines
 
@@ -114,8 +117,9 @@ def plot_cost(costs: Sequence[ModelCost], error_label: str, path: Path, title: s
             ax.scatter([np.mean(xs)], [np.mean(ys)], color=colour, marker=marker, s=110, edgecolors="black",
                        linewidths=0.8, label=f"{m.model} (mean of {len(xs)})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor labels overlap
         ax.set_xlabel(label)
-        ax.set_ylabel(f"{error_label} (%)")
+        ax.set_ylabel(f"{error_label} error (%)")
         ax.grid(alpha=0.3, which="both")
         if panel == 0:
             ax.legend(fontsize=8)

@@ -283,9 +283,10 @@ def cost_lines(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
     if not has_costs(costs):
         return []
     return ["## Cost of training beside robustness", "",
-            f"How best.pt was selected (the epoch chosen), seconds of the training passes (validation and selection "
-            f"excluded), forward and backward image-passes counted by hooks on the model, and the errors at eps "
-            f"{format_eps(eps)}.", "", *cost_table(costs, ["clean", *attacks, "robust"]), ""]
+            f"How best.pt was selected (the epoch chosen), forward and backward image-passes of training (counted by "
+            f"hooks on the model; validation and selection excluded), and the errors at eps {format_eps(eps)}. The "
+            "training seconds are in results.json (`training_cost`) and the aggregate.", "",
+            *cost_table(costs, ["clean", *attacks, "robust"], seconds=False), ""]
 def _returns_clean_images(attack: str) -> bool:
     """Attacks (AutoAttack's) that hand back the clean image wherever they fail: for them an
     unchanged image counts failures, not zero gradients, so the line is left out."""
