@@ -341,7 +341,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
 
 
-@pytest.mark.xfail(reason="after the merge of the cost columns a resumed run's rewritten rows differ from a straight run's in one column; open", strict=False)
+@pytest.mark.xfail(reason="resumed rows differ from a straight run in one column after the merge; open", strict=False)
 @pytest.mark.parametrize("damage", ["kill before metrics.csv", "deleted", "garbled"])
 def test_metrics_csv_is_rewritten_from_last_pt(tmp_path, tiny_data, damage):
     from winn_robust.training import TrainConfig, train
@@ -479,7 +479,7 @@ BROKEN_MODELS = textwrap.dedent("""
     ("integer", ("int64 logits",)),
     ("nan_on_adversarial", ("NaN or Inf logits",)),
 ])
-@pytest.mark.xfail(reason="the new input-convention probes call the model more often: the failing call lands in the probes; open", strict=False)
+@pytest.mark.xfail(reason="the input-convention probes call the model more often; open", strict=False)
 def test_a_broken_user_model_is_one_line_naming_model_attack_and_batch(tmp_path, capsys, function, expected):
     source = tmp_path / "broken.py"
     source.write_text(BROKEN_MODELS)
