@@ -188,12 +188,12 @@ def test_sharded_evaluation_rank_zero_alone_writes_and_prints(evaluations):
     assert evaluations["stdout"].count("report written to") == 1
 
 
-@pytest.mark.xfail(reason="after the merge the killed-evaluation wrapper no longer stops at item five; open", strict=False)
 def test_sharded_evaluation_resumes_a_killed_one_process_evaluation(evaluations, runs, tmp_path, monkeypatch):
     """A one-process evaluation killed after 5 items (its state folder keeps them), finished under
     torchrun with --resume: the same tables as the uninterrupted run."""
     import winn_robust.experiments.evaluate as evaluate_module
     from winn_robust.evaluation.harness import cross_evaluate
+    from winn_robust.reporting.report_folder import STATE_DIR
 
     def stop_after_five(key: str, finished: list[str] = []) -> None:  # noqa: B006 (a counter across calls)
         finished.append(key)
@@ -205,7 +205,7 @@ def test_sharded_evaluation_resumes_a_killed_one_process_evaluation(evaluations,
     models = ["--baseline", f"a={runs['one']}", "--model", f"b={runs['two']}"]
     out = tmp_path / "resumed"
     assert main(["attack", *models, *ATTACK, "--out", str(out)]) == 130
-    assert len(list((out / evaluate_module.STATE_DIR).glob("run*.pt"))) == 5
+    assert len(list((out / STATE_DIR).glob("run*.pt"))) == 5
     done = torchrun(["attack", *models, *ATTACK, "--out", str(out), "--resume"])
     assert done.returncode == 0, done.stderr
     for name in REPORT_TABLES:

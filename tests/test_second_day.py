@@ -219,7 +219,6 @@ def test_report_lines_say_what_was_used_and_for_which_inputs():
     assert "external models receive [0, 1]" in eps_unit({"models": {"a": {"kind": "checkpoint"}, "b": {"kind": "torchscript"}}})
 
 
-@pytest.mark.xfail(reason="'resuming from epoch E' was not ported into experiments/training_run.py in the merge; open", strict=False)
 def test_the_small_mistakes_of_day_two_are_one_line_each(tmp_path, capsys):
     from test_cli import TINY_TRAIN, fake_checkpoint, one_line_error
 

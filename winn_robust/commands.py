@@ -90,7 +90,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         if done >= config.epochs:
             raise UserError(f"nothing to do: {args.out} already holds {done} epochs (--epochs {config.epochs}); "
                             "raise --epochs to train on")
-        args.resumed_from = done
+        distributed.main_only(print)(f"resuming {config.method} from epoch {done} to {config.epochs}", file=sys.stderr)
         if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
             args.data_dir = Path(meta["data_dir"])
             print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
