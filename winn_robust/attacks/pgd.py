@@ -1,5 +1,6 @@
-"""Our L-inf PGD (Madry et al. 2018) with random starts and restarts, batched, and the projected
-sign-gradient ascent loop it shares with adversarial training (PGD-AT, TRADES, Fast-AT).
+"""Our PGD (Madry et al. 2018) with random starts and restarts, batched, and the projected
+gradient-ascent loop it shares with adversarial training (PGD-AT, TRADES, Fast-AT). The L-inf
+version is here; pgd_l2.py gives the L2 start and step to the same loop and bookkeeping.
 
 Each image keeps its most damaging iterate over every step of every restart (a mistake found at
 any step is never lost; among mistakes, or among non-mistakes, the higher cross-entropy wins),
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,8 @@ from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model
 Objective = Callable[[torch.Tensor], torch.Tensor]
 # sees every iterate, the last included: (step, iterate, logits, per-image objective)
 IterateHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# one ascent step of a threat model: (iterate, input gradient) -> the next iterate, projected
+StepRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def box_around(x: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,14 +40,19 @@ def uniform_start(x: torch.Tensor, radius: float, noise: torch.Tensor) -> torch.
     return torch.min(torch.max(x + (2 * noise - 1) * radius, low), high)
 
 
-def sign_ascent(model: torch.nn.Module, x: torch.Tensor, start: torch.Tensor, objective: Objective,
-                radius: float, step: float, steps: int, on_iterate: IterateHook | None = None) -> torch.Tensor:
-    """`steps` steps of projected sign-gradient ascent on sum(objective(model(x'))) from `start`,
-    each projected onto the L-inf ball of `radius` around x and the pixel box (model units).
+def linf_step(x: torch.Tensor, radius: float, alpha: float) -> StepRule:
+    """`alpha` along the gradient's sign, then onto the L-inf ball of `radius` and the box."""
+    low, high = box_around(x, radius)
+    return lambda current, grad: torch.min(torch.max(current + alpha * grad.sign(), low), high)
+
+
+def projected_ascent(model: torch.nn.Module, start: torch.Tensor, objective: Objective, step_rule: StepRule,
+                     steps: int, on_iterate: IterateHook | None = None) -> torch.Tensor:
+    """`steps` projected gradient-ascent steps on sum(objective(model(x'))) from `start`, the
+    threat model's step and projection in `step_rule` (L-inf: `linf_step`; L2: pgd_l2.l2_step_rule).
     Returns the last iterate. `on_iterate` sees every iterate with its logits; without it the last
     iterate is not evaluated (adversarial training needs only the image). The caller puts the
     model in eval mode with frozen parameters (`frozen_eval`)."""
-    low, high = box_around(x, radius)
     current = start.detach()
     with torch.enable_grad():
         for index in range(steps + 1):
@@ -58,8 +67,41 @@ def sign_ascent(model: torch.nn.Module, x: torch.Tensor, start: torch.Tensor, ob
             if last:
                 break
             grad = input_gradient(value.sum(), current)  # a detached input is a zero gradient, not a crash
-            current = torch.min(torch.max(current.detach() + step * grad.sign(), low), high)
+            current = step_rule(current.detach(), grad)
     return current.detach()
+
+
+def sign_ascent(model: torch.nn.Module, x: torch.Tensor, start: torch.Tensor, objective: Objective,
+                radius: float, step: float, steps: int, on_iterate: IterateHook | None = None) -> torch.Tensor:
+    """L-inf projected sign-gradient ascent around x (radius and step in model units)."""
+    return projected_ascent(model, start, objective, linf_step(x, radius, step), steps, on_iterate)
+
+
+class BestIterate:
+    """Each image's most damaging iterate so far: a mistake found at any step is never lost;
+    among mistakes, or among non-mistakes, the higher cross-entropy wins. Also the running
+    maximum loss per step of the current restart (the report's loss-trace indicator)."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, steps: int) -> None:
+        self.labels = labels
+        self.best = x.clone()
+        self.fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.loss = torch.full((len(x),), -float("inf"), device=x.device)
+        self.trace = torch.zeros(steps + 1, len(x), device=x.device)
+        self.running = torch.empty(0)
+
+    def __call__(self, step: int, candidate: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
+        fooled = logits.argmax(1) != self.labels
+        better = (fooled & ~self.fooled) | ((fooled == self.fooled) & (loss > self.loss))
+        self.best = torch.where(better.view(-1, *[1] * (candidate.dim() - 1)), candidate, self.best)
+        self.fooled, self.loss = self.fooled | fooled, torch.where(better, loss, self.loss)
+        self.running = loss if step == 0 else torch.max(self.running, loss)
+        self.trace[step] = self.running
+
+    def output(self, clean_logits: torch.Tensor | None) -> AttackOutput:
+        unfooled = ~self.fooled
+        return AttackOutput(self.best, clean_logits=clean_logits, loss_trace_sum=(self.trace * unfooled).sum(dim=1),
+                            loss_trace_count=int(unfooled.sum()))
 
 
 @dataclass(frozen=True)
@@ -90,44 +132,43 @@ class PGD(Attack):
             generator: torch.Generator) -> AttackOutput:
         x = images.detach()
         random = self.random_start and eps > 0
-        noises = [torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if random else None
-                  for _ in range(self.restarts)]
-        return self.run_from(model, x, labels, eps, noises)
+        return self.run_from(model, x, labels, eps, [self.draw_noise(x, generator) if random else None
+                                                     for _ in range(self.restarts)])
+
+    # the threat model's three pieces (pgd_l2.PGDL2 overrides them)
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+        """One restart's random numbers: U[0, 1) of the images' shape."""
+        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def start_at(self, x: torch.Tensor, radius: float, noise: Any) -> torch.Tensor:
+        return uniform_start(x, radius, noise)
+
+    def step_rule(self, x: torch.Tensor, radius: float, alpha: float) -> StepRule:
+        return linf_step(x, radius, alpha)
 
     def run_from(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
-                 noises: list[torch.Tensor | None]) -> AttackOutput:
-        """PGD with the random starts given: one U[0, 1) tensor of the images' shape per restart
-        (None: start at the image). Adversarial training draws them for a whole global batch and
-        passes each rank its rows, so several ranks attack exactly as one process does."""
+                 noises: list[Any]) -> AttackOutput:
+        """PGD with the random starts given: one `draw_noise` value per restart (None: start at the
+        image). Adversarial training draws them for a whole global batch and passes each rank its
+        rows, so several ranks attack exactly as one process does."""
         x = images.detach()
         radius, alpha = eps_to_model(eps), eps_to_model(self.step_for(eps))
-        best = x.clone()
-        best_fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        best_loss = torch.full((len(x),), -float("inf"), device=x.device)
-        clean_logits: torch.Tensor | None = None
-        trace = torch.zeros(self.steps + 1, len(x), device=x.device)
-        running = torch.empty(0)
+        tracker = BestIterate(x, labels, self.steps)
+        clean_logits: list[torch.Tensor] = []
         from_clean = False
 
         def keep(step: int, candidate: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
-            nonlocal best, best_fooled, best_loss, clean_logits, running
-            if clean_logits is None and step == 0 and from_clean:
-                clean_logits = logits
-            fooled = logits.argmax(1) != labels
-            better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), candidate, best)
-            best_fooled, best_loss = best_fooled | fooled, torch.where(better, loss, best_loss)
-            running = loss if step == 0 else torch.max(running, loss)
-            trace[step] = running
+            if not clean_logits and step == 0 and from_clean:
+                clean_logits.append(logits)
+            tracker(step, candidate, logits, loss)
 
         def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(logits, labels, reduction="none")
 
+        rule = self.step_rule(x, radius, alpha)
         with frozen_eval(model):
             for restart, noise in enumerate(noises[:self.restarts]):
                 from_clean = restart == 0 and (noise is None or radius == 0)
-                start = x.clone() if noise is None or radius == 0 else uniform_start(x, radius, noise)
-                sign_ascent(model, x, start, cross_entropy, radius, alpha, self.steps, on_iterate=keep)
-        unfooled = ~best_fooled
-        return AttackOutput(best, clean_logits=clean_logits, loss_trace_sum=(trace * unfooled).sum(dim=1),
-                            loss_trace_count=int(unfooled.sum()))
+                start = x.clone() if noise is None or radius == 0 else self.start_at(x, radius, noise)
+                projected_ascent(model, start, cross_entropy, rule, self.steps, on_iterate=keep)
+        return tracker.output(clean_logits[0] if clean_logits else None)

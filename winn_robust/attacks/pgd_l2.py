@@ -9,20 +9,18 @@ box, so clipping only moves a coordinate toward x. Random starts are uniform in 
 our L-inf PGD each image keeps its most damaging iterate over every step of every restart."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from winn_robust.attacks.base import Attack, AttackOutput
-from winn_robust.errors import UserError
+from winn_robust.attacks.pgd import PGD, StepRule, projected_ascent
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model
 
 TINY = 1e-12   # a zero gradient stays zero instead of dividing by zero
-
-Iterate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def l2_norms(delta: torch.Tensor) -> torch.Tensor:
@@ -46,13 +44,23 @@ def l2_normalise(grad: torch.Tensor) -> torch.Tensor:
     return grad / _per_image(l2_norms(grad).clamp_min(TINY), grad)
 
 
-def random_l2_start(x: torch.Tensor, radius: float, generator: torch.Generator) -> torch.Tensor:
-    """x plus a perturbation uniform in the L2 ball of `radius` (direction Gaussian, norm radius
-    * U^(1/d)), clipped to the box."""
-    direction = l2_normalise(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+def l2_ball_start(x: torch.Tensor, radius: float, direction: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """x plus a perturbation uniform in the L2 ball of `radius`: the direction of the Gaussian
+    `direction` (the images' shape), the norm radius * u^(1/d) (u ~ U[0, 1), one per image),
+    clipped to the box."""
     dims = x[0].numel()
-    u = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype)
-    return (x + direction * _per_image(radius * u.pow(1.0 / dims), x)).clamp(MODEL_LOW, MODEL_HIGH)
+    return (x + l2_normalise(direction) * _per_image(radius * u.pow(1.0 / dims), x)).clamp(MODEL_LOW, MODEL_HIGH)
+
+
+def draw_l2_noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random numbers of one L2 start: a Gaussian of the images' shape, one U[0, 1) per image."""
+    return (torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype),
+            torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype))
+
+
+def random_l2_start(x: torch.Tensor, radius: float, generator: torch.Generator) -> torch.Tensor:
+    """A start uniform in the L2 ball of `radius` around x, clipped to the box."""
+    return l2_ball_start(x, radius, *draw_l2_noise(x, generator))
 
 
 def l2_step(current: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, radius: float, alpha: float) -> torch.Tensor:
@@ -61,87 +69,37 @@ def l2_step(current: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, radius: 
     return (x + l2_project(moved - x, radius)).clamp(MODEL_LOW, MODEL_HIGH)
 
 
+def l2_step_rule(x: torch.Tensor, radius: float, alpha: float) -> StepRule:
+    """`l2_step` around x as the step rule of pgd.projected_ascent."""
+    return lambda current, grad: l2_step(current, grad, x, radius, alpha)
+
+
 def l2_ascent(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, radius: float, alpha: float, steps: int,
-              start: torch.Tensor | None = None, on_iterate: Iterate | None = None) -> torch.Tensor:
+              start: torch.Tensor | None = None) -> torch.Tensor:
     """`steps` L2 PGD steps on the cross-entropy from `start` (x when None), radius and step in
-    MODEL units, with the model as the caller set it (training calls this in eval mode too).
-    `on_iterate(images, logits, per-image loss)` sees every iterate, the last included (an attack
-    keeps its best there); without it the last iterate gets no extra forward pass. Returns the
-    last iterate, detached."""
-    x = x.detach()
-    current = x.clone() if start is None else start.detach()
-    with torch.enable_grad():
-        for step in range(steps + (on_iterate is not None)):
-            last = step == steps
-            current = current.detach().requires_grad_(not last)
-            logits = model(current)
-            loss = F.cross_entropy(logits, labels, reduction="none")
-            if on_iterate is not None:
-                on_iterate(current.detach(), logits.detach(), loss.detach())
-            if last:
-                break
-            (grad,) = torch.autograd.grad(loss.sum(), current)
-            current = l2_step(current.detach(), grad, x, radius, alpha)
-    return current.detach()
+    MODEL units, with the model as the caller set it. Returns the last iterate, detached."""
+    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    return projected_ascent(model, x.detach() if start is None else start, cross_entropy,
+                            l2_step_rule(x.detach(), radius, alpha), steps)
 
 
 @dataclass(frozen=True)
-class PGDL2(Attack):
-    steps: int = 50
-    step_size: float = 0.0      # pixel units; 0 means 2.5 * eps / steps
-    restarts: int = 3
-    random_start: bool = True
-
+class PGDL2(PGD):
+    """Our PGD loop and best-iterate bookkeeping with the L2 start and step."""
     name = "pgd"
     summary = "L2 projected gradient descent on the cross-entropy, random starts and restarts (ours)"
-    iterative = True
     norms = ("l2",)
 
-    @property
-    def randomized(self) -> bool:  # type: ignore[override]
-        return self.random_start
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return draw_l2_noise(x, generator)
 
-    def validate(self) -> None:
-        if self.steps < 1 or self.restarts < 1:
-            raise UserError(f"pgd needs steps >= 1 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}")
-        if self.step_size < 0:
-            raise UserError(f"pgd step_size must be >= 0 (0 = 2.5 * eps / steps), got {self.step_size}")
+    def start_at(self, x: torch.Tensor, radius: float, noise: Any) -> torch.Tensor:
+        return l2_ball_start(x, radius, *noise)
 
-    def step_for(self, eps: float) -> float:
-        return self.step_size if self.step_size > 0 else 2.5 * eps / self.steps
-
-    def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
-            generator: torch.Generator) -> AttackOutput:
-        x = images.detach()
-        radius, alpha = eps_to_model(eps), eps_to_model(self.step_for(eps))
-        state = {"best": x.clone(), "fooled": torch.zeros(len(x), dtype=torch.bool, device=x.device),
-                 "loss": torch.full((len(x),), -float("inf"), device=x.device)}
-        trace = torch.zeros(self.steps + 1, len(x), device=x.device)
-        clean_logits: list[torch.Tensor] = []
-        random = self.random_start and radius > 0
-        running = torch.empty(0)
-        step = 0
-
-        def keep(candidate: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
-            nonlocal running, step
-            if not random and not clean_logits:
-                clean_logits.append(logits)
-            fooled = logits.argmax(1) != labels
-            better = (fooled & ~state["fooled"]) | ((fooled == state["fooled"]) & (loss > state["loss"]))
-            state["best"] = torch.where(_per_image(better, x), candidate, state["best"])
-            state["fooled"], state["loss"] = state["fooled"] | fooled, torch.where(better, loss, state["loss"])
-            running = torch.max(running, loss)
-            trace[step] = running
-            step += 1
-
-        with frozen_eval(model):
-            for _ in range(self.restarts):
-                running, step = torch.full((len(x),), -float("inf"), device=x.device), 0
-                start = random_l2_start(x, radius, generator) if random else None
-                l2_ascent(model, x, labels, radius, alpha, self.steps, start=start, on_iterate=keep)
-        unfooled = ~state["fooled"]
-        return AttackOutput(state["best"], clean_logits=clean_logits[0] if clean_logits else None,
-                            loss_trace_sum=(trace * unfooled).sum(dim=1), loss_trace_count=int(unfooled.sum()))
+    def step_rule(self, x: torch.Tensor, radius: float, alpha: float) -> StepRule:
+        return l2_step_rule(x, radius, alpha)
 
 
 @dataclass(frozen=True)

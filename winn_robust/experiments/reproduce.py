@@ -194,7 +194,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         raise UserError("--methods must start with baseline and name at least one other method, e.g. baseline,winn")
     eps_values = eps["eps"]
     method_options = resolve_method_options(specs, values.get("method_settings") or {},
-                                            overrides.get("method_preset"), eps_values[0])
+                                            overrides.get("method_preset"), eps_values[0], norm)
     reference = values.get("reference")
     if reference is not None and reference not in methods[1:]:
         raise UserError(f"--reference {reference} is not among the methods ({', '.join(methods[1:])}); name one of them")
@@ -240,10 +240,11 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
 
 
 def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], method_preset: str | None,
-                           table_eps: float) -> dict[str, dict[str, Any]]:
+                           table_eps: float, table_norm: str = "linf") -> dict[str, dict[str, Any]]:
     """Each method's own settings: a shared setting (a preset's `method_settings`, or a flag such
-    as --train-steps) goes to every method that has it; a --method-preset to its method; the
-    training eps of a method that has one defaults to the table eps."""
+    as --train-steps) goes to every method that has it; a --method-preset (published, L-inf) to its
+    method; the training eps and norm of a method that has them default to the table's first eps
+    and its --norm (a defence is trained in the threat model it is evaluated in unless told)."""
     from winn_robust.training.methods import published_settings
 
     owners = settings_owners()
@@ -261,6 +262,8 @@ def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], 
                 mine = {**values, **mine}
         if "eps" in owners and kind in owners["eps"] and mine.get("eps") is None:
             mine["eps"] = table_eps
+        if table_norm != "linf" and kind in owners.get("norm", []) and mine.get("norm") is None:
+            mine["norm"] = table_norm
         options[name] = mine
         make_method(specs[name], mine)  # refuses bad values now, naming the setting
     if method_preset and not any(published_settings(method_preset)[0] == k for k in names.values()):

@@ -12,6 +12,7 @@ from winn_robust.errors import SettingError
 from winn_robust.models import ARCHITECTURES
 from winn_robust.models.generator import GENERATOR_INITS
 from winn_robust.training.methods import TrainingMethod, make_method, settings_owners
+from winn_robust.units import L2_EPS_MAX
 
 FIELD_HELP = {
     "method": "baseline (CE only), icn (logistic introspective loss), winn (Wasserstein), pgd-at (Madry et al.), "
@@ -120,8 +121,9 @@ class TrainConfig:
         for name in ("train_limit", "select_limit"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise SettingError(name, f"must be positive, got {getattr(self, name)}")
-        if self.select_eps is not None and not 0.0 < self.select_eps <= 1.0:
-            raise SettingError("select_eps", f"must be in (0, 1] pixel units, got {self.select_eps}")
+        top = L2_EPS_MAX if self.training_method.threat_norm == "l2" else 1.0
+        if self.select_eps is not None and not 0.0 < self.select_eps <= top:
+            raise SettingError("select_eps", f"must be in (0, {top:g}] pixel units, got {self.select_eps}")
         if "pgd" in self.select_rules and self.selection_eps is None:
             raise SettingError("select_eps", f"is needed to select by PGD error: {self.method} has no training eps; "
                                              "give the PGD budget in [0, 1] pixel units")
@@ -146,6 +148,11 @@ class TrainConfig:
     def selection_eps(self) -> float | None:
         """The budget of PGD model selection: select_eps, else the method's training eps."""
         return self.select_eps if self.select_eps is not None else self.training_method.train_eps
+
+    @property
+    def selection_norm(self) -> str:
+        """The threat model of PGD model selection: the method's training norm."""
+        return self.training_method.threat_norm
 
     def with_method(self, method: str, options: Mapping[str, Any] | None = None) -> TrainConfig:
         """The same shared settings for another method (how `reproduce` trains every method alike)."""

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from winn_robust import distributed
 from winn_robust.attacks.pgd import PGD
+from winn_robust.attacks.pgd_l2 import PGDL2
 from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import UserError
@@ -353,13 +354,15 @@ class Trainer:
         if self.config.select_limit is not None:
             images, labels = images[:self.config.select_limit], labels[:self.config.select_limit]
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.epoch)
-        noise = torch.rand(images.shape, generator=generator, device=self.device)
-        attack = PGD(steps=SELECTION_PGD_STEPS, restarts=1, random_start=True)
+        norm = self.config.selection_norm
+        attack = (PGDL2 if norm == "l2" else PGD)(steps=SELECTION_PGD_STEPS, restarts=1, random_start=True, norm=norm)
+        noise = attack.draw_noise(images, generator)  # the whole split's, however it is sharded
         lo, hi = distributed.shard(len(images), self.world)
         wrong = torch.zeros((), dtype=torch.long, device=self.device)
         for start in range(lo, hi, 500):
             end = min(hi, start + 500)
-            adv = attack.run_from(self.model, images[start:end], labels[start:end], eps, [noise[start:end]]).adversarial
+            rows = tuple(part[start:end] for part in noise) if isinstance(noise, tuple) else noise[start:end]
+            adv = attack.run_from(self.model, images[start:end], labels[start:end], eps, [rows]).adversarial
             wrong += wrong_count(self.model, adv, labels[start:end])
         return distributed.all_reduce_sum(wrong).item() / max(1, len(images))
 

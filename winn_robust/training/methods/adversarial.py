@@ -9,6 +9,14 @@ eps-ball and the pixel box.
   sign-gradient steps that maximise that KL, started at x + 0.001 N(0, 1) (pixel units).
 - Fast-AT (Wong, Rice, Kolter 2020): one FGSM step of 1.25 eps from a uniform start in the ball.
 
+`norm` is the threat model of the inner attack (`--train-norm`): at `l2` the same loops take the
+L2 start and step of attacks/pgd_l2.py (the normalised gradient, projection onto the L2 ball,
+then the box): PGD-AT's inner attack is the harness's L2 PGD from a start uniform in the ball;
+TRADES keeps its 0.001 N(0, 1) start, as the official code's l_2 branch does (which steps 2 eps / K;
+ours defaults to 2.5 eps / K as at L-inf: give step_size to match); Fast-AT takes one FGM step of
+1.25 eps from a start uniform in the ball. An L2 eps is the L2 norm of the perturbation of the
+[0, 1] image (units.py), so it may exceed 1.
+
 `ramp_epochs` > 0 grows the training eps linearly from 0 over that many epochs (per batch), the
 steps growing with it: PGD-AT on MNIST can stall near chance without a ramp in some set-ups."""
 from __future__ import annotations
@@ -19,14 +27,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from winn_robust.attacks.pgd import PGD, sign_ascent, uniform_start
+from winn_robust.attacks.pgd import PGD, StepRule, linf_step, projected_ascent, uniform_start
+from winn_robust.attacks.pgd_l2 import PGDL2, l2_ball_start, l2_step_rule
 from winn_robust.errors import SettingError
 from winn_robust.models.base import frozen_eval
 from winn_robust.training.losses import LossTerms, adversarial_loss, trades_kl, trades_loss
 from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative, check_positive
-from winn_robust.units import MODEL_HIGH, MODEL_LOW, MODEL_SCALE, eps_to_model
+from winn_robust.units import L2_EPS_MAX, MODEL_HIGH, MODEL_LOW, MODEL_SCALE, NORMS, eps_to_model
 
-NORMS = ("linf",)
 TRADES_START_STD = 0.001  # pixel units, the official code's
 
 
@@ -39,11 +47,28 @@ class AdversarialMethod(TrainingMethod):
     norm: str = "linf"
 
     def validate(self) -> None:
-        if self.eps is not None and not 0.0 <= self.eps <= 1.0:
+        if self.norm not in NORMS:
+            raise SettingError("norm", f"{self.norm!r} is not a threat model; choose one of {', '.join(NORMS)}")
+        if self.eps is not None and self.norm == "l2" and not 0.0 <= self.eps <= L2_EPS_MAX:
+            raise SettingError("eps", f"must be an L2 norm in [0, {L2_EPS_MAX:g}] pixel units, got {self.eps} "
+                                      "(MNIST's usual 1.5-2, CIFAR-10's 0.5)")
+        if self.eps is not None and self.norm == "linf" and not 0.0 <= self.eps <= 1.0:
             raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps} (8/255 = 0.0314; MNIST's 0.3)")
         check_non_negative("ramp_epochs", self.ramp_epochs)
-        if self.norm not in NORMS:
-            raise SettingError("norm", f"{self.norm!r} is not supported for training; choose one of {', '.join(NORMS)}")
+
+    @property
+    def threat_norm(self) -> str:
+        return self.norm
+
+    def step_rule(self, x: torch.Tensor, radius: float, alpha: float) -> StepRule:
+        """The inner attack's step and projection at this method's norm (model units)."""
+        return l2_step_rule(x, radius, alpha) if self.norm == "l2" else linf_step(x, radius, alpha)
+
+    def random_start(self, ctx: StepContext, x: torch.Tensor, radius: float) -> torch.Tensor:
+        """A start uniform in the ball of this norm, from the run's stream (whole global batch)."""
+        if self.norm == "l2":
+            return l2_ball_start(x, radius, ctx.randn(tuple(x.shape[1:])), ctx.rand(()))
+        return uniform_start(x, radius, ctx.rand(tuple(x.shape[1:])))
 
     @property
     def train_eps(self) -> float | None:
@@ -73,13 +98,16 @@ class PGDAT(AdversarialMethod):
         check_non_negative("step_size", self.step_size)
 
     def inner_attack(self, eps_now: float) -> PGD:
-        """The harness's PGD: one restart from a uniform start, the step scaled with a ramped eps."""
+        """The harness's PGD at this norm: one restart from a random start in the ball, the step
+        scaled with a ramped eps."""
         step = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else 0.0
-        return PGD(steps=self.steps, step_size=step, restarts=1, random_start=True)
+        cls = PGDL2 if self.norm == "l2" else PGD
+        return cls(steps=self.steps, step_size=step, restarts=1, random_start=True, norm=self.norm)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         eps_now = self.eps_at(ctx)
-        noise = ctx.rand(tuple(ctx.pos.shape[1:]))
+        shape = tuple(ctx.pos.shape[1:])
+        noise = (ctx.randn(shape), ctx.rand(())) if self.norm == "l2" else ctx.rand(shape)
         adv = self.inner_attack(eps_now).run_from(ctx.model, ctx.pos, ctx.labels, eps_now, [noise]).adversarial
         return adversarial_loss(ctx.scorer, adv, ctx.labels)
 
@@ -102,7 +130,8 @@ class TRADES(AdversarialMethod):
         check_non_negative("step_size", self.step_size)
 
     def perturb(self, model: torch.nn.Module, x: torch.Tensor, eps_now: float, start_noise: torch.Tensor) -> torch.Tensor:
-        """TRADES' inner maximisation: K sign steps on KL(p(x) || p(x')) from x + 0.001 N(0, 1)."""
+        """TRADES' inner maximisation: K steps (sign steps at L-inf, normalised-gradient steps at
+        L2) on KL(p(x) || p(x')) from x + 0.001 N(0, 1)."""
         radius = eps_to_model(eps_now)
         step_pixels = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else \
             2.5 * eps_now / self.steps
@@ -114,7 +143,7 @@ class TRADES(AdversarialMethod):
             def kl(logits: torch.Tensor) -> torch.Tensor:
                 return trades_kl(logits, probs)
 
-            return sign_ascent(model, x, start, kl, radius, eps_to_model(step_pixels), self.steps)
+            return projected_ascent(model, start, kl, self.step_rule(x, radius, eps_to_model(step_pixels)), self.steps)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         eps_now = self.eps_at(ctx)
@@ -135,27 +164,28 @@ class FastAT(AdversarialMethod):
         check_positive("step_factor", self.step_factor)
 
     def perturb(self, model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, eps_now: float,
-                noise: torch.Tensor) -> torch.Tensor:
+                start: torch.Tensor) -> torch.Tensor:
+        """One step of step_factor * eps (FGSM at L-inf, FGM at L2) from `start`, projected."""
         radius = eps_to_model(eps_now)
         with frozen_eval(model):
             def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
                 return F.cross_entropy(logits, labels, reduction="none")
 
-            return sign_ascent(model, x, uniform_start(x, radius, noise), cross_entropy, radius,
-                               self.step_factor * radius, 1)
+            return projected_ascent(model, start, cross_entropy, self.step_rule(x, radius, self.step_factor * radius), 1)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         eps_now = self.eps_at(ctx)
-        adv = self.perturb(ctx.model, ctx.pos, ctx.labels, eps_now, ctx.rand(tuple(ctx.pos.shape[1:])))
+        start = self.random_start(ctx, ctx.pos, eps_to_model(eps_now))
+        adv = self.perturb(ctx.model, ctx.pos, ctx.labels, eps_now, start)
         return adversarial_loss(ctx.scorer, adv, ctx.labels)
 
 
-# The papers' published settings (eps and steps in [0, 1] pixel units), as `--method-preset NAME`.
+# The papers' published settings (L-inf; eps and steps in [0, 1] pixel units), as `--method-preset NAME`.
 PUBLISHED: dict[str, tuple[str, dict[str, Any]]] = {
-    "madry-mnist": ("pgd-at", {"eps": 0.3, "steps": 40, "step_size": 0.01}),
-    "madry-cifar10": ("pgd-at", {"eps": 8 / 255, "steps": 10, "step_size": 2 / 255}),
-    "trades-mnist": ("trades", {"eps": 0.3, "steps": 40, "step_size": 0.01, "beta": 1.0}),
-    "trades-cifar10": ("trades", {"eps": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0}),
-    "fast-at-mnist": ("fast-at", {"eps": 0.3, "step_factor": 1.25}),
-    "fast-at-cifar10": ("fast-at", {"eps": 8 / 255, "step_factor": 1.25}),
+    "madry-mnist": ("pgd-at", {"norm": "linf", "eps": 0.3, "steps": 40, "step_size": 0.01}),
+    "madry-cifar10": ("pgd-at", {"norm": "linf", "eps": 8 / 255, "steps": 10, "step_size": 2 / 255}),
+    "trades-mnist": ("trades", {"norm": "linf", "eps": 0.3, "steps": 40, "step_size": 0.01, "beta": 1.0}),
+    "trades-cifar10": ("trades", {"norm": "linf", "eps": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0}),
+    "fast-at-mnist": ("fast-at", {"norm": "linf", "eps": 0.3, "step_factor": 1.25}),
+    "fast-at-cifar10": ("fast-at", {"norm": "linf", "eps": 8 / 255, "step_factor": 1.25}),
 }

@@ -79,6 +79,11 @@ class TrainingMethod(ABC):
         """The training budget in [0, 1] pixel units, for methods that have one."""
         return None
 
+    @property
+    def threat_norm(self) -> str:
+        """The threat model of the training budget (and of PGD model selection): linf or l2."""
+        return "linf"
+
     def settings(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -75,7 +75,8 @@ SETTING_HELP = {
     "steps": "inner attack steps K (default 10)",
     "step_size": "inner step in [0, 1] pixel units; 0 = 2.5 * eps / K (default 0)",
     "ramp_epochs": "grow the training eps linearly from 0 over this many epochs (default 0: no ramp)",
-    "norm": "threat model of the inner attack: linf",
+    "norm": "threat model of the training budget and the inner attack: linf or l2 (an L2 eps is the L2 norm of the "
+            "perturbation of the [0, 1] image) [default: linf; in reproduce: --norm]",
     "beta": "weight of the KL term (official CIFAR-10 script: 6, the default; MNIST script: 1)",
     "step_factor": "the FGSM step in units of eps (paper: 1.25)",
 }
