@@ -240,13 +240,13 @@ def amp_check(checkpoint: Path, device: torch.device, per_class: int, max_steps:
     the checkpoint's synthesis hyper-parameters, start images from its frozen generator and tau
     drawn from its last epoch's tau range."""
     model, meta = load_checkpoint(checkpoint, device)
-    config = TrainConfig.from_dict(meta["hparams"])
-    k = int(meta["num_classes"])
-    generator = generator_for(config, tuple(meta["image_shape"]), device)
-    low, high = meta["tau_range"]
+    config = TrainConfig.from_dict(meta.hparams)
+    k = meta.num_classes
+    generator = generator_for(config, meta.image_shape, device)
+    low, high = meta.tau_range
     tau_range = (low, high)
     tau = replay_tau(generator, k, per_class, tau_range, seed + 1, device)
-    out: dict[str, Any] = {"device": str(device), "checkpoint_epoch": int(meta["epoch"]), "images": k * per_class, "groups": k,
+    out: dict[str, Any] = {"device": str(device), "checkpoint_epoch": meta.epoch, "images": k * per_class, "groups": k,
                            "max_steps": max_steps, "tolerance": config.synthesis_tolerance, "tau_range": [low, high]}
     finals = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):

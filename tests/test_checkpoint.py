@@ -23,7 +23,7 @@ def test_load_checkpoint_rebuilds_an_eval_model_returning_logits(tmp_path):
     assert not loaded.training
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     assert torch.equal(loaded(x), model.eval()(x))
-    assert meta["arch"] == "resnet20" and meta["torch_version"] == str(torch.__version__)
+    assert meta.arch == "resnet20" and meta.torch_version == str(torch.__version__) and meta.image_shape == (1, 8, 8)
     assert not list(tmp_path.glob("*.tmp"))
 
 

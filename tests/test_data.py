@@ -14,7 +14,7 @@ import scipy.io
 import torch
 
 from winn_robust.data import DATASETS, ImageDataset, default_data_root, load_dataset, split_validation, to_model_range
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -389,7 +389,7 @@ def test_split_validation_is_disjoint_sized_and_seeded():
 
 @pytest.mark.parametrize("size", [0, 100, -1])
 def test_split_validation_bad_size(size):
-    with pytest.raises(UserError, match="--val-size"):
+    with pytest.raises(SettingError, match="^val_size -?[0-9]+ must be between 1 and 99"):  # the CLI says --val-size
         split_validation(torch.zeros(100, 1, 1, 1), torch.zeros(100, dtype=torch.long), size, seed=0)
 
 

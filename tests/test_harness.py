@@ -185,9 +185,9 @@ def test_data_other_than_the_checkpoints_is_a_user_error(tmp_path):
 
 def test_model_names_are_unique_and_readable():
     paths = [Path("a/base.pt"), Path("a/seed1.pt"), Path("b/seed2.pt")]
-    same = [{"method": "baseline", "arch": "vanilla"}, {"method": "winn", "arch": "vanilla"}, {"method": "winn", "arch": "vanilla"}]
+    same = [("baseline", "vanilla"), ("winn", "vanilla"), ("winn", "vanilla")]
     assert model_names(same, paths) == ["baseline", "winn-seed1", "winn-seed2"]
-    mixed = [{"method": "baseline", "arch": "vanilla"}, {"method": "winn", "arch": "resnet32"}]
+    mixed = [("baseline", "vanilla"), ("winn", "resnet32")]
     assert model_names(mixed, paths[:2]) == ["baseline-vanilla", "winn-resnet32"]
-    clash = [{"method": "winn:x", "arch": "v"}] * 2
+    clash = [("winn:x", "v")] * 2
     assert model_names(clash, [Path("a/m.pt"), Path("b/m.pt")]) == ["winn_x-m", "winn_x-m-2"]

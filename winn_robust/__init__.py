@@ -1,7 +1,7 @@
 """winn-robust: does this training method make my classifier more robust, and by how much?
 
 Public API:
-    load_checkpoint(path) -> (model, metadata)   model in eval mode, [-1, 1] images -> logits
+    load_checkpoint(path) -> (model, CheckpointMeta)   model in eval mode, [-1, 1] images -> logits
     evaluate(models, images, labels, eps, attacks=...) -> EvaluationReport
                                                   any models mapping [0, 1] images to logits;
                                                   the report `attack` writes (docs/evaluation.md)

@@ -11,7 +11,8 @@ import io
 import json
 import pickle
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,80 @@ from winn_robust.storage import atomic_write, atomic_write_bytes
 FORMAT = "winn-robust-checkpoint"
 FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.pt
 REQUIRED_METADATA = ("arch", "dataset", "image_shape", "num_classes", "method")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about its model and run, typed (the file keeps it as a plain JSON
+    dict, so weights_only loading accepts it). Older checkpoints lack some fields: they read as
+    the defaults; keys this version does not know are kept in `extra` and written back."""
+    arch: str
+    dataset: str
+    image_shape: tuple[int, ...]
+    num_classes: int
+    method: str
+    class_names: tuple[str, ...] = ()
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    hparams: Mapping[str, Any] = field(default_factory=dict)   # TrainConfig.to_dict() of the run
+    seed: int | None = None
+    select_by: str = "clean"
+    epoch: int = 0
+    val_error: float | None = None
+    train_error: float | None = None
+    val_size: int | None = None
+    train_size: int | None = None
+    tau_range: tuple[float, float] = (0.0, 0.0)
+    pool_size: int = 0
+    world_size: int = 1
+    winn_robust_version: str | None = None
+    torch_version: str | None = None
+    python_version: str | None = None
+    saved_at: str | None = None
+    torch_threads: int | None = None
+    cost: Mapping[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None                  # where the run read its data (the test set is beside it)
+    best_epoch: int | None = None                # the run's state when this file was written
+    best_val_error: float | None = None
+    best_select_value: float | None = None
+    extra_selection: Mapping[str, Mapping[str, Any]] | None = None
+    data_fingerprint: Mapping[str, Any] | None = None
+    role: str | None = None                      # "best" (a selected epoch) or "last" (resumable state)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    OPTIONAL = ("data_dir", "best_epoch", "best_val_error", "best_select_value", "extra_selection", "data_fingerprint",
+                "role", "winn_robust_version", "torch_version", "python_version", "saved_at", "torch_threads")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> CheckpointMeta:
+        missing = [k for k in REQUIRED_METADATA if k not in values]
+        if missing:
+            raise UserError(f"checkpoint metadata lacks {', '.join(missing)}; pass a .pt file written by `winn-robust train`")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        given = {k: v for k, v in values.items() if k in known}
+        for name in ("image_shape", "class_names", "tau_range"):
+            if name in given and given[name] is not None:
+                given[name] = tuple(given[name])
+        return cls(**given, extra={k: v for k, v in values.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's plain dict: every field (the optional ones only when set), then `extra`."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (f.name in self.OPTIONAL and value is None):
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return {**out, **self.extra}
+
+    @property
+    def data_signature(self) -> tuple[str, tuple[int, ...], int]:
+        """(dataset, image shape, class count) the model was trained on."""
+        return self.dataset, tuple(int(v) for v in self.image_shape), int(self.num_classes)
+
+    @property
+    def reported_val_error(self) -> float | None:
+        """The validation error of this file's epoch (older files: the run's best)."""
+        return self.val_error if self.val_error is not None else self.best_val_error
 
 
 def atomic_save(payload: Any, path: str | Path) -> int:
@@ -45,11 +120,12 @@ def damaged_member(path: Path) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any],
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: CheckpointMeta | dict[str, Any],
                     on_size: Callable[[int], dict[str, Any]] | None = None, **state: Any) -> int:
     """Atomically write weights + metadata (+ optional training state such as optimizer, rng);
     returns the bytes written. `on_size(n)` is told the file's size before it is written and
     returns state entries that record it (serialized again until the recorded size is the real one)."""
+    metadata = meta.to_dict() if isinstance(meta, CheckpointMeta) else meta
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {missing}")
@@ -108,17 +184,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+def payload_meta(payload: Mapping[str, Any]) -> CheckpointMeta:
+    """The typed metadata of a payload `read_checkpoint` returned."""
+    return CheckpointMeta.from_dict(payload.get("metadata") or {})
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """A checkpoint's metadata alone, typed."""
+    return payload_meta(read_checkpoint(path))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, CheckpointMeta]:
     """Rebuild the model from a checkpoint: (model in eval mode taking [-1, 1] images and
     returning logits, metadata). Never executes pickled code."""
     payload = read_checkpoint(path)
-    metadata = payload["metadata"]
-    model = build_model(metadata["arch"], tuple(metadata["image_shape"]), int(metadata["num_classes"]))
+    meta = payload_meta(payload)
+    channels, height, width = (int(v) for v in meta.image_shape)
+    model = build_model(meta.arch, (channels, height, width), int(meta.num_classes))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        raise UserError(f"checkpoint {path} does not match architecture {metadata['arch']!r}: {str(exc).splitlines()[0][:120]}") from None
-    return model.to(device).eval(), metadata
+        raise UserError(f"checkpoint {path} does not match architecture {meta.arch!r}: {str(exc).splitlines()[0][:120]}") from None
+    return model.to(device).eval(), meta
 
 
 def file_sha256(path: str | Path) -> str:

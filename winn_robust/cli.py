@@ -21,7 +21,7 @@ import torch
 from winn_robust import commands, distributed
 from winn_robust.attacks import ATTACKS, attacks_for
 from winn_robust.commands import METHOD_SETTING_FLAGS, flag_of
-from winn_robust.errors import SettingError, UserError
+from winn_robust.errors import UserError
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
 from winn_robust.experiments.launchers import LAUNCHERS, LaunchSettings
 from winn_robust.experiments.presets import PRESETS
@@ -44,11 +44,14 @@ def fraction(text: str) -> float:
     return value
 
 
-def cli_message(exc: UserError) -> str:
-    """The library names settings by field; on the command line they are flags."""
-    text = str(exc)
-    if isinstance(exc, SettingError) and text.startswith(exc.field):
-        return flag_of(exc.field) + text[len(exc.field):]
+def cli_message(exc: UserError, text: str | None = None) -> str:
+    """The library names settings by field; on the command line they are flags. `text` is the
+    line to print (the message, or it with the rank that hit it)."""
+    text = str(exc) if text is None else text
+    field = getattr(exc, "field", None)  # a SettingError, or another rank's agreed report of one
+    if isinstance(field, str) and field in text:
+        at = text.index(field)
+        return text[:at] + flag_of(field) + text[at + len(field):]
     return text
 
 
@@ -386,9 +389,9 @@ def interrupted_hint(args: argparse.Namespace) -> str:
     if args.command == "train" and out is not None:
         last = Path(out) / "last.pt"
         try:
-            from winn_robust.checkpoint import read_checkpoint
+            from winn_robust.checkpoint import read_meta
 
-            epoch = int(read_checkpoint(last)["metadata"].get("epoch", 0)) if last.is_file() else 0
+            epoch = read_meta(last).epoch if last.is_file() else 0
         except UserError:
             epoch = 0
         if not epoch:
@@ -421,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         line = distributed.report_line(exc)
         if line is not None:
-            print(f"winn-robust: error: {cli_message(exc) if line == str(exc) else line}", file=sys.stderr)
+            print(f"winn-robust: error: {cli_message(exc, line)}", file=sys.stderr)
         if distributed.world().distributed:
             distributed.exit_after_failure(2, exc)
         return 2

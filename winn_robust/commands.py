@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from winn_robust import distributed, locking
-from winn_robust.checkpoint import load_checkpoint, read_checkpoint
+from winn_robust.checkpoint import load_checkpoint, read_meta
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.experiments.presets import describe_presets
@@ -80,19 +80,19 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         last = args.out / LAST_NAME
         if not last.is_file():
             raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
-        meta = read_checkpoint(last)["metadata"]
-        saved = TrainConfig.from_dict(meta.get("hparams", {})).to_dict()
+        meta = read_meta(last)
+        saved = TrainConfig.from_dict(meta.hparams).to_dict()
         method = given.get("method", saved["method"])
         options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
         config = TrainConfig.from_dict({**saved, **given, "method_options": options})
         check_same_settings(last, meta, config)  # before loading any data
-        done = int(meta.get("epoch", 0))
+        done = meta.epoch
         if done >= config.epochs:
             raise UserError(f"nothing to do: {args.out} already holds {done} epochs (--epochs {config.epochs}); "
                             "raise --epochs to train on")
         distributed.main_only(print)(f"resuming {config.method} from epoch {done} to {config.epochs}", file=sys.stderr)
-        if args.data_dir is None and meta.get("data_dir") and Path(meta["data_dir"]).is_dir():
-            args.data_dir = Path(meta["data_dir"])
+        if args.data_dir is None and meta.data_dir and Path(meta.data_dir).is_dir():
+            args.data_dir = Path(meta.data_dir)
             print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
         return config
     if "data" not in given:
@@ -244,19 +244,19 @@ def run_sample(args: argparse.Namespace) -> None:
         raise UserError(f"--per-class must be positive, got {args.per_class}")
     device = resolve_device(args.device)
     model, meta = load_checkpoint(checkpoint_file(args.checkpoint), device)
-    if meta["method"] not in ("winn", "icn"):
-        raise UserError(f"{args.checkpoint} is a {meta['method']} model; sampling needs a WINN or ICN checkpoint")
-    config = TrainConfig.from_dict(meta.get("hparams", {}))
-    shape = tuple(meta["image_shape"])
+    if meta.method not in ("winn", "icn"):
+        raise UserError(f"{args.checkpoint} is a {meta.method} model; sampling needs a WINN or ICN checkpoint")
+    config = TrainConfig.from_dict(meta.hparams)
+    shape = meta.image_shape
     generator = generator_for(config, (int(shape[0]), int(shape[1]), int(shape[2])), device)
     rng = torch.Generator(device=device).manual_seed(args.seed)
-    k = int(meta["num_classes"])
-    low, high = meta.get("tau_range", [0.0, 0.0])
+    k = meta.num_classes
+    low, high = meta.tau_range
     result = synthesize_negatives(model, generator, k, args.per_class, (low, high), rng, config,
                                   max_steps=args.max_steps or None, progress=progress_wanted(args))
-    class_names = meta.get("class_names") or [str(i) for i in range(k)]
+    class_names = list(meta.class_names) or [str(i) for i in range(k)]
     save_class_grid(result.images, class_names, args.out,
-                    title=f"{meta['method']} samples ({meta['dataset']}, epoch {meta.get('epoch')}), one row per class")
+                    title=f"{meta.method} samples ({meta.dataset}, epoch {meta.epoch}), one row per class")
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.units import MODEL_LOW, MODEL_SCALE
 
 DATASETS = ("mnist", "svhn", "fashion-mnist", "cifar10", "digits")
@@ -87,7 +87,7 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, val_size: int, 
     """Seeded train/validation split of the training set; the test set is never touched."""
     n = len(images)
     if not 0 < val_size < n:
-        raise UserError(f"--val-size {val_size} must be between 1 and {n - 1} (the training set has {n} images)")
+        raise SettingError("val_size", f"{val_size} must be between 1 and {n - 1} (the training set has {n} images)")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
     return images[train], labels[train], images[val], labels[val]
@@ -396,7 +396,7 @@ def check_identity(name: str, dataset: ImageDataset, folder: Path) -> None:
         return
     other = next((o for o, c in KNOWN_LABEL_COUNTS.items() if c == counts and o != name), None)
     if other is not None:
-        raise UserError(f"--data {name}: the files in {folder} are {PRETTY[other]}'s (their label counts match "
+        raise SettingError("data", f"{name}: the files in {folder} are {PRETTY[other]}'s (their label counts match "
                         f"{PRETTY[other]}, not {PRETTY[name]}); pass --data {other}, or point --data-dir at "
                         f"{PRETTY[name]}'s files")
     print(f"winn-robust: warning: the {name} files in {folder} ({sizes[0]:,} training / {sizes[1]:,} test images) are "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from winn_robust.distributed import world
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -18,10 +18,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for a GPU but torch sees none; use --device cpu or auto")
+            raise SettingError("device", f"{name} asked for a GPU but torch sees none; use --device cpu or auto")
         if here.distributed:
             if name != "cuda":
-                raise UserError(f"--device {name}: under torchrun every rank uses its own GPU, cuda:LOCAL_RANK; "
+                raise SettingError("device", f"{name}: under torchrun every rank uses its own GPU, cuda:LOCAL_RANK; "
                                 "give --device auto or cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
             return rank_gpu(here.local_rank)
         return torch.device(name)
@@ -46,5 +46,5 @@ def devices_to_measure(choice: str) -> list[torch.device]:
     if choice != "cpu" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     if not devices:
-        raise UserError("--device cuda: torch sees no GPU; use --device cpu or all")
+        raise SettingError("device", "cuda: torch sees no GPU; use --device cpu or all")
     return devices

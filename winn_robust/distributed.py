@@ -201,7 +201,12 @@ class PeerFailed(UserError):
 
 
 class ReportedError(UserError):
-    """The failure `agree` chose this rank to report (the lowest rank that hit it)."""
+    """The failure `agree` chose this rank to report (the lowest rank that hit it); `field` is
+    the setting a SettingError named, so the CLI can still name its flag."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _describe_ranks(ranks: list[int], size: int) -> str:
@@ -219,12 +224,13 @@ def agree(step: Callable[[], R]) -> R:
     if not _active():
         return step()
     message: str | None = None
+    field: str | None = None  # a SettingError's setting: the CLI names it by its flag
     unexpected: Exception | None = None
     result: R | None = None
     try:
         result = step()
     except UserError as exc:
-        message = str(exc)
+        message, field = str(exc), getattr(exc, "field", None)
     except Exception as exc:  # a bug on one rank must not leave the others waiting either
         message, unexpected = f"{type(exc).__name__}: {first_line(exc)}", exc
     messages = all_gather_object(message)
@@ -238,8 +244,8 @@ def agree(step: Callable[[], R]) -> R:
     if failed_alike[0] != here.rank:
         raise PeerFailed(message)
     if len(failed_alike) == here.world_size:
-        raise ReportedError(message)
-    raise ReportedError(f"{_describe_ranks(failed_alike, here.world_size)}: {message}")
+        raise ReportedError(message, field)
+    raise ReportedError(f"{_describe_ranks(failed_alike, here.world_size)}: {message}", field)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

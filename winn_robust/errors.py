@@ -11,4 +11,4 @@ class SettingError(UserError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
-        super().__init__(f"{field} {message}")
+        super().__init__(f"{field}{'' if message.startswith(':') else ' '}{message}")

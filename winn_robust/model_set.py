@@ -33,22 +33,16 @@ def unique(names: Sequence[str]) -> list[str]:
     return out
 
 
-def model_names(metadatas: list[dict[str, Any]], paths: list[Path]) -> list[str]:
+def model_names(kinds: Sequence[tuple[str, str]], paths: list[Path]) -> list[str]:
     """Readable, unique names: the method ('baseline', 'winn'), plus '-<arch>' when the
     architectures differ, plus '-<file stem>' where that still collides (e.g. two seeds).
     Characters that would break CSV column headers become '_'."""
-    archs = {str(m.get("arch")) for m in metadatas}
-    names = [safe_name(m.get("method", "model")) + (f"-{safe_name(m.get('arch'))}" if len(archs) > 1 else "")
-             for m in metadatas]
+    archs = {arch for _, arch in kinds}
+    names = [safe_name(method) + (f"-{safe_name(arch)}" if len(archs) > 1 else "") for method, arch in kinds]
     counts = Counter(names)
     names = [f"{n}-{safe_name(p.stem if p.stem != 'best' else p.parent.name)}" if counts[n] > 1 else n
              for n, p in zip(names, paths)]
     return unique(names)
-
-
-def data_signature(meta: dict[str, Any]) -> tuple[str, tuple[int, ...], int]:
-    """(dataset, image shape, class count) a checkpoint was trained on."""
-    return str(meta["dataset"]), tuple(int(v) for v in meta["image_shape"]), int(meta["num_classes"])
 
 
 def check_comparable(loaded: Sequence[LoadedModel]) -> None:
@@ -56,9 +50,9 @@ def check_comparable(loaded: Sequence[LoadedModel]) -> None:
     ours = [m for m in loaded if m.kind == "checkpoint"]
     if not ours:
         return
-    ref = data_signature(ours[0].metadata)
+    ref = ours[0].checkpoint.data_signature
     for other in ours[1:]:
-        sig = data_signature(other.metadata)
+        sig = other.checkpoint.data_signature
         if sig != ref:
             raise UserError(
                 f"checkpoints {ours[0].path} (dataset {ref[0]}, image shape {list(ref[1])}, {ref[2]} classes) and "
@@ -83,7 +77,8 @@ def loaded_names(loaded: Sequence[LoadedModel]) -> list[str]:
     if twice is not None:
         raise UserError(f"the name {twice!r} is given to two models (NAME=SPEC); give each model its own name")
     ours = [m for m in loaded if m.kind == "checkpoint" and m.name is None]
-    auto = iter(model_names([m.metadata for m in ours], [m.path for m in ours if m.path is not None])) if ours else iter(())
+    auto = iter(model_names([(m.checkpoint.method, m.checkpoint.arch) for m in ours],
+                            [m.path for m in ours if m.path is not None])) if ours else iter(())
     names = []
     for m in loaded:
         if m.name is not None:
@@ -130,22 +125,22 @@ class ModelSet:
     def signature(self) -> tuple[str, tuple[int, ...], int] | None:
         """The checkpoints' (dataset, image shape, class count); None without any checkpoint."""
         ours = self.checkpoints
-        return data_signature(ours[0].metadata) if ours else None
+        return ours[0].checkpoint.data_signature if ours else None
 
     @property
     def notes(self) -> list[str]:
         """What loading found worth saying, and a warning when the baseline is itself a method."""
         notes = [note for m in self.models for note in m.notes]
         first = self.models[0] if self.models else None
-        if first is not None and first.kind == "checkpoint" and first.metadata.get("method") in ("winn", "icn"):
-            notes.append(f"warning: the baseline {first.source} is a {first.metadata['method']} model; "
+        if first is not None and first.meta is not None and first.meta.method in ("winn", "icn"):
+            notes.append(f"warning: the baseline {first.source} is a {first.meta.method} model; "
                          "correction rates and differences compare every model with it")
         return notes
 
     @property
     def training_seed(self) -> Any:
         """The one training seed of a seed's report (every model a checkpoint of that seed), else None."""
-        seeds = {m.metadata.get("seed") for m in self.models if m.kind == "checkpoint"}
+        seeds = {m.meta.seed for m in self.models if m.meta is not None}
         if len(seeds) == 1 and None not in seeds and len(self.checkpoints) == len(self.models):
             return seeds.pop()
         return None

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from winn_robust.checkpoint import load_checkpoint
-from winn_robust.errors import UserError
+from winn_robust.checkpoint import CheckpointMeta, load_checkpoint
+from winn_robust.errors import SettingError, UserError
 from winn_robust.units import to_pixel_range
 from winn_robust.user_code import import_function, split_function_spec
 
@@ -94,10 +93,10 @@ def parse_normalisation(mean: str | None, std: str | None) -> Normalisation | No
         means = tuple(float(v) for v in mean.split(","))
         stds = tuple(float(v) for v in std.split(","))
     except ValueError:
-        raise UserError(f"--input-mean {mean!r} / --input-std {std!r} must be comma lists of numbers, "
+        raise SettingError("input_mean", f"{mean!r} / --input-std {std!r} must be comma lists of numbers, "
                         "e.g. 0.485,0.456,0.406") from None
     if len(means) != len(stds) or any(s <= 0 for s in stds):
-        raise UserError(f"--input-mean has {len(means)} values and --input-std {len(stds)}; give one per channel, "
+        raise SettingError("input_mean", f"has {len(means)} values and --input-std {len(stds)}; give one per channel, "
                         "every std positive")
     return means, stds
 
@@ -110,8 +109,15 @@ class LoadedModel:
     source: str               # what the user gave
     kind: str                 # "checkpoint", "torchscript" or "python"
     path: Path | None         # the file whose sha256 goes into the provenance
-    metadata: dict[str, Any] = field(default_factory=dict)
+    meta: CheckpointMeta | None = None   # our checkpoints' record (kind "checkpoint"); None otherwise
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> CheckpointMeta:
+        """The checkpoint's metadata; only our own checkpoints have one."""
+        if self.meta is None:
+            raise ValueError(f"{self.source} is a {self.kind} model, not a winn-robust checkpoint")
+        return self.meta
 
 
 def split_spec(text: str) -> tuple[str | None, str]:
@@ -148,8 +154,8 @@ def load_model(text: str, device: torch.device | str = "cpu", normalise: Normali
         raise UserError(f"model {spec} is neither a TorchScript archive nor a winn-robust checkpoint (not a zip archive "
                         "as torch.jit.save and torch.save write); pass a checkpoint or run folder of `winn-robust train`, "
                         "a file saved with torch.jit.save, or FILE.py:FUNCTION")
-    model, metadata = load_checkpoint(path, device)
-    return LoadedModel(name, model, spec, "checkpoint", path, metadata, notes)
+    model, meta = load_checkpoint(path, device)
+    return LoadedModel(name, model, spec, "checkpoint", path, meta, notes)
 
 
 def _is_zip(path: Path) -> bool:

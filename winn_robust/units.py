@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import torch
 
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 
 MODEL_LOW, MODEL_HIGH = -1.0, 1.0          # the pixel box the models see
 MODEL_BOUNDS = (MODEL_LOW, MODEL_HIGH)
@@ -39,7 +39,7 @@ def check_norm(norm: str) -> str:
     key = str(norm).strip().lower().replace("-", "")
     key = {"inf": "linf", "linfinity": "linf", "2": "l2"}.get(key, key)
     if key not in NORMS:
-        raise UserError(f"--norm {norm!r} is not a threat model; choose linf (the default) or l2")
+        raise SettingError("norm", f"{norm!r} is not a threat model; choose linf (the default) or l2")
     return key
 
 
@@ -105,7 +105,7 @@ def parse_eps(values: Iterable[str | float], norm: str = DEFAULT_NORM) -> list[f
             try:
                 value_ = float(Fraction(part.strip())) if "/" in part else float(part)
             except (ValueError, ZeroDivisionError):
-                raise UserError(f"--eps {part!r} is not a number; give eps in [0, 1] pixel units as a decimal or a "
+                raise SettingError("eps", f"{part!r} is not a number; give eps in [0, 1] pixel units as a decimal or a "
                                 f"fraction, e.g. --eps {PAPER_MNIST_EPS} or --eps 1/8 or --eps 8/255") from None
             eps.append(check_eps(value_, norm))
     if not eps:

@@ -14,7 +14,7 @@ from winn_robust.attacks.fgsm import FGSM
 from winn_robust.attacks.foolbox_adapter import FoolboxBIM, FoolboxDDN, FoolboxDeepFool, FoolboxFGM, FoolboxFGSM, FoolboxFMN, FoolboxPGD
 from winn_robust.attacks.pgd import PGD
 from winn_robust.attacks.pgd_l2 import FGM, PGDL2
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.units import DEFAULT_NORM, NORM_LABELS, check_norm
 
 _CLASSES: tuple[type[Attack], ...] = (
@@ -67,7 +67,7 @@ def parse_attack_options(items: Iterable[str]) -> dict[str, dict[str, str]]:
         head, sep, value = item.partition("=")
         attack, dot, key = head.partition(".")
         if not sep or not dot or not attack.strip() or not key.strip():
-            raise UserError(f"--attack-option {item!r} must look like ATTACK.KEY=VALUE, e.g. pgd.steps=100")
+            raise SettingError("attack_option", f"{item!r} must look like ATTACK.KEY=VALUE, e.g. pgd.steps=100")
         if attack.strip().lower() not in VARIANTS:
             raise UserError(f"unknown attack {attack.strip()!r} in --attack-option {item!r}; choose one of "
                             f"{', '.join(VARIANTS)}")

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from winn_robust.attacks import Attack, attack_class, make_attack
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.units import DEFAULT_NORM, NORM_LABELS, check_eps, check_norm
 
 CURVE_ATTACKS = {"fmn": "foolbox-fmn", "ddn": "foolbox-ddn", "deepfool": "foolbox-deepfool"}
@@ -65,23 +65,23 @@ class EvalSpec:
             raise UserError(f"attack(s) {', '.join(wrong_norm)} were built for another norm than this evaluation's "
                             f"{NORM_LABELS[norm]}; build them with norm={norm!r}")
         if self.curve is not None and not self.curve.minimum_norm:
-            raise UserError(f"--curve {self.curve.name} is not a minimum-norm attack; use fmn (foolbox-fmn), ddn "
+            raise SettingError("curve", f"{self.curve.name} is not a minimum-norm attack; use fmn (foolbox-fmn), ddn "
                             "(foolbox-ddn, L2) or foolbox-deepfool")
         if self.curve_limit is not None and int(self.curve_limit) < 1:
-            raise UserError(f"--curve-limit must be positive, got {self.curve_limit}")
+            raise SettingError("curve_limit", f"must be positive, got {self.curve_limit}")
         names = [a.name for a in attacks]
         if len(set(names)) != len(names):
             raise UserError(f"attack listed twice in {', '.join(names)}; give each attack once")
         object.__setattr__(self, "attacks", tuple(attacks))
         if int(self.batch_size) < 1:
-            raise UserError(f"--batch-size must be positive, got {self.batch_size}")
+            raise SettingError("batch_size", f"must be positive, got {self.batch_size}")
         if self.limit is not None and int(self.limit) < 1:
-            raise UserError(f"--limit must be positive, got {self.limit}")
+            raise SettingError("limit", f"must be positive, got {self.limit}")
         for name, n in self.attack_limits.items():
             if name not in names:
-                raise UserError(f"--attack-limit names {name!r}, which is not among the attacks ({', '.join(names)})")
+                raise SettingError("attack_limit", f"names {name!r}, which is not among the attacks ({', '.join(names)})")
             if int(n) < 1:
-                raise UserError(f"--attack-limit {name}={n} must be positive")
+                raise SettingError("attack_limit", f"{name}={n} must be positive")
         checked_eps = {}
         for name, values in self.attack_eps.items():
             if name not in names:

@@ -20,7 +20,7 @@ import torch
 from winn_robust import distributed
 from winn_robust.data import DATASETS, load_dataset
 from winn_robust.device import resolve_device
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.harness import CrossEvalResult, cross_evaluate, plan_items
 from winn_robust.evaluation.indicators import WARN, Indicator, compute_indicators
 from winn_robust.evaluation.metrics import Metrics, compute_metrics
@@ -200,11 +200,12 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     if data is not None and data.lower() not in DATASETS:
         raise UserError(f"unknown dataset {data!r} in --data; choose one of {', '.join(DATASETS)}")
     if data is not None and signature and data.lower() != dataset_name:
-        raise UserError(f"--data {data} differs from the checkpoints' dataset {dataset_name} ({models.checkpoints[0].source}); "
+        raise SettingError("data", f"{data} differs from the checkpoints' dataset {dataset_name} ({models.checkpoints[0].source}); "
                         "evaluate on the dataset the models were trained on")
     first = models.checkpoints[0] if models.checkpoints else None
-    if data_dir is None and first is not None and first.metadata.get("data_dir") and Path(first.metadata["data_dir"]).is_dir():
-        data_dir = Path(models.checkpoints[0].metadata["data_dir"])  # where the run read its data: the test set is beside it
+    saved_dir = first.checkpoint.data_dir if first is not None else None
+    if data_dir is None and saved_dir and Path(saved_dir).is_dir():
+        data_dir = Path(saved_dir)  # where the run read its data: the test set is beside it
         notes.append(f"reading {dataset_name} from {data_dir}, the --data-dir {models.checkpoints[0].source} was trained with")
     dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
     if signature:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from winn_robust import distributed
-from winn_robust.checkpoint import file_sha256, read_checkpoint
+from winn_robust.checkpoint import file_sha256, read_meta
 from winn_robust.errors import UserError
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.evaluate import evaluate_models
@@ -73,9 +73,9 @@ class TrainJob:
         last = self.out / LAST_NAME
         if not last.is_file():
             return "fresh"
-        meta = read_checkpoint(last)["metadata"]
+        meta = read_meta(last)
         check_same_settings(last, meta, self.config)
-        done = int(meta.get("epoch", 0))
+        done = meta.epoch
         if done > self.config.epochs:
             raise UserError(f"{self.out} already holds {done} epochs, more than --epochs {self.config.epochs}; use another "
                             "--out or the run's own epochs")
@@ -87,7 +87,7 @@ class TrainJob:
 
         def settings() -> tuple[TrainConfig, Path | None]:
             if resume:  # the parent compared them already; the run may have been requeued since
-                check_same_settings(last, read_checkpoint(last)["metadata"], self.config)
+                check_same_settings(last, read_meta(last), self.config)
             return self.config, self.data_dir
 
         run_training(settings, self.out, download=self.download, device=runtime.device, resume=resume,

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.experiments.jobs import Job, job_failed, run_local
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -42,12 +42,12 @@ class LaunchSettings:
         if self.kind not in LAUNCHERS:
             raise UserError(f"unknown --launcher {self.kind!r}; choose one of {', '.join(LAUNCHERS)}")
         if self.jobs < 1:
-            raise UserError(f"--jobs must be at least 1, got {self.jobs}")
+            raise SettingError("jobs", f"must be at least 1, got {self.jobs}")
         for name in ("slurm_cpus_per_job", "slurm_time"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.slurm_gpus_per_job < 0:
-            raise UserError(f"--slurm-gpus-per-job must be 0 or more, got {self.slurm_gpus_per_job}")
+            raise SettingError("slurm_gpus_per_job", f"must be 0 or more, got {self.slurm_gpus_per_job}")
         object.__setattr__(self, "slurm_options", MappingProxyType(dict(self.slurm_options)))
 
     @property
@@ -57,7 +57,7 @@ class LaunchSettings:
     def check_available(self) -> None:
         """Before any work: SLURM needs sbatch on this machine (a cluster's login node)."""
         if self.kind == "slurm" and shutil.which("sbatch") is None:
-            raise UserError("--launcher slurm needs SLURM's sbatch, which is not on this machine's PATH; run on the "
+            raise SettingError("launcher", "slurm needs SLURM's sbatch, which is not on this machine's PATH; run on the "
                             "cluster's login node, or try the set-up here with --launcher submitit-local")
 
 
@@ -67,7 +67,7 @@ def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--slurm-option {item!r} must look like KEY=VALUE, e.g. account=myproject")
+            raise SettingError("slurm_option", f"{item!r} must look like KEY=VALUE, e.g. account=myproject")
         options[key.strip().replace("-", "_")] = value.strip()
     return options
 

@@ -36,18 +36,17 @@ def plain(value: Any) -> Any:
 
 def model_provenance(loaded: LoadedModel) -> dict[str, Any]:
     """A loaded model's record: where it came from, its file's sha256, what its checkpoint says."""
-    meta = loaded.metadata
     record: dict[str, Any] = {"source": loaded.source, "kind": loaded.kind,
                               "checkpoint": str(loaded.path) if loaded.path else None,
                               "sha256": file_sha256(loaded.path) if loaded.path else None}
-    if loaded.kind == "checkpoint":
-        record.update(method=meta.get("method"), arch=meta.get("arch"), epoch=meta.get("epoch"),
-                      val_error=meta.get("val_error", meta.get("best_val_error")), seed=meta.get("seed"),
-                      metadata=plain(meta))
+    if loaded.meta is not None:
+        meta = loaded.meta
+        record.update(method=meta.method, arch=meta.arch, epoch=meta.epoch, val_error=meta.reported_val_error,
+                      seed=meta.seed, metadata=plain(meta.to_dict()))
         cost = training_cost(loaded.path.parent) if loaded.path else None
         if cost is not None:  # what training it cost, summed over the metrics.csv beside the checkpoint
-            cost["train_images"] = meta.get("train_size")
-            record.update(training_cost=cost, select_by=meta.get("select_by", "clean"), best_epoch=meta.get("epoch"))
+            cost["train_images"] = meta.train_size
+            record.update(training_cost=cost, select_by=meta.select_by, best_epoch=meta.epoch)
     else:
         record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
     return record

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from winn_robust.checkpoint import read_checkpoint
+from winn_robust.checkpoint import read_meta
 from winn_robust.data import load_dataset
 from winn_robust.device import resolve_device
 from winn_robust.distributed import check_batch_split
 from winn_robust.environment import machine_description
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.indicators import Indicator
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.experiments.job_spec import EvaluateJob, Runtime, TrainJob, Work, write_spec
@@ -75,19 +75,19 @@ def parse_seeds(value: str | int | Sequence[int]) -> tuple[int, ...]:
     else:
         items = [str(v) for v in value]
     if not items or any(not part for part in items):
-        raise UserError(f"--seeds {value!r} is empty; give seeds like 0,1,2 or a count like 3")
+        raise SettingError("seeds", f"{value!r} is empty; give seeds like 0,1,2 or a count like 3")
     try:
         numbers = [int(part) for part in items]
     except ValueError:
-        raise UserError(f"--seeds {value!r} must be whole numbers, like 0,1,2 or a count like 3") from None
+        raise SettingError("seeds", f"{value!r} must be whole numbers, like 0,1,2 or a count like 3") from None
     if isinstance(value, str) and len(numbers) == 1 and "," not in value:
         if numbers[0] < 1:
-            raise UserError(f"--seeds {value} asks for {numbers[0]} seeds; give a count of at least 1, or seeds like 0,1,2")
+            raise SettingError("seeds", f"{value} asks for {numbers[0]} seeds; give a count of at least 1, or seeds like 0,1,2")
         return tuple(range(numbers[0]))
     if any(n < 0 for n in numbers):
-        raise UserError(f"--seeds {value!r} has a negative seed; seeds are whole numbers >= 0")
+        raise SettingError("seeds", f"{value!r} has a negative seed; seeds are whole numbers >= 0")
     if len(set(numbers)) != len(numbers):
-        raise UserError(f"--seeds {value!r} repeats a seed; give each seed once")
+        raise SettingError("seeds", f"{value!r} repeats a seed; give each seed once")
     return tuple(numbers)
 
 
@@ -191,26 +191,26 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     specs = {split_method_spec(m)[0]: m.strip() for m in values["methods"]}
     methods = list(specs)
     if not methods or methods[0] != "baseline" or len(methods) < 2:
-        raise UserError("--methods must start with baseline and name at least one other method, e.g. baseline,winn")
+        raise SettingError("methods", "must start with baseline and name at least one other method, e.g. baseline,winn")
     eps_values = eps["eps"]
     method_options = resolve_method_options(specs, values.get("method_settings") or {},
                                             overrides.get("method_preset"), eps_values[0], norm)
     reference = values.get("reference")
     if reference is not None and reference not in methods[1:]:
-        raise UserError(f"--reference {reference} is not among the methods ({', '.join(methods[1:])}); name one of them")
+        raise SettingError("reference", f"{reference} is not among the methods ({', '.join(methods[1:])}); name one of them")
     for key in ("test_limit", "strong_limit"):
         if values.get(key) is not None and values[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive, got {values[key]}")
     launch = launch or LaunchSettings(jobs=jobs)
     if threads < 0:
-        raise UserError(f"--threads must be positive, got {threads}")
+        raise SettingError("threads", f"must be positive, got {threads}")
     if nproc_per_node < 1:
-        raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+        raise SettingError("nproc_per_node", f"must be at least 1, got {nproc_per_node}")
     if launch.kind == "slurm" and 0 < launch.slurm_gpus_per_job < nproc_per_node:
-        raise UserError(f"--nproc-per-node {nproc_per_node} starts {nproc_per_node} processes, one GPU each, but "
+        raise SettingError("nproc_per_node", f"{nproc_per_node} starts {nproc_per_node} processes, one GPU each, but "
                         f"--slurm-gpus-per-job is {launch.slurm_gpus_per_job}; give --slurm-gpus-per-job {nproc_per_node}")
     if nproc_per_node > 1 and launch.jobs > 1:
-        raise UserError(f"--nproc-per-node {nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
+        raise SettingError("nproc_per_node", f"{nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
                         "run the jobs one at a time: drop --jobs")
     if overrides.get("seeds") is not None and overrides.get("seed") is not None:
         raise UserError("give --seeds (several training seeds) or --seed (one), not both")
@@ -267,7 +267,7 @@ def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], 
         options[name] = mine
         make_method(specs[name], mine)  # refuses bad values now, naming the setting
     if method_preset and not any(published_settings(method_preset)[0] == k for k in names.values()):
-        raise UserError(f"--method-preset {method_preset} is for {published_settings(method_preset)[0]}, which is not in "
+        raise SettingError("method_preset", f"{method_preset} is for {published_settings(method_preset)[0]}, which is not in "
                         "--methods")
     return options
 
@@ -294,9 +294,9 @@ def check_budget(settings: ReproduceSettings) -> list[str]:
             last = settings.run_dir(seed, method) / LAST_NAME
             if not last.is_file():
                 continue
-            meta = read_checkpoint(last)["metadata"]
-            saved = int((meta.get("hparams") or {}).get("epochs", settings.train.epochs))
-            done = int(meta.get("epoch", 0))
+            meta = read_meta(last)
+            saved = int(meta.hparams.get("epochs", settings.train.epochs))
+            done = meta.epoch
             if saved != settings.train.epochs and done <= settings.train.epochs:
                 changed.append((f"{method} seed {seed}", saved, done))
     if not changed:

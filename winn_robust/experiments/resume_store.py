@@ -12,7 +12,7 @@ from typing import Any
 
 from winn_robust import distributed
 from winn_robust.checkpoint import DamagedFile, atomic_save, load_tensors
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.experiments.provenance import plain
 from winn_robust.model_set import safe_name
 from winn_robust.reporting.report_folder import IDENTITY, STATE_DIR, ReportFolder
@@ -40,12 +40,12 @@ class FolderStore:
                     if not isinstance(saved, dict):
                         raise ValueError("not an object")
                 except ValueError:
-                    raise UserError(f"--resume: {identity_path} is damaged (not the JSON winn-robust wrote), so what "
+                    raise SettingError("resume", f": {identity_path} is damaged (not the JSON winn-robust wrote), so what "
                                     "the saved evaluation was cannot be checked; pass --force instead of --resume "
                                     "to start over") from None
                 mine = json.loads(wanted)
                 what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
-                raise UserError(f"--resume: {root} holds an evaluation with another {what}; run the same command "
+                raise SettingError("resume", f": {root} holds an evaluation with another {what}; run the same command "
                                 "again, or pass --force instead of --resume to start over")
         elif distributed.world().is_main:
             folder.clear_state()
@@ -77,14 +77,14 @@ def prepare_output(out: Path, force: bool, resume: bool) -> None:
     --force delete only our own files (ReportFolder), refusing when anything else is in the way."""
     run_files = [name for name in ("last.pt", "best.pt", "metrics.csv") if (out / name).is_file()]
     if run_files:
-        raise UserError(f"--out {out} is a training run folder (it holds {', '.join(run_files)}); write the report into "
+        raise SettingError("out", f"{out} is a training run folder (it holds {', '.join(run_files)}); write the report into "
                         "another folder, e.g. reports/<name>")
     folder = ReportFolder(out)
     existing = [p.name for p in folder.report_files()]
     has_state = folder.has_state()
     if resume:
         if not has_state and existing:
-            raise UserError(f"--resume: {out} holds a finished report and no saved evaluation to continue; "
+            raise SettingError("resume", f": {out} holds a finished report and no saved evaluation to continue; "
                             "pass --force to replace it")
         return
     if (existing or has_state) and not force:

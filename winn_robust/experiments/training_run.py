@@ -16,7 +16,7 @@ import torch
 
 from winn_robust import distributed
 from winn_robust.device import resolve_device
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.training import TrainConfig, train
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.run_folder import RunFolder
@@ -29,7 +29,7 @@ def prepare_run_folder(out: Path, resume: bool, force: bool) -> None:
     """--resume continues, --force replaces (only the files winn-robust wrote), and nothing else
     overwrites a run."""
     if resume and force:
-        raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
+        raise SettingError("resume", "and --force contradict each other: --resume continues the run, --force replaces it")
     folder = RunFolder(out)
     folder.refuse_foreign("train into")
     if not resume and folder.holds_run():

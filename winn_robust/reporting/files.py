@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.evaluation.curves import compute_curves
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.indicators import Indicator
@@ -163,7 +163,7 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
         raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
     baseline = default_baseline(names, [provenance.get("baseline")], baseline)
     if baseline not in names:
-        raise UserError(f"--baseline {baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
+        raise SettingError("baseline", f"{baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
     indicators = [Indicator(**record) for record in document.get("indicators", [])]
     out_dir = Path(out_dir) if out_dir is not None else csv_path.parent

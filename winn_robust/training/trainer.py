@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from winn_robust import distributed
 from winn_robust.attacks.pgd import PGD
 from winn_robust.attacks.pgd_l2 import PGDL2
-from winn_robust.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
+from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, payload_meta, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
-from winn_robust.errors import UserError
+from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.storage import atomic_write_text
@@ -143,10 +143,10 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_same_settings(path: Path, meta: dict[str, Any], config: TrainConfig) -> None:
+def check_same_settings(path: Path, meta: CheckpointMeta, config: TrainConfig) -> None:
     """--resume continues one run: every setting that changes what it computes must be the run's
     own. Only `RESUMABLE_CHANGES` may differ."""
-    saved = TrainConfig.from_dict(meta.get("hparams", {})).to_dict()
+    saved = TrainConfig.from_dict(meta.hparams).to_dict()
     for name, value in config.to_dict().items():
         if name not in RESUMABLE_CHANGES and saved.get(name) != value:
             raise UserError(f"cannot resume: {path} was trained with {flag(name)} {saved.get(name)}, this run asks "
@@ -154,10 +154,10 @@ def check_same_settings(path: Path, meta: dict[str, Any], config: TrainConfig) -
                             "or train into a new --out")
 
 
-def check_same_run(path: Path, meta: dict[str, Any], config: TrainConfig, data: TrainData) -> None:
+def check_same_run(path: Path, meta: CheckpointMeta, config: TrainConfig, data: TrainData) -> None:
     """The run's own settings (`check_same_settings`) and the very data it trained on."""
     check_same_settings(path, meta, config)
-    mine, theirs = data.fingerprint(), meta.get("data_fingerprint")
+    mine, theirs = data.fingerprint(), meta.data_fingerprint
     if theirs is not None and mine != theirs:
         what = next((k for k in ("dataset", "train_size", "val_size") if mine[k] != theirs[k]), "sha256")
         detail = f"{what} {theirs[what]} vs {mine[what]}" if what != "sha256" else "the same sizes but other images or labels"
@@ -393,17 +393,21 @@ class Trainer:
         return row
 
     # ---- checkpoints -------------------------------------------------------------------
-    def metadata(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"arch": self.config.arch, "dataset": self.data.dataset, "image_shape": list(self.data.image_shape),
-                "num_classes": self.data.num_classes, "class_names": list(self.data.class_names),
-                "method": self.config.method, "method_options": dict(self.config.method_options),
-                "hparams": self.config.to_dict(), "seed": self.config.seed, "select_by": self.config.select_rules[0],
-                "epoch": self.epoch, "val_error": row["val_error"], "train_error": row["train_error"],
-                "val_size": len(self.data.val_images), "train_size": len(self.data.train_images),
-                "tau_range": list(self.tau_range), "pool_size": len(self.pool) if self.pool else 0,
-                "world_size": self.world.world_size, "winn_robust_version": __version__, "torch_version": str(torch.__version__),
-                "python_version": platform.python_version(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "torch_threads": torch.get_num_threads(), "cost": dict(self.cost), **self.extra_metadata}
+    def metadata(self, row: dict[str, Any]) -> CheckpointMeta:
+        """This epoch's checkpoint record, with the run's best so far."""
+        extra = dict(self.extra_metadata)
+        return CheckpointMeta(
+            arch=self.config.arch, dataset=self.data.dataset, image_shape=tuple(self.data.image_shape),
+            num_classes=self.data.num_classes, class_names=tuple(self.data.class_names), method=self.config.method,
+            method_options=dict(self.config.method_options), hparams=self.config.to_dict(), seed=self.config.seed,
+            select_by=self.config.select_rules[0], epoch=self.epoch, val_error=row["val_error"],
+            train_error=row["train_error"], val_size=len(self.data.val_images), train_size=len(self.data.train_images),
+            tau_range=self.tau_range, pool_size=len(self.pool) if self.pool else 0, world_size=self.world.world_size,
+            winn_robust_version=__version__, torch_version=str(torch.__version__),
+            python_version=platform.python_version(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            torch_threads=torch.get_num_threads(), cost=dict(self.cost), data_dir=extra.pop("data_dir", None),
+            best_epoch=self.best_epoch, best_val_error=self.best_val_error, best_select_value=self.best_select_value,
+            extra_selection=dict(self.extra_best), data_fingerprint=self.data.fingerprint(), extra=extra)
 
     def selection_value(self, row: dict[str, Any], rule: str | None = None) -> float:
         """What --select-by minimises: clean or PGD validation error, or -epoch (last)."""
@@ -430,15 +434,12 @@ class Trainer:
         """best.pt when validation improved, this epoch's pool file, then last.pt (in that order,
         so last.pt never lists a file that is not on disk). Returns the bytes written."""
         metadata = self.metadata(row)
-        metadata.update(best_epoch=self.best_epoch, best_val_error=self.best_val_error,
-                        best_select_value=self.best_select_value, extra_selection=dict(self.extra_best),
-                        data_fingerprint=self.data.fingerprint())
         written = 0
         if improved:
-            written += save_checkpoint(self.out_dir / BEST_NAME, self.model, {**metadata, "role": "best"})
+            written += save_checkpoint(self.out_dir / BEST_NAME, self.model, replace(metadata, role="best"))
         for rule in extra or []:
             written += save_checkpoint(self.out_dir / f"best-{rule}.pt", self.model,
-                                       {**metadata, "role": "best", "select_by": rule})
+                                       replace(metadata, role="best", select_by=rule))
         if self.pool is not None:
             if not self.pool_files:  # epoch 0: the generator's initial images
                 record, size = save_pool_part(self.out_dir, 0, self.pool.images[:, :self.config.initial_negatives_per_class])
@@ -456,14 +457,14 @@ class Trainer:
             row["bytes_written"] = before + size
             return {"metrics_rows": json.dumps(self.metric_rows)}  # JSON: the same bytes in a resumed run
 
-        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, {**metadata, "role": "last"},
+        written += save_checkpoint(self.out_dir / LAST_NAME, self.model, replace(metadata, role="last"),
                                    on_size=record_size, **state)
         return written
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, map_location=self.device)
-        meta = payload["metadata"]
-        if meta.get("role") != "last" or "optimizer" not in payload:
+        meta = payload_meta(payload)
+        if meta.role != "last" or "optimizer" not in payload:
             raise UserError(f"{path} holds no training state; resume from the run's last.pt")
         if payload.get("format_version", 1) < FORMAT_VERSION:
             raise UserError(f"cannot resume {path}: it was written by an older winn-robust whose pool format "
@@ -477,12 +478,14 @@ class Trainer:
         self.metric_rows = list(json.loads(payload.get("metrics_rows", "[]")))
         if self.pool is not None:
             self.pool = load_pool(self.out_dir, self.pool_files, self.device)
-        self.epoch = int(meta["epoch"])
-        self.best_epoch, self.best_val_error = int(meta["best_epoch"]), float(meta["best_val_error"])
-        self.best_select_value = float(meta.get("best_select_value", self.best_val_error))
-        self.extra_best = {rule: dict(record) for rule, record in (meta.get("extra_selection") or {}).items()}
-        self.cost = {**self.cost, **meta.get("cost", {})}
-        low, high = meta["tau_range"]
+        if meta.best_epoch is None or meta.best_val_error is None:
+            raise UserError(f"{path} does not record the run's best epoch; start the run afresh in a new --out")
+        self.epoch = meta.epoch
+        self.best_epoch, self.best_val_error = int(meta.best_epoch), float(meta.best_val_error)
+        self.best_select_value = float(self.best_val_error if meta.best_select_value is None else meta.best_select_value)
+        self.extra_best = {rule: dict(record) for rule, record in (meta.extra_selection or {}).items()}
+        self.cost = {**self.cost, **meta.cost}
+        low, high = meta.tau_range
         self.tau_range = (float(low), float(high))
 
     # ---- outputs -----------------------------------------------------------------------
@@ -558,7 +561,7 @@ def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.dev
     if resume:
         last = out_dir / LAST_NAME
         if not last.is_file():
-            raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
+            raise SettingError("resume", f": no {last} to resume from; run without --resume to start fresh")
         trainer.resume(last)
         # last.pt's rows are the record (older last.pt files have none: then metrics.csv, as far as it reads)
         rows = trainer.metric_rows or read_metrics(out_dir / METRICS_NAME, trainer.epoch)
