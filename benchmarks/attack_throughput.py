@@ -26,9 +26,10 @@ no random start in every pipeline, so all of them do the same deterministic work
                 eps_to_model(2.5 eps / S), random_start=False)
   torchattacks  the torchattacks loop above with torchattacks.PGD(m01, eps, alpha=2.5 eps / S,
                 steps=S, random_start=False)
-  floor         our PGD's floor in bare torch: the same S forward+input-backward passes, sign
-                step and projection per model (bit-identical iterates), then the K^2 forwards,
-                without the best-iterate bookkeeping (the floor keeps the last iterate)
+  floor         our PGD's floor in bare torch: the same S forward+input-backward passes, each
+                followed by our sign step and projection (winn_robust.attacks.pgd.linf_step:
+                bit-identical iterates), then the K^2 forwards, without the best-iterate
+                bookkeeping (the floor keeps the last iterate)
   No random start: the harness draws its start per (batch, model) from a derived generator, and
   neither library can be handed that start, so sharing one would need a library change.
 
@@ -37,15 +38,17 @@ restart, no random start; units.eps_to_model: model-space L2 radius 2 eps):
   harness       cross_evaluate with our L2 `pgd` (EvalSpec norm="l2"; winn_robust.attacks.pgd_l2)
   foolbox       foolbox.attacks.L2PGD(steps=S, abs_stepsize=eps_to_model(2.5 eps / S), random_start=False)
   torchattacks  torchattacks.PGDL2(m01, eps, alpha=2.5 eps / S, steps=S, random_start=False)
-  floor         the same S passes in bare torch: normalised-gradient step, L2-ball projection and
-                box clip with pgd_l2's tensor ops (bit-identical iterates), then the K^2 forwards
+  floor         the PGD floor's S passes with the L2 step rule (winn_robust.attacks.pgd_l2's
+                l2_step: normalised-gradient step, L2-ball projection, box clip; bit-identical
+                iterates), then the K^2 forwards
 
 APGD-CE (`--iterative-n` images, `--apgd-steps` iterations, one restart):
   harness       cross_evaluate with our `apgd-ce` (winn_robust.attacks.autoattack_adapter)
   direct        pyautoattack called directly: per batch and model A,
                 AutoAttack(m01(A), norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"],
                 seed=...) with apgd.n_restarts = 1 and apgd.n_iter = steps (verbose off, like
-                the wrapper), then the same clean and K x K forwards. The seed is the wrapper's:
+                the wrapper), then the same clean and K x K forwards (on the adversarial images
+                back in model units). The seed is the wrapper's:
                 a generator seeded with harness.derive_seed(seed, "apgd-ce", eps, batch start)
                 draws it, so both must give the same predictions.
 
@@ -67,11 +70,19 @@ Reading the ratios (all from best times):
               best iterate, the others return the last one, so ours can only be higher).
 
 Requirements checked and printed: the harness is not slower than foolbox or torchattacks (FGSM,
-PGD); our PGD stays at >= 0.9x its floor (floor seconds / harness seconds); the APGD-CE
-wrapper's overhead stays under 5%. Agreement checks: FGSM, every pipeline's predictions vs the
-harness's (and the first batch's adversarial images pixel by pixel); PGD, identical clean
+PGD, PGD-L2); our PGD stays at >= 0.9x its floor (floor seconds / harness seconds), our L2 PGD
+within 1.1x (>= 0.9091); the APGD-CE wrapper's overhead stays under 5%. Agreement checks: FGSM,
+every pipeline's predictions vs the harness's (and the first batch's adversarial images pixel by
+pixel); PGD and PGD-L2, identical clean
 predictions, every image the floor's last iterate fools is fooled by the harness's best
 iterate, and the libraries' predictions agree with the floor's; APGD-CE, identical predictions.
+
+Each attack is one `Suite` entry of SUITES: its pipelines, built from `harness` (our
+cross_evaluate), `library_pipeline` (the user loop around a `foolbox_attack`, a
+`torchattacks_attack` or any other (images, labels, batch start) -> adversarial images
+function) and `floor_pipeline` (the bare passes of one batch, then the K^2 forwards), plus its
+requirement and agreement rule; benchmarks.common times them. PGD and PGD-L2 are one
+`pgd_suite` at two `Norm`s.
 
     python -m benchmarks.attack_throughput                       # CPU, and CUDA when present
     python -m benchmarks.attack_throughput --device cpu --n 500 --attacks pgd --json out.json --profile
@@ -81,7 +92,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,19 +104,22 @@ from torch import nn
 
 from benchmarks.common import (
     FASHION_DIR,
-    config_record,
-    environment_record,
+    Column,
+    Pipeline,
+    Step,
+    bare_ascent,
+    finish,
     load_fashion_mnist,
-    rule_table,
     run_main,
     runtime_note,
     sync,
-    time_round_robin,
-    total_line,
-    write_json,
+    table,
+    time_pipelines,
 )
 from winn_robust.attacks.fgsm import fgsm
 from winn_robust.attacks.foolbox_adapter import foolbox_model
+from winn_robust.attacks.pgd import linf_step
+from winn_robust.attacks.pgd_l2 import l2_step_rule
 from winn_robust.device import devices_to_measure
 from winn_robust.environment import machine_description
 from winn_robust.errors import UserError
@@ -117,10 +131,6 @@ from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model, to_model_rang
 
 SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-ATTACKS = ("fgsm", "pgd", "apgd-ce", "pgd-l2")
-PIPELINES = ("harness", "foolbox", "torchattacks", "floor")          # FGSM
-PGD_PIPELINES = ("harness", "foolbox", "torchattacks", "floor")
-APGD_PIPELINES = ("harness", "direct")
 LIBRARIES = ("foolbox", "torchattacks")
 PGD_FLOOR_MIN = 0.9          # floor seconds / harness seconds
 L2_FLOOR_MIN = 1 / 1.1       # L2 PGD: within 1.1x of its floor
@@ -130,8 +140,7 @@ TRAIN_BATCH = 128
 Models = dict[str, nn.Module]
 # Predictions of one pipeline: clean[name] (N,), adv[source][target] (N,) as numpy int64.
 Preds = tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]
-# One library attack bound to one model: (images, labels) -> adversarial images in model units.
-AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PredLists = tuple[dict[str, list[torch.Tensor]], dict[str, dict[str, list[torch.Tensor]]]]
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,28 @@ class Work:
         return 2.5 * self.l2_eps / self.pgd_steps
 
 
-Pipeline = Callable[[Models, torch.Tensor, torch.Tensor, Work], Preds]
+# One attack's pipeline before it is bound to the models and images: it does the whole job.
+PipelineFn = Callable[[Models, torch.Tensor, torch.Tensor, Work], Preds]
+# One library attack bound to one model: (images, labels, batch start) -> adversarial images in model units.
+AttackFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+Maker = Callable[[nn.Module, torch.device, Work], AttackFn]
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A threat model as the pipelines see it: the EvalSpec norm, the budget and PGD step (pixel
+    units) of the work, our step rule (x, radius, alpha in model units) -> (iterate, gradient) ->
+    next iterate, and the libraries' PGD classes."""
+    name: str
+    eps: Callable[[Work], float]
+    step: Callable[[Work], float]
+    step_rule: Callable[[torch.Tensor, float, float], Step]
+    foolbox_pgd: str
+    torchattacks_pgd: str
+
+
+LINF = Norm("linf", lambda w: w.eps, lambda w: w.pgd_step, linf_step, "LinfPGD", "PGD")
+L2 = Norm("l2", lambda w: w.l2_eps, lambda w: w.l2_step, l2_step_rule, "L2PGD", "PGDL2")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -216,59 +246,94 @@ def train_models(models: Models, images: torch.Tensor, labels: torch.Tensor, ste
     return seconds
 
 
-def batches(n: int, batch_size: int) -> range:
-    return range(0, n, batch_size)
+# ----------------------------------------------------------------------------- what every pipeline shares
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """(images, labels, start) of every batch."""
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size], labels[start:start + batch_size], start
 
 
 def to_numpy(parts: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(parts).cpu().numpy().astype(np.int64)
 
 
-def collect(clean: dict[str, list[torch.Tensor]], adv: dict[str, dict[str, list[torch.Tensor]]]) -> Preds:
+def collect(preds: PredLists) -> Preds:
+    clean, adv = preds
     return ({m: to_numpy(p) for m, p in clean.items()},
             {s: {t: to_numpy(p) for t, p in row.items()} for s, row in adv.items()})
 
 
-def empty_preds(names: list[str]) -> tuple[dict[str, list[torch.Tensor]], dict[str, dict[str, list[torch.Tensor]]]]:
+def empty_preds(names: list[str]) -> PredLists:
     return {m: [] for m in names}, {s: {t: [] for t in names} for s in names}
 
 
-def append_clean(models: Models, x: torch.Tensor, clean: dict[str, list[torch.Tensor]]) -> None:
-    """The library pipelines' clean pass: every model's predictions on one batch."""
-    with torch.no_grad():
-        for m, model in models.items():
-            clean[m].append(model(x).argmax(1))
+def predict_all(models: Models, crafted: Mapping[str, torch.Tensor], adv: dict[str, dict[str, list[torch.Tensor]]]) -> None:
+    """Every model's predictions on every crafted batch: the K x K transfer matrix of one batch."""
+    with torch.inference_mode():
+        for s, x_adv in crafted.items():
+            for t, model in models.items():
+                adv[s][t].append(model(x_adv).argmax(1))
 
 
-# ----------------------------------------------------------------------------- the harness, any attack
-def harness_pipeline(attack: str, options: Callable[[Work], dict[str, Any]] | None = None,
-                     norm: str = "linf") -> Pipeline:
+# ----------------------------------------------------------------------------- the three kinds of pipeline
+def harness(attack: str, options: Callable[[Work], dict[str, Any]] | None = None, norm: Norm = LINF) -> PipelineFn:
     """Our cross-evaluation with one attack (and its options for this work) at `norm`."""
 
     def run(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
         opts = {attack: options(work)} if options else None
-        eps = work.eps if norm == "linf" else work.l2_eps
+        eps = norm.eps(work)
         spec = EvalSpec.build((eps,), [attack], options=opts, batch_size=work.batch_size, probes=False,
-                              seed=work.seed, norm=norm)
+                              seed=work.seed, norm=norm.name)
         result = cross_evaluate(models, images, labels, spec, device=images.device, progress=False)
         return result.clean_preds, result.adv_preds[(attack, eps)]
     return run
 
 
-run_harness = harness_pipeline("fgsm")
+def library_pipeline(make: Maker) -> PipelineFn:
+    """The natural user loop around a library attack: per batch, clean predictions of every model,
+    then for every model A the attack on A and every model's prediction on A's adversarial batch."""
+
+    def run(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
+        names = list(models)
+        for model in models.values():
+            model.eval()
+        attacks = {a: make(models[a], images.device, work) for a in names}
+        clean, adv = preds = empty_preds(names)
+        for x, y, start in batches(images, labels, work.batch_size):
+            with torch.no_grad():
+                for m, model in models.items():
+                    clean[m].append(model(x).argmax(1))
+            for a in names:
+                x_adv = attacks[a](x, y, start)
+                with torch.no_grad():
+                    for b in names:
+                        adv[a][b].append(models[b](x_adv).argmax(1))
+        return collect(preds)
+    return run
 
 
-# ----------------------------------------------------------------------------- FGSM: libraries and floor
-def fgsm_foolbox(model: nn.Module, device: torch.device, eps: float) -> AttackFn:
-    """foolbox's FGSM on the project's foolbox view of the model (bounds in model units)."""
-    import foolbox
+# the bare attack of one batch: model -> (adversarial batch, clean logits of the first pass)
+Craft = Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor]]
+BatchFloor = Callable[[torch.Tensor, torch.Tensor, Work], Craft]
 
-    fmodel = foolbox_model(model, device)
-    attack = foolbox.attacks.FGSM()
 
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _, clipped, _ = attack(fmodel, x, y, epsilons=eps_to_model(eps))
-        return clipped
+def floor_pipeline(prepare: BatchFloor) -> PipelineFn:
+    """Bare torch: per batch, each model's minimum attack passes (`prepare(x, y, work)` gives the
+    batch's attack; the clean predictions come from its first pass's logits), then the K^2
+    no-grad forwards. Weights are frozen (as the harness does) so autograd builds input
+    gradients only."""
+
+    def run(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
+        clean, adv = preds = empty_preds(list(models))
+        with frozen_eval(*models.values()):
+            for x, y, _ in batches(images, labels, work.batch_size):
+                craft = prepare(x, y, work)
+                crafted = {}
+                for s, model in models.items():
+                    crafted[s], logits = craft(model)
+                    clean[s].append(logits.argmax(1))
+                predict_all(models, crafted, adv)
+        return collect(preds)
     return run
 
 
@@ -284,275 +349,210 @@ class ZeroOne(nn.Module):
         return self.model(to_model_range(u))
 
 
-def fgsm_torchattacks(model: nn.Module, eps: float) -> AttackFn:
-    """torchattacks' FGSM in [0, 1] pixel space, converted at the boundary both ways."""
-    import torchattacks
+def foolbox_attack(build: Callable[[Any, Work], Any], norm: Norm = LINF) -> Maker:
+    """foolbox's attack `build(foolbox.attacks, work)` on the project's foolbox view of the model
+    (bounds in model units), epsilons = eps_to_model(the norm's budget)."""
 
-    attack = torchattacks.FGSM(ZeroOne(model).eval(), eps=eps)
+    def make(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
+        import foolbox
 
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return to_model_range(attack(to_pixel_range(x), y))
-    return run
+        fmodel = foolbox_model(model, device)
+        attack, eps = build(foolbox.attacks, work), eps_to_model(norm.eps(work))
 
-
-def library_pipeline(make: Callable[[nn.Module, torch.device, Work], AttackFn]) -> Pipeline:
-    """The natural user loop around a library attack: clean predictions, then for every model A
-    the library's attack on A and every model's prediction on A's adversarial batch."""
-
-    def run(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
-        device = images.device
-        names = list(models)
-        for model in models.values():
-            model.eval()
-        attacks = {a: make(models[a], device, work) for a in names}
-        clean, adv = empty_preds(names)
-        for start in batches(len(images), work.batch_size):
-            x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-            append_clean(models, x, clean)
-            for a in names:
-                x_adv = attacks[a](x, y)
-                with torch.no_grad():
-                    for b in names:
-                        adv[a][b].append(models[b](x_adv).argmax(1))
-        return collect(clean, adv)
-    return run
+        def run(x: torch.Tensor, y: torch.Tensor, start: int) -> torch.Tensor:
+            _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
+            return clipped
+        return run
+    return make
 
 
-run_foolbox = library_pipeline(lambda model, device, work: fgsm_foolbox(model, device, work.eps))
-run_torchattacks = library_pipeline(lambda model, device, work: fgsm_torchattacks(model, work.eps))
+def torchattacks_attack(build: Callable[[Any, nn.Module, Work], Any]) -> Maker:
+    """torchattacks' attack `build(torchattacks, m01, work)` in [0, 1] pixel space (eps and
+    alpha in pixel units), converted at the boundary both ways."""
+
+    def make(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
+        import torchattacks
+
+        attack = build(torchattacks, ZeroOne(model).eval(), work)
+
+        def run(x: torch.Tensor, y: torch.Tensor, start: int) -> torch.Tensor:
+            return to_model_range(attack(to_pixel_range(x), y))
+        return run
+    return make
 
 
-def run_floor(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
-    """Bare torch: per batch K forward+input-backward passes and K^2 no-grad forwards. Weights
-    are frozen (as the harness does) so autograd builds input gradients only."""
-    names = list(models)
+# ----------------------------------------------------------------------------- FGSM
+FGSM_LIBRARIES: dict[str, Maker] = {
+    "foolbox": foolbox_attack(lambda attacks, work: attacks.FGSM()),
+    "torchattacks": torchattacks_attack(lambda ta, m01, work: ta.FGSM(m01, eps=work.eps)),
+}
+
+
+def fgsm_floor(x: torch.Tensor, y: torch.Tensor, work: Work) -> Craft:
+    """Per model one forward+input-backward pass and the sign step of eps_to_model(eps), clipped."""
     step = eps_to_model(work.eps)
-    clean, adv = empty_preds(names)
-    with frozen_eval(*models.values()):
-        for start in batches(len(images), work.batch_size):
-            x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-            crafted = {}
-            for s in names:
-                xg = x.detach().requires_grad_(True)
-                logits = models[s](xg)
-                (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xg)
-                crafted[s] = (x + step * grad.sign()).clamp_(-1.0, 1.0)
-                clean[s].append(logits.detach().argmax(1))
-            with torch.inference_mode():
-                for s in names:
-                    for t in names:
-                        adv[s][t].append(models[t](crafted[s]).argmax(1))
-    return collect(clean, adv)
+
+    def craft(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), xg)
+        return (x + step * grad.sign()).clamp_(MODEL_LOW, MODEL_HIGH), logits.detach()
+    return craft
 
 
-RUNNERS: dict[str, Pipeline] = {"harness": run_harness, "foolbox": run_foolbox,
-                                "torchattacks": run_torchattacks, "floor": run_floor}
+def pixel_agreement(models: Models, x: torch.Tensor, y: torch.Tensor, work: Work) -> dict[str, dict[str, float]]:
+    """Adversarial images of one batch from each library vs our FGSM: max |diff| and the fraction
+    of pixels that are bit-identical (untimed)."""
+    out: dict[str, dict[str, float]] = {}
+    for lib, make in FGSM_LIBRARIES.items():
+        diffs, equal, total = [], 0, 0
+        for model in models.values():
+            ours = fgsm(model, x, y, work.eps)
+            theirs = make(model, x.device, work)(x, y, 0).detach()
+            diffs.append(float((ours - theirs).abs().max()))
+            equal += int((ours == theirs).sum())
+            total += ours.numel()
+        out[lib] = {"max_abs_diff": max(diffs), "pixels_identical": equal / total}
+    return out
 
 
-# ----------------------------------------------------------------------------- PGD
-def pgd_options(work: Work) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- PGD at either norm
+def pgd_options(norm: Norm) -> Callable[[Work], dict[str, Any]]:
     """Our pgd doing the libraries' work: one restart, no random start, 2.5 eps / steps."""
-    return {"steps": work.pgd_steps, "step_size": work.pgd_step, "restarts": 1, "random_start": False}
+    return lambda work: {"steps": work.pgd_steps, "step_size": norm.step(work), "restarts": 1, "random_start": False}
 
 
-def pgd_foolbox(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
-    """foolbox's LinfPGD in model units: abs_stepsize = eps_to_model(step), epsilons = eps_to_model(eps)."""
-    import foolbox
-
-    fmodel = foolbox_model(model, device)
-    attack = foolbox.attacks.LinfPGD(steps=work.pgd_steps, abs_stepsize=eps_to_model(work.pgd_step), random_start=False)
-
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _, clipped, _ = attack(fmodel, x, y, epsilons=eps_to_model(work.eps))
-        return clipped
-    return run
+def pgd_libraries(norm: Norm) -> dict[str, Maker]:
+    """foolbox's and torchattacks' PGD at `norm`: foolbox in model units (abs_stepsize =
+    eps_to_model(step)), torchattacks in pixel units; one restart, no random start."""
+    return {"foolbox": foolbox_attack(lambda attacks, work: getattr(attacks, norm.foolbox_pgd)(
+                steps=work.pgd_steps, abs_stepsize=eps_to_model(norm.step(work)), random_start=False), norm),
+            "torchattacks": torchattacks_attack(lambda ta, m01, work: getattr(ta, norm.torchattacks_pgd)(
+                m01, eps=norm.eps(work), alpha=norm.step(work), steps=work.pgd_steps, random_start=False))}
 
 
-def pgd_torchattacks(model: nn.Module, work: Work) -> AttackFn:
-    """torchattacks' PGD in [0, 1] pixel space (eps and alpha in pixel units)."""
-    import torchattacks
+def pgd_floor(norm: Norm) -> BatchFloor:
+    """Our PGD in bare torch, per batch and model: `steps` forward+input-backward passes from x,
+    each followed by our step rule at `norm` (L-inf: sign step, eps-ball and box; L2: normalised
+    step, L2 ball, box clip; the library's own step, so the iterates are bit-identical), clean
+    predictions from the first pass; then the K^2 forwards on the last iterates. No best-iterate
+    bookkeeping and no forward on the last iterate beyond the K^2 evaluation."""
 
-    attack = torchattacks.PGD(ZeroOne(model).eval(), eps=work.eps, alpha=work.pgd_step, steps=work.pgd_steps,
-                              random_start=False)
+    def prepare(x: torch.Tensor, y: torch.Tensor, work: Work) -> Craft:
+        step = norm.step_rule(x, eps_to_model(norm.eps(work)), eps_to_model(norm.step(work)))
 
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return to_model_range(attack(to_pixel_range(x), y))
-    return run
-
-
-def run_pgd_floor(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
-    """Our PGD in bare torch, per batch and model: `steps` forward+input-backward passes, each a
-    sign step of eps_to_model(step) projected onto the eps-ball and the box (the same tensor ops
-    as winn_robust.attacks.pgd, so the iterates are bit-identical), clean predictions from the
-    first pass; then the K^2 no-grad forwards on the last iterates. No best-iterate bookkeeping
-    and no forward on the last iterate beyond the K^2 evaluation."""
-    names = list(models)
-    radius, alpha = eps_to_model(work.eps), eps_to_model(work.pgd_step)
-    clean, adv = empty_preds(names)
-    with frozen_eval(*models.values()):
-        for start in batches(len(images), work.batch_size):
-            x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-            low, high = (x - radius).clamp(min=MODEL_LOW), (x + radius).clamp(max=MODEL_HIGH)
-            crafted = {}
-            for s in names:
-                current = x
-                for step in range(work.pgd_steps):
-                    current = current.detach().requires_grad_(True)
-                    logits = models[s](current)
-                    if step == 0:
-                        clean[s].append(logits.detach().argmax(1))
-                    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="none").sum(), current)
-                    current = torch.min(torch.max(current.detach() + alpha * grad.sign(), low), high)
-                crafted[s] = current.detach()
-            with torch.inference_mode():
-                for s in names:
-                    for t in names:
-                        adv[s][t].append(models[t](crafted[s]).argmax(1))
-    return collect(clean, adv)
-
-
-PGD_RUNNERS: dict[str, Pipeline] = {
-    "harness": harness_pipeline("pgd", pgd_options),
-    "foolbox": library_pipeline(pgd_foolbox),
-    "torchattacks": library_pipeline(lambda model, device, work: pgd_torchattacks(model, work)),
-    "floor": run_pgd_floor}
-
-
-# ----------------------------------------------------------------------------- PGD-L2
-def pgd_l2_options(work: Work) -> dict[str, Any]:
-    """Our L2 pgd doing the libraries' work: one restart, no random start, 2.5 eps / steps."""
-    return {"steps": work.pgd_steps, "step_size": work.l2_step, "restarts": 1, "random_start": False}
-
-
-def pgd_l2_foolbox(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
-    """foolbox's L2PGD in model units (radius and step 2x the pixel-unit values)."""
-    import foolbox
-
-    fmodel = foolbox_model(model, device)
-    attack = foolbox.attacks.L2PGD(steps=work.pgd_steps, abs_stepsize=eps_to_model(work.l2_step), random_start=False)
-
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _, clipped, _ = attack(fmodel, x, y, epsilons=eps_to_model(work.l2_eps))
-        return clipped
-    return run
-
-
-def pgd_l2_torchattacks(model: nn.Module, work: Work) -> AttackFn:
-    """torchattacks' PGDL2 in [0, 1] pixel space (eps and alpha in pixel units)."""
-    import torchattacks
-
-    attack = torchattacks.PGDL2(ZeroOne(model).eval(), eps=work.l2_eps, alpha=work.l2_step, steps=work.pgd_steps,
-                                random_start=False)
-
-    def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return to_model_range(attack(to_pixel_range(x), y))
-    return run
-
-
-def run_pgd_l2_floor(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
-    """Our L2 PGD in bare torch, per batch and model: `steps` forward+input-backward passes, each a
-    step of eps_to_model(step) along the gradient normalised per image, projected onto the L2
-    ball and clipped to the box with the ops of attacks/pgd_l2.py (bit-identical iterates); then
-    the K^2 forwards on the last iterates. No best-iterate bookkeeping, no extra last forward."""
-    names = list(models)
-    radius, alpha = eps_to_model(work.l2_eps), eps_to_model(work.l2_step)
-    clean, adv = empty_preds(names)
-    with frozen_eval(*models.values()):
-        for start in batches(len(images), work.batch_size):
-            x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-            shape = (-1, *[1] * (x.dim() - 1))
-            crafted = {}
-            for s in names:
-                current = x
-                for step in range(work.pgd_steps):
-                    current = current.detach().requires_grad_(True)
-                    logits = models[s](current)
-                    if step == 0:
-                        clean[s].append(logits.detach().argmax(1))
-                    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="none").sum(), current)
-                    moved = current.detach() + alpha * (grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape))
-                    delta = moved - x
-                    factor = torch.clamp(radius / delta.flatten(1).norm(dim=1).clamp_min(1e-12), max=1.0)
-                    current = (x + delta * factor.view(shape)).clamp(MODEL_LOW, MODEL_HIGH)
-                crafted[s] = current.detach()
-            with torch.inference_mode():
-                for s in names:
-                    for t in names:
-                        adv[s][t].append(models[t](crafted[s]).argmax(1))
-    return collect(clean, adv)
-
-
-PGD_L2_RUNNERS: dict[str, Pipeline] = {
-    "harness": harness_pipeline("pgd", pgd_l2_options, norm="l2"),
-    "foolbox": library_pipeline(pgd_l2_foolbox),
-    "torchattacks": library_pipeline(lambda model, device, work: pgd_l2_torchattacks(model, work)),
-    "floor": run_pgd_l2_floor}
+        def craft(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            first: list[torch.Tensor] = []
+            last = bare_ascent(model, x, lambda logits: F.cross_entropy(logits, y, reduction="none").sum(), step,
+                               work.pgd_steps, first)
+            return last, first[0]
+        return craft
+    return prepare
 
 
 # ----------------------------------------------------------------------------- APGD-CE
-def apgd_options(work: Work) -> dict[str, Any]:
-    return {"steps": work.apgd_steps, "restarts": 1}
-
-
-def autoattack_seed(work: Work, start: int, model_name: str, device: torch.device) -> int:
-    """The seed our wrapper hands AutoAttack for this batch and model: drawn from a generator
-    seeded with derive_seed(seed, "apgd-ce", eps, batch start), as the harness does (no model name:
+def autoattack_seed(work: Work, start: int, device: torch.device) -> int:
+    """The seed our wrapper hands AutoAttack for this batch: drawn from a generator seeded with
+    derive_seed(seed, "apgd-ce", eps, batch start), as the harness does (no model name:
     identical models get identical starts)."""
     generator = torch.Generator(device=device).manual_seed(derive_seed(work.seed, "apgd-ce", work.eps, start))
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
 
 
-def run_apgd_direct(models: Models, images: torch.Tensor, labels: torch.Tensor, work: Work) -> Preds:
-    """pyautoattack called directly on a [0, 1] view of each model, seeded like our wrapper,
-    then the clean and K x K forwards (on the [0, 1] adversarial images, through the views)."""
+def apgd_direct(model: nn.Module, device: torch.device, work: Work) -> AttackFn:
+    """pyautoattack called directly on a [0, 1] view of the model, seeded like our wrapper."""
     from pyautoattack import AutoAttack
 
-    names = list(models)
-    for model in models.values():
-        model.eval()
-    views = {m: ZeroOne(models[m]).eval() for m in names}
-    clean, adv = empty_preds(names)
-    for start in batches(len(images), work.batch_size):
-        x, y = images[start:start + work.batch_size], labels[start:start + work.batch_size]
-        append_clean(models, x, clean)
-        pixels = to_pixel_range(x)
-        for a in names:
-            adversary = AutoAttack(views[a], norm="Linf", eps=work.eps, version="custom", attacks=["apgd-ce"],
-                                   seed=autoattack_seed(work, start, a, x.device), device=x.device)
-            adversary.verbose = False
-            adversary.apgd.n_restarts = 1
-            adversary.apgd.n_iter = work.apgd_steps
-            adv01, _ = adversary.run_standard_evaluation(pixels, y, batch_size=len(x))
-            with torch.no_grad():
-                for b in names:
-                    adv[a][b].append(views[b](adv01).argmax(1))
-    return collect(clean, adv)
+    view = ZeroOne(model).eval()
+
+    def run(x: torch.Tensor, y: torch.Tensor, start: int) -> torch.Tensor:
+        adversary = AutoAttack(view, norm="Linf", eps=work.eps, version="custom", attacks=["apgd-ce"],
+                               seed=autoattack_seed(work, start, x.device), device=x.device)
+        adversary.verbose = False
+        adversary.apgd.n_restarts = 1
+        adversary.apgd.n_iter = work.apgd_steps
+        adv01, _ = adversary.run_standard_evaluation(to_pixel_range(x), y, batch_size=len(x))
+        return to_model_range(adv01)
+    return run
 
 
-APGD_RUNNERS: dict[str, Pipeline] = {"harness": harness_pipeline("apgd-ce", apgd_options), "direct": run_apgd_direct}
+# ----------------------------------------------------------------------------- the registry
+Describe = Callable[[argparse.Namespace, Work, int], str]
 
 
-# ----------------------------------------------------------------------------- what is measured per attack
 @dataclass(frozen=True)
 class Suite:
-    """One attack's pipelines (table order, the harness first), the pipeline the `x floor` column
-    divides by, and the libraries the harness must not be slower than."""
-    attack: str
-    runners: Mapping[str, Pipeline]
-    floor: str | None
-    libraries: tuple[str, ...]
+    """One attack of the benchmark: its pipelines (table order, the harness first), the option
+    giving its image count, the pipeline the `x floor` column divides by (None: an `overhead`
+    column of the harness over `overhead_of` instead), the libraries the harness must not be
+    slower than, the least floor / harness seconds, the agreement rule ("identical": every
+    pipeline's predictions equal the harness's; "last-iterate": see check_agreement), whether the
+    table shows the adversarial errors, the header line, and an untimed pixel check."""
+    runners: Mapping[str, PipelineFn]
+    describe: Describe
+    images: str = "iterative_n"
+    floor: str | None = "floor"
+    libraries: tuple[str, ...] = LIBRARIES
+    floor_min: float | None = None
+    overhead_of: str | None = None
+    overhead_max: float | None = None
+    agreement: str = "identical"
+    agreement_note: str = ""
+    adv_error_column: bool = True
+    pixels: Callable[[Models, torch.Tensor, torch.Tensor, Work], dict[str, Any]] | None = None
 
     @property
     def pipelines(self) -> tuple[str, ...]:
         return tuple(self.runners)
 
 
+def pgd_suite(norm: Norm, floor_min: float, describe: Describe) -> Suite:
+    """PGD at `norm`: our harness, foolbox, torchattacks and the bare floor, all doing the same
+    deterministic steps (one restart, no random start)."""
+    libraries = {lib: library_pipeline(make) for lib, make in pgd_libraries(norm).items()}
+    return Suite({"harness": harness("pgd", pgd_options(norm), norm), **libraries, "floor": floor_pipeline(pgd_floor(norm))},
+                 describe, floor_min=floor_min, agreement="last-iterate")
+
+
+def describe_fgsm(args: argparse.Namespace, work: Work, k: int) -> str:
+    return (f"fgsm ({args.n} images), per batch: harness and floor do {k} fwd+input-bwd and {k * k} forwards; the library "
+            f"loops also do {k} clean forwards (and foolbox one more forward per attack for its success flag)")
+
+
+def describe_pgd(args: argparse.Namespace, work: Work, k: int) -> str:
+    s = args.pgd_steps
+    return (f"pgd ({args.iterative_n} images, {s} steps of {work.pgd_step:.6g} pixel units, 1 restart, no random start), "
+            f"per batch: floor {k}x{s} fwd+input-bwd and {k * k} forwards; the harness also {k} forwards on the last "
+            f"iterates (best-iterate bookkeeping); the library loops {k} clean forwards (foolbox {k} more for its flag)")
+
+
+def describe_pgd_l2(args: argparse.Namespace, work: Work, k: int) -> str:
+    return (f"pgd-l2 ({args.iterative_n} images, L2 eps {args.l2_eps} pixel units, {args.pgd_steps} steps of "
+            f"{work.l2_step:.6g}, 1 restart, no random start): the same passes as pgd, normalised-gradient steps and "
+            "L2-ball projection")
+
+
+def describe_apgd(args: argparse.Namespace, work: Work, k: int) -> str:
+    return (f"apgd-ce ({args.iterative_n} images, {args.apgd_steps} iterations, 1 restart): both pipelines run the same "
+            f"pyautoattack code (its checks, clean pass, APGD on the images each model gets right), "
+            f"then {k} clean and {k * k} forwards")
+
+
 SUITES: dict[str, Suite] = {
-    "fgsm": Suite("fgsm", RUNNERS, "floor", LIBRARIES),
-    "pgd": Suite("pgd", PGD_RUNNERS, "floor", LIBRARIES),
-    "apgd-ce": Suite("apgd-ce", APGD_RUNNERS, None, ()),
-    "pgd-l2": Suite("pgd-l2", PGD_L2_RUNNERS, "floor", LIBRARIES),
+    "fgsm": Suite({"harness": harness("fgsm"), **{lib: library_pipeline(m) for lib, m in FGSM_LIBRARIES.items()},
+                   "floor": floor_pipeline(fgsm_floor)},
+                  describe_fgsm, images="n", adv_error_column=False, pixels=pixel_agreement),
+    "pgd": pgd_suite(LINF, PGD_FLOOR_MIN, describe_pgd),
+    "apgd-ce": Suite({"harness": harness("apgd-ce", lambda work: {"steps": work.apgd_steps, "restarts": 1}),
+                      "direct": library_pipeline(apgd_direct)},
+                     describe_apgd, floor=None, libraries=(), overhead_of="direct", overhead_max=APGD_OVERHEAD_MAX,
+                     agreement_note=" (seeded alike)"),
+    "pgd-l2": pgd_suite(L2, L2_FLOOR_MIN, describe_pgd_l2),
 }
+ATTACKS = tuple(SUITES)
+PIPELINES = SUITES["fgsm"].pipelines
+PGD_PIPELINES = SUITES["pgd"].pipelines
+APGD_PIPELINES = SUITES["apgd-ce"].pipelines
 
 
 # ----------------------------------------------------------------------------- checks
@@ -576,38 +576,40 @@ def adversarial_error(preds: Preds, labels: np.ndarray) -> dict[str, float]:
     return {s: float((adv[s][s] != labels).mean()) for s in adv}
 
 
-def pgd_superset(harness: Preds, floor: Preds, labels: np.ndarray) -> dict[str, Any]:
+def pgd_superset(harness_preds: Preds, floor: Preds, labels: np.ndarray) -> dict[str, Any]:
     """Images whose floor last iterate fools the attacked model but whose harness best iterate
     does not (0 when the harness keeps every mistake it meets: its iterates are the floor's)."""
-    misses = {s: int(((floor[1][s][s] != labels) & (harness[1][s][s] == labels)).sum()) for s in floor[1]}
+    misses = {s: int(((floor[1][s][s] != labels) & (harness_preds[1][s][s] == labels)).sum()) for s in floor[1]}
     return {"floor_fooled_harness_not": sum(misses.values()), "per_model": misses}
 
 
-def pixel_agreement(models: Models, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, dict[str, float]]:
-    """Adversarial images of one batch from each library vs our FGSM: max |diff| and the fraction
-    of pixels that are bit-identical (untimed)."""
-    makers: dict[str, Callable[[nn.Module], AttackFn]] = {
-        "foolbox": lambda m: fgsm_foolbox(m, x.device, eps), "torchattacks": lambda m: fgsm_torchattacks(m, eps)}
-    out: dict[str, dict[str, float]] = {}
-    for lib, make in makers.items():
-        diffs, equal, total = [], 0, 0
-        for model in models.values():
-            ours = fgsm(model, x, y, eps)
-            theirs = make(model)(x, y).detach()
-            diffs.append(float((ours - theirs).abs().max()))
-            equal += int((ours == theirs).sum())
-            total += ours.numel()
-        out[lib] = {"max_abs_diff": max(diffs), "pixels_identical": equal / total}
+def check_agreement(suite: Suite, outputs: Mapping[str, Preds], labels: np.ndarray) -> dict[str, Any]:
+    """Every pipeline's predictions against the harness's; at "last-iterate" (PGD) also the
+    libraries' against the floor's, and the images the floor fools that the harness does not."""
+    out: dict[str, Any] = {"vs_harness": {p: agreement(outputs["harness"], outputs[p]) for p in suite.pipelines
+                                          if p != "harness"}}
+    if suite.agreement == "last-iterate" and suite.floor is not None:
+        out["vs_floor"] = {p: agreement(outputs[suite.floor], outputs[p]) for p in suite.pipelines
+                           if p not in ("harness", suite.floor)}
+        out["superset"] = pgd_superset(outputs["harness"], outputs[suite.floor], labels)
     return out
 
 
-def check_agreement(attack: str, outputs: Mapping[str, Preds], labels: np.ndarray) -> dict[str, Any]:
-    """The agreement numbers of one attack's pipelines (see the module docstring)."""
-    if attack in ("pgd", "pgd-l2"):
-        return {"vs_harness": {p: agreement(outputs["harness"], outputs[p]) for p in ("foolbox", "torchattacks", "floor")},
-                "vs_floor": {p: agreement(outputs["floor"], outputs[p]) for p in ("foolbox", "torchattacks")},
-                "superset": pgd_superset(outputs["harness"], outputs["floor"], labels)}
-    return {"vs_harness": {p: agreement(outputs["harness"], outputs[p]) for p in outputs if p != "harness"}}
+def requirement(suite: Suite, rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The speed requirement of one attack, from best times."""
+    harness_s = rows["harness"]["seconds_best"]
+    out: dict[str, Any] = {"not_slower_than": {lib: rows[lib]["seconds_best"] >= harness_s for lib in suite.libraries}}
+    met = all(out["not_slower_than"].values())
+    if suite.floor_min is not None and suite.floor is not None:
+        out["floor_over_harness"] = rows[suite.floor]["seconds_best"] / harness_s
+        out["floor_min"] = round(suite.floor_min, 4)
+        met &= out["floor_over_harness"] >= out["floor_min"]
+    if suite.overhead_of is not None and suite.overhead_max is not None:
+        out["overhead"] = harness_s / rows[suite.overhead_of]["seconds_best"] - 1
+        out["overhead_max"] = suite.overhead_max
+        met &= out["overhead"] < suite.overhead_max
+    out["met"] = bool(met)
+    return out
 
 
 # ----------------------------------------------------------------------------- timing
@@ -615,41 +617,19 @@ def time_attack(suite: Suite, models: Models, x: torch.Tensor, y: torch.Tensor, 
                 device: torch.device) -> tuple[dict[str, Any], dict[str, Preds]]:
     """Every pipeline of one attack: times (warm-up on one batch), errors, agreement, requirement."""
 
-    def pipeline(name: str, n: int) -> Callable[[], Preds]:
+    def bound(name: str, n: int) -> Callable[[], Preds]:
         return lambda: suite.runners[name](models, x[:n], y[:n], work)
 
-    timings = time_round_robin({p: pipeline(p, len(x)) for p in suite.pipelines}, device, repeats,
-                               warm_up={p: pipeline(p, work.batch_size) for p in suite.pipelines})
-    best, median = timings.best, timings.median
+    timings = time_pipelines([Pipeline(p, bound(p, len(x)), warm_up=bound(p, work.batch_size)) for p in suite.pipelines],
+                             device, repeats)
     labels = y.cpu().numpy().astype(np.int64)
     outputs: dict[str, Preds] = timings.outputs
-    rows = {}
-    for p in suite.pipelines:
-        rows[p] = {"seconds_best": best[p], "seconds_median": median[p], "seconds_all": timings.seconds[p],
-                   "images_per_second": len(x) / best[p], "x_harness": best[p] / best["harness"],
-                   "adversarial_error": adversarial_error(outputs[p], labels)}
-        if suite.floor:
-            rows[p]["x_floor"] = best[p] / best[suite.floor]
-    result = {"n": len(x), "pipelines": rows, "agreement": check_agreement(suite.attack, outputs, labels),
+    rows = timings.rows(len(x), {"x_harness": "harness", "x_floor": suite.floor})
+    for p, row in rows.items():
+        row["adversarial_error"] = adversarial_error(outputs[p], labels)
+    result = {"n": len(x), "pipelines": rows, "agreement": check_agreement(suite, outputs, labels),
               "requirement": requirement(suite, rows)}
     return result, outputs
-
-
-def requirement(suite: Suite, rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The speed requirement of one attack, from best times."""
-    harness = rows["harness"]["seconds_best"]
-    out: dict[str, Any] = {"not_slower_than": {lib: rows[lib]["seconds_best"] >= harness for lib in suite.libraries}}
-    met = all(out["not_slower_than"].values())
-    if suite.attack in ("pgd", "pgd-l2"):
-        out["floor_over_harness"] = rows["floor"]["seconds_best"] / harness
-        out["floor_min"] = PGD_FLOOR_MIN if suite.attack == "pgd" else round(L2_FLOOR_MIN, 4)
-        met &= out["floor_over_harness"] >= out["floor_min"]
-    if suite.attack == "apgd-ce":
-        out["overhead"] = harness / rows["direct"]["seconds_best"] - 1
-        out["overhead_max"] = APGD_OVERHEAD_MAX
-        met &= out["overhead"] < APGD_OVERHEAD_MAX
-    out["met"] = bool(met)
-    return out
 
 
 def time_device(device: torch.device, args: argparse.Namespace, inputs: Inputs, models_cpu: Models) -> dict[str, Any]:
@@ -659,13 +639,14 @@ def time_device(device: torch.device, args: argparse.Namespace, inputs: Inputs, 
     work = work_of(args)
     attacks: dict[str, Any] = {}
     for attack in args.attacks:
-        n = args.n if attack == "fgsm" else args.iterative_n
+        suite = SUITES[attack]
+        n = getattr(args, suite.images)
         x, y = x_all[:n], y_all[:n]
         t0 = time.perf_counter()
-        res, _ = time_attack(SUITES[attack], models, x, y, work, args.repeats, device)
-        if attack == "fgsm":
-            res["pixels"] = pixel_agreement(models, x[:args.batch_size], y[:args.batch_size], args.eps)
-        res["profile"] = profile_pipelines(SUITES[attack], models, x, y, work, args, device) if args.profile else None
+        res, _ = time_attack(suite, models, x, y, work, args.repeats, device)
+        if suite.pixels is not None:
+            res["pixels"] = suite.pixels(models, x[:args.batch_size], y[:args.batch_size], work)
+        res["profile"] = profile_pipelines(suite, models, x, y, work, args, device) if args.profile else None
         res["wall_seconds"] = time.perf_counter() - t0
         attacks[attack] = res
         print(f"  {device} {attack}: {res['wall_seconds']:.1f} s including warm-up and checks")
@@ -690,30 +671,25 @@ def profile_pipelines(suite: Suite, models: Models, x: torch.Tensor, y: torch.Te
 
 # ----------------------------------------------------------------------------- output
 def format_table(results: list[dict[str, Any]], attack: str = "fgsm") -> str:
-    """One attack's table, every device: FGSM as it always was; PGD adds each attacked model's
-    adversarial error; APGD-CE has the wrapper's overhead instead of a floor."""
+    """One attack's table, every device: best and median seconds, x harness, then x floor (or the
+    wrapper's overhead when there is no floor) and each attacked model's adversarial error."""
     suite = SUITES[attack]
-    header = f"{'pipeline':<13} {'device':<6} {'images/s':>9} {'s best':>8} {'s median':>9} {'x harness':>10}"
-    header += f" {'x floor':>8}" if suite.floor else f" {'overhead':>9}"
-    if attack != "fgsm":
+    columns = [Column("pipeline", 13, align="<"), Column("device", 6, align="<"), Column("images/s", 9, ".1f"),
+               Column("s best", 8, ".3f"), Column("s median", 9, ".3f"), Column("x harness", 10, ".2f"),
+               Column("x floor", 8, ".2f") if suite.floor else Column("overhead", 9, "+.1%")]
+    if suite.adv_error_column:
         names = list(next(iter(results[0]["attacks"][attack]["pipelines"].values()))["adversarial_error"])
-        header += "  adv error (" + ", ".join(names) + ")"
+        columns.append(Column("adv error (" + ", ".join(names) + ")", align="<", gap="  "))
     rows = []
     for res in results:
-        table = res["attacks"][attack]
+        result = res["attacks"][attack]
         for p in suite.pipelines:
-            r = table["pipelines"][p]
-            row = (f"{p:<13} {res['device']:<6} {r['images_per_second']:>9.1f} {r['seconds_best']:>8.3f} "
-                   f"{r['seconds_median']:>9.3f} {r['x_harness']:>10.2f}")
-            if suite.floor:
-                row += f" {r['x_floor']:>8.2f}"
-            else:
-                overhead = table["requirement"]["overhead"]
-                row += f" {overhead:>+9.1%}" if p == "harness" else f" {'-':>9}"
-            if attack != "fgsm":
-                row += "  " + ", ".join(f"{e:.1%}" for e in r["adversarial_error"].values())
-            rows.append(row)
-    return rule_table(header, rows)
+            r = result["pipelines"][p]
+            last = r["x_floor"] if suite.floor else (result["requirement"]["overhead"] if p == "harness" else "-")
+            errors = ", ".join(f"{e:.1%}" for e in r["adversarial_error"].values())
+            rows.append([p, res["device"], r["images_per_second"], r["seconds_best"], r["seconds_median"],
+                         r["x_harness"], last, errors])
+    return table(columns, rows)
 
 
 def agreement_line(p: str, a: Mapping[str, Any], what: str, passed: bool) -> str:
@@ -727,41 +703,37 @@ def agreement_line(p: str, a: Mapping[str, Any], what: str, passed: bool) -> str
 def format_agreement(res: dict[str, Any], torchattacks_min: float, attack: str = "fgsm",
                      pgd_min: float = 0.99) -> tuple[list[str], bool]:
     """The agreement lines of one attack on one device, and whether they all pass."""
-    table = res["attacks"][attack]
-    agree, device = table["agreement"], res["device"]
+    suite = SUITES[attack]
+    result = res["attacks"][attack]
+    agree, device = result["agreement"], res["device"]
     lines, ok = [], True
-    if attack == "fgsm":
+    if suite.agreement == "identical":
         for p, a in agree["vs_harness"].items():
-            # foolbox and the floor compute the same float ops as the harness: demand identity;
-            # torchattacks goes through [0, 1] and back, so its inputs differ in the last bits.
+            # foolbox, the floor and pyautoattack compute the same float ops as the harness: demand
+            # identity; torchattacks goes through [0, 1] and back, so its inputs differ in the last bits.
             exact = a["predictions_equal"] == a["predictions"]
             passed = exact or (p == "torchattacks" and a["image_fraction"] >= torchattacks_min)
             ok &= passed
-            lines.append(agreement_line(p, a, f"harness on {device}", passed))
-        for lib, px in table["pixels"].items():
-            lines.append(f"  {lib:<13} adversarial images vs our FGSM (first batch): max |diff| {px['max_abs_diff']:.3g}, "
-                         f"{px['pixels_identical']:.4%} of pixels bit-identical")
-    elif attack in ("pgd", "pgd-l2"):
-        for p, a in agree["vs_harness"].items():
-            passed = a["clean_fraction"] == 1.0
-            ok &= passed
-            lines.append(f"  {p:<13} vs harness on {device}: clean predictions {a['clean_fraction']:.4%} equal "
-                         f"{'PASS' if passed else 'FAIL'} (adversarial {a['adv_fraction']:.4%}: the harness keeps "
-                         f"the best iterate, the others the last)")
-        sup = agree["superset"]
-        passed = sup["floor_fooled_harness_not"] == 0
+            lines.append(agreement_line(p, a, f"harness on {device}{suite.agreement_note}", passed))
+        for lib, px in result.get("pixels", {}).items():
+            lines.append(f"  {lib:<13} adversarial images vs our {attack.upper()} (first batch): max |diff| "
+                         f"{px['max_abs_diff']:.3g}, {px['pixels_identical']:.4%} of pixels bit-identical")
+        return lines, ok
+    for p, a in agree["vs_harness"].items():
+        passed = a["clean_fraction"] == 1.0
         ok &= passed
-        lines.append(f"  {'floor':<13} vs harness on {device}: images the floor's last iterate fools and the harness's "
-                     f"best iterate does not: {sup['floor_fooled_harness_not']} {'PASS' if passed else 'FAIL'}")
-        for p, a in agree["vs_floor"].items():
-            passed = a["image_fraction"] >= pgd_min and a["clean_fraction"] == 1.0
-            ok &= passed
-            lines.append(agreement_line(p, a, f"floor on {device}", passed))
-    else:
-        a = agree["vs_harness"]["direct"]
-        passed = a["predictions_equal"] == a["predictions"]
+        lines.append(f"  {p:<13} vs harness on {device}: clean predictions {a['clean_fraction']:.4%} equal "
+                     f"{'PASS' if passed else 'FAIL'} (adversarial {a['adv_fraction']:.4%}: the harness keeps "
+                     f"the best iterate, the others the last)")
+    sup = agree["superset"]
+    passed = sup["floor_fooled_harness_not"] == 0
+    ok &= passed
+    lines.append(f"  {'floor':<13} vs harness on {device}: images the floor's last iterate fools and the harness's "
+                 f"best iterate does not: {sup['floor_fooled_harness_not']} {'PASS' if passed else 'FAIL'}")
+    for p, a in agree["vs_floor"].items():
+        passed = a["image_fraction"] >= pgd_min and a["clean_fraction"] == 1.0
         ok &= passed
-        lines.append(agreement_line("direct", a, f"harness on {device} (seeded alike)", passed))
+        lines.append(agreement_line(p, a, f"floor on {device}", passed))
     return lines, ok
 
 
@@ -815,7 +787,7 @@ def work_of(args: argparse.Namespace) -> Work:
 
 
 def images_needed(args: argparse.Namespace) -> int:
-    return max(args.n if "fgsm" in args.attacks else 0, args.iterative_n if set(args.attacks) - {"fgsm"} else 0)
+    return max(getattr(args, SUITES[attack].images) for attack in args.attacks)
 
 
 def print_header(args: argparse.Namespace, source: str, trained: str) -> None:
@@ -824,22 +796,8 @@ def print_header(args: argparse.Namespace, source: str, trained: str) -> None:
     print(f"cross-evaluation throughput: {k} models ({', '.join(args.archs)}; {trained}), eps {args.eps} "
           f"pixel units ({eps_to_model(args.eps)} in [-1, 1] model space), images of {SHAPE}, batch {args.batch_size}")
     print(f"data: {source}; {runtime_note()}; best of {args.repeats} repeats after 1 warm-up batch")
-    if "fgsm" in args.attacks:
-        print(f"fgsm ({args.n} images), per batch: harness and floor do {k} fwd+input-bwd and {k * k} forwards; the library "
-              f"loops also do {k} clean forwards (and foolbox one more forward per attack for its success flag)")
-    if "pgd" in args.attacks:
-        s = args.pgd_steps
-        print(f"pgd ({args.iterative_n} images, {s} steps of {work.pgd_step:.6g} pixel units, 1 restart, no random start), "
-              f"per batch: floor {k}x{s} fwd+input-bwd and {k * k} forwards; the harness also {k} forwards on the last "
-              f"iterates (best-iterate bookkeeping); the library loops {k} clean forwards (foolbox {k} more for its flag)")
-    if "pgd-l2" in args.attacks:
-        print(f"pgd-l2 ({args.iterative_n} images, L2 eps {args.l2_eps} pixel units, {args.pgd_steps} steps of "
-              f"{work.l2_step:.6g}, 1 restart, no random start): the same passes as pgd, normalised-gradient steps and "
-              "L2-ball projection")
-    if "apgd-ce" in args.attacks:
-        print(f"apgd-ce ({args.iterative_n} images, {args.apgd_steps} iterations, 1 restart): both pipelines run the same "
-              f"pyautoattack code (its checks, clean pass, APGD on the images each model gets right), "
-              f"then {k} clean and {k * k} forwards")
+    for attack in args.attacks:
+        print(SUITES[attack].describe(args, work, k))
 
 
 def print_verdicts(results: list[dict[str, Any]], args: argparse.Namespace) -> tuple[bool, bool, bool]:
@@ -899,17 +857,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print()
     all_ok, not_slower, met = print_verdicts(results, args)
     for res in results:
-        for attack, table in res["attacks"].items():
-            for name, prof in (table["profile"] or {}).items():
+        for attack, result in res["attacks"].items():
+            for name, prof in (result["profile"] or {}).items():
                 print(f"\nprofile of {attack} {name} on {res['device']}:\n{prof}")
-    total = time.perf_counter() - start
-    print(total_line(total))
-    report = {"config": config_record(args), "data": inputs.source, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "training": {"steps": args.train_steps, "seconds": train_seconds},
-              "environment": environment_record(devices), "results": results, "agreement_passed": all_ok,
-              "harness_not_slower": not_slower, "requirements_met": met, "total_seconds": total}
-    write_json(args.json, report)
-    return report
+    return finish(args, start, devices, {
+        "data": inputs.source, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "training": {"steps": args.train_steps, "seconds": train_seconds}, "results": results,
+        "agreement_passed": all_ok, "harness_not_slower": not_slower, "requirements_met": met}, default=None)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""What both benchmark scripts share, so they differ only in what they measure.
+"""What every benchmark script shares, so each differs only in what it measures.
 
-- data: Fashion-MNIST from the Debian folder when present (each script has its own fallback)
-- timing: device synchronisation, one timed call, and the warm-up + round-robin repeat loop
-- provenance: the library's machine / device / software description, runtime notes
-- output: aligned tables, the JSON report, and the `UserError` -> exit status 2 wrapper"""
+- data: Fashion-MNIST from the Debian folder when present (each script has its own fallback),
+  the dataset default, the steady epochs of a metrics.csv
+- pipelines: a `Pipeline` is a name (its table row) and a callable doing the same work as the
+  other pipelines of its group; `time_pipelines` warms each up once and times them round-robin
+  (`Timings`: best and median seconds, ratio columns such as "x harness", "x floor speed")
+- floors: the bare-torch projected ascent the attack and defence floors share
+- provenance: the machine line (CPUs, torch, threads, load), the library's machine / device /
+  software description
+- output: `Column` tables, the JSON report (`--json`) and the `UserError` -> exit status 2 wrapper"""
 from __future__ import annotations
 
 import argparse
@@ -13,16 +18,19 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from winn_robust.data import ImageDataset, load_dataset
 from winn_robust.environment import device_description, machine_description, software_versions
 from winn_robust.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -35,6 +43,15 @@ def fashion_mnist_folder(data_dir: str | None) -> str | None:
     does not exist: the caller then falls back to data that is always there."""
     folder = data_dir or FASHION_DIR
     return folder if Path(folder).is_dir() else None
+
+
+def default_data(data: str | None, data_dir: str | None) -> tuple[str, str | None]:
+    """(dataset name, folder): --data when given, else Fashion-MNIST when its folder exists,
+    else the bundled digits."""
+    if data is not None:
+        return data, data_dir
+    folder = fashion_mnist_folder(data_dir)
+    return ("fashion-mnist", folder) if folder is not None else ("digits", None)
 
 
 def load_fashion_mnist(data_dir: str | None, fallback: str) -> tuple[ImageDataset, str] | None:
@@ -51,7 +68,12 @@ def load_fashion_mnist(data_dir: str | None, fallback: str) -> tuple[ImageDatase
         return None
 
 
-# ----------------------------------------------------------------------------- timing
+def steady(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a trainer's metrics.csv after the first (warm-up) epoch, when there are two or more."""
+    return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
+
+
+# ----------------------------------------------------------------------------- pipelines and timing
 def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so a timer measures the work and not just its launch."""
     if device.type == "cuda":
@@ -67,9 +89,20 @@ def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float]:
     return result, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """One way of doing a benchmark's job: its name (the table row) and a callable doing the same
+    work as the other pipelines of its group. `warm_up` is a cheaper stand-in for the warm-up call
+    (e.g. one batch of the images); default: `run` itself."""
+
+    name: str
+    run: Callable[[], Any]
+    warm_up: Callable[[], Any] | None = None
+
+
 @dataclass
 class Timings:
-    """Every repeat's seconds per name (in run order) and each name's output of the last repeat."""
+    """Every repeat's seconds per pipeline (in run order) and each one's output of the last repeat."""
 
     seconds: dict[str, list[float]]
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -83,21 +116,76 @@ class Timings:
     def median(self) -> dict[str, float]:
         return {name: statistics.median(times) for name, times in self.seconds.items()}
 
+    def ratio(self, name: str, reference: str) -> float:
+        """best[name] / best[reference]: "x harness" and "x floor" (above 1: `name` is slower)
+        with the reference second; "x floor speed" and "speedup" with the floor or the slower
+        pipeline first (above 1: faster than the reference)."""
+        best = self.best
+        return best[name] / best[reference]
 
-def time_round_robin(runs: Mapping[str, Callable[[], Any]], device: torch.device, repeats: int,
-                     warm_up: Mapping[str, Callable[[], Any]] | None = None) -> Timings:
-    """Warm every callable up once (allocator, oneDNN / cuDNN plans, lazy imports), then time
-    them `repeats` times round-robin, so drifting machine load hits all of them alike.
-    `warm_up` gives cheaper stand-ins for the warm-up calls (e.g. one batch); default: `runs`."""
-    for run in (warm_up or runs).values():
-        run()
+    def rows(self, items: int | None = None, ratios: Mapping[str, str | None] | None = None,
+             per_second: str = "images_per_second") -> dict[str, dict[str, Any]]:
+        """One record per pipeline: best, median and every time; `items / best` as `per_second`
+        when `items` is given; and for each (column, reference) of `ratios` (a None reference is
+        skipped) best / the reference's best."""
+        best, median = self.best, self.median
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.seconds:
+            row: dict[str, Any] = {"seconds_best": best[name], "seconds_median": median[name],
+                                   "seconds_all": self.seconds[name]}
+            if items is not None:
+                row[per_second] = items / best[name]
+            for column, reference in (ratios or {}).items():
+                if reference is not None:
+                    row[column] = best[name] / best[reference]
+            out[name] = row
+        return out
+
+
+def time_pipelines(pipelines: Iterable[Pipeline], device: torch.device, repeats: int) -> Timings:
+    """Warm every pipeline up once (allocator, oneDNN / cuDNN plans, lazy imports), then time them
+    `repeats` times round-robin, so drifting machine load hits all of them alike."""
+    pipelines = list(pipelines)
+    names = [p.name for p in pipelines]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pipeline names must be unique, got {names}")
+    for p in pipelines:
+        (p.warm_up or p.run)()
     sync(device)
-    timings = Timings({name: [] for name in runs})
+    timings = Timings({name: [] for name in names})
     for _ in range(repeats):
-        for name, run in runs.items():
-            timings.outputs[name], seconds = timed(run, device)
-            timings.seconds[name].append(seconds)
+        for p in pipelines:
+            timings.outputs[p.name], seconds = timed(p.run, device)
+            timings.seconds[p.name].append(seconds)
     return timings
+
+
+def time_round_robin(runs: Mapping[str, Callable[[], Any]], device: torch.device, repeats: int) -> Timings:
+    """`time_pipelines` of named callables."""
+    return time_pipelines([Pipeline(name, run) for name, run in runs.items()], device, repeats)
+
+
+# ----------------------------------------------------------------------------- floors
+Loss = Callable[[torch.Tensor], torch.Tensor]          # logits -> the scalar the ascent maximises
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (iterate, input gradient) -> next iterate
+
+
+def bare_ascent(model: torch.nn.Module, start: torch.Tensor, loss_of: Loss, step: Step, steps: int,
+                first_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """`steps` forward + input-backward passes, each followed by the threat model's `step` (the
+    library's step rule: winn_robust.attacks.pgd.linf_step, pgd_l2.l2_step_rule, so the iterates
+    are bit-identical to ours); nothing else: no bookkeeping, no forward on the last iterate.
+    `first_logits` receives the first pass's logits (the clean predictions when starting at x).
+    The caller freezes the model (frozen_eval). Returns the last iterate, detached."""
+    current = start
+    for index in range(steps):
+        current = current.detach().requires_grad_(True)
+        logits = model(current)
+        if index == 0 and first_logits is not None:
+            first_logits.append(logits.detach())
+        (grad,) = torch.autograd.grad(loss_of(logits), current)
+        current = step(current.detach(), grad)
+    return current.detach()
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -106,8 +194,10 @@ def load_average() -> float:
 
 
 def runtime_note() -> str:
-    """torch version, CPU threads and load now: what explains a slow number on a shared machine."""
-    return f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {load_average():.2f}"
+    """The machine line: CPUs, torch version, CPU threads and load now (what explains a slow
+    number on a shared machine)."""
+    return (f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+            f"load average {load_average():.2f}")
 
 
 def environment_record(devices: Iterable[torch.device]) -> dict[str, Any]:
@@ -115,10 +205,35 @@ def environment_record(devices: Iterable[torch.device]) -> dict[str, Any]:
     devices = list(devices)
     return {"machine": {str(d): machine_description(d) for d in devices},
             "devices": {str(d): device_description(d) for d in devices},
-            "software": software_versions(), "torch_threads": torch.get_num_threads()}
+            "software": software_versions(), "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "load_average": load_average()}
 
 
 # ----------------------------------------------------------------------------- output
+@dataclass(frozen=True)
+class Column:
+    """One column of a printed table: its title, its width (at least the title's), the format
+    spec of a number cell (".2f", "+.1%"; a str cell is printed as it is), the alignment, and the
+    text before it (dropped for the first column)."""
+
+    title: str
+    width: int = 0
+    fmt: str = ""
+    align: str = ">"
+    gap: str = " "
+
+    def cell(self, value: Any) -> str:
+        text = value if isinstance(value, str) else format(value, self.fmt)
+        return f"{text:{self.align}{max(self.width, len(self.title))}}"
+
+
+def table(columns: Sequence[Column], rows: Iterable[Sequence[Any]], indent: str = "") -> str:
+    """The header, a rule and one line per row (a short row leaves the last columns out)."""
+    def line(cells: Sequence[Any]) -> str:
+        return "".join((c.gap if i else "") + c.cell(v) for i, (c, v) in enumerate(zip(columns, cells))).rstrip()
+    return rule_table(line([c.title for c in columns]), [line(r) for r in rows], indent)
+
+
 def rule_table(header: str, rows: Iterable[str], indent: str = "") -> str:
     """A header, a rule as wide as the header, then the rows; every line indented by `indent`."""
     return "\n".join([indent + header, indent + "-" * len(header), *(indent + row for row in rows)])
@@ -126,6 +241,10 @@ def rule_table(header: str, rows: Iterable[str], indent: str = "") -> str:
 
 def total_line(seconds: float) -> str:
     return f"\ntotal benchmark time {seconds:.1f} s; load average now {load_average():.2f}"
+
+
+def add_json_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--json", type=Path, default=None, help="write every number (and every repeat's time) here")
 
 
 def config_record(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,6 +259,17 @@ def write_json(path: Path | None, report: Mapping[str, Any], default: Callable[[
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=default))
     print(f"wrote {path}")
+
+
+def finish(args: argparse.Namespace, begin: float, devices: Iterable[torch.device], report: Mapping[str, Any],
+           default: Callable[[Any], Any] | None = float) -> dict[str, Any]:
+    """The end of every benchmark's main: the total-time line, then the report with the options,
+    the environment and the total seconds, written to --json when given. Returns the report."""
+    total = time.perf_counter() - begin
+    print(total_line(total))
+    out = {"config": config_record(args), **report, "environment": environment_record(devices), "total_seconds": total}
+    write_json(getattr(args, "json", None), out, default=default)
+    return out
 
 
 def run_main(main: Callable[[], object]) -> None:

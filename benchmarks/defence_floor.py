@@ -11,27 +11,43 @@ Floor (the bare passes a defence must make per batch, as train_floor.py's is for
            training forward of clean and adversarial images together, backward and Adam.
   fast-at  one sign step from the uniform start, then the training step: 2 passes.
 Both sides see the same batches and the same random starts (drawn from a copy of the trainer's
-stream), start from the same weights, and are timed round-robin, best of --repeats.
+stream), start from the same weights, and are timed round-robin, best of --repeats. The inner
+steps are bare (benchmarks.common.bare_ascent) with our own uniform start and sign step
+(winn_robust.attacks.pgd.uniform_start, linf_step), so the iterates are the trainer's.
 "x floor speed" = floor seconds / trainer seconds (the aim: >= 0.91, i.e. within 1.1x).
 The agreement column is the largest weight difference after one pass from the same start
 (TRADES and Fast-AT compute the same thing; PGD-AT's floor trains on the last iterate, the
 trainer on the best, so theirs differ by design).
 
-    python -m benchmarks.defence_floor --device cpu --train-limit 500 --repeats 3
+    python -m benchmarks.defence_floor --device cpu --train-limit 500 --repeats 3 --json defences.json
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import FASHION_DIR, load_fashion_mnist, rule_table, run_main, runtime_note, time_round_robin
-from benchmarks.train_floor import max_weight_diff, trainer_batches, twin
+from benchmarks.common import (
+    FASHION_DIR,
+    Column,
+    Pipeline,
+    add_json_option,
+    bare_ascent,
+    finish,
+    load_fashion_mnist,
+    run_main,
+    runtime_note,
+    table,
+    time_pipelines,
+)
+from benchmarks.train_floor import FLOOR_COLUMNS, X_FLOOR_SPEED, max_weight_diff, reset, trainer_batches, trainer_vs_floor, twin
+from winn_robust.attacks.pgd import linf_step, uniform_start
 from winn_robust.data import load_dataset
 from winn_robust.models.base import Classifier
 from winn_robust.training import TrainConfig
@@ -52,19 +68,9 @@ def starts_for(trainer: Trainer, batches: list[Batch], method: str) -> list[torc
     return starts
 
 
-def bare_ascent(model: Classifier, x: torch.Tensor, start: torch.Tensor, loss_of: Any, radius: float, step: float,
-                steps: int) -> torch.Tensor:
-    low, high = (x - radius).clamp(min=MODEL_LOW), (x + radius).clamp(max=MODEL_HIGH)
-    current = start
-    for _ in range(steps):
-        current = current.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_of(model(current)), current)
-        current = torch.min(torch.max(current.detach() + step * grad.sign(), low), high)
-    return current.detach()
-
-
 def floor_epoch(model: Classifier, optimizer: torch.optim.Optimizer, batches: list[Batch], starts: list[torch.Tensor],
                 config: TrainConfig) -> None:
+    """One epoch of the defence's minimum passes per batch (the module docstring)."""
     method: Any = config.training_method
     radius = eps_to_model(method.eps)
     for b, noise in zip(batches, starts):
@@ -72,18 +78,17 @@ def floor_epoch(model: Classifier, optimizer: torch.optim.Optimizer, batches: li
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        steps, step = (1, method.step_factor * radius) if config.method == "fast-at" else \
+            (method.steps, eps_to_model(2.5 * method.eps / method.steps))
         if config.method == "trades":
             with torch.no_grad():
                 probs = F.softmax(model(x), 1)
             start = (x + MODEL_SCALE * 0.001 * noise).clamp(MODEL_LOW, MODEL_HIGH)
-            adv = bare_ascent(model, x, start, lambda z, probs=probs: F.kl_div(F.log_softmax(z, 1), probs, reduction="sum"),
-                              radius, eps_to_model(2.5 * method.eps / method.steps), method.steps)
+            adv = bare_ascent(model, start, lambda z, probs=probs: F.kl_div(F.log_softmax(z, 1), probs, reduction="sum"),
+                              linf_step(x, radius, step), steps)
         else:
-            low, high = (x - radius).clamp(min=MODEL_LOW), (x + radius).clamp(max=MODEL_HIGH)
-            start = torch.min(torch.max(x + (2 * noise - 1) * radius, low), high)
-            steps, step = (1, method.step_factor * radius) if config.method == "fast-at" else \
-                (method.steps, eps_to_model(2.5 * method.eps / method.steps))
-            adv = bare_ascent(model, x, start, lambda z, y=y: F.cross_entropy(z, y, reduction="sum"), radius, step, steps)
+            adv = bare_ascent(model, uniform_start(x, radius, noise), lambda z, y=y: F.cross_entropy(z, y, reduction="sum"),
+                              linf_step(x, radius, step), steps)
         for p in model.parameters():
             p.requires_grad_(True)
         model.train()
@@ -115,24 +120,32 @@ def measure(method: str, data: Any, device: torch.device, eps: float, steps: int
     diff = max_weight_diff(trainer.model, check_model)
 
     def trainer_pass() -> None:
-        trainer.model.load_state_dict(reference)
-        trainer.rng.set_state(rng_state)
+        reset(trainer, reference, rng_state)
         trainer.classification_pass()
 
     def floor_pass() -> None:
         model.load_state_dict(reference)
         floor_epoch(model, optimizer, batches, starts, config)
 
-    timings = time_round_robin({"trainer": trainer_pass, "floor": floor_pass}, device, repeats)
+    timings = time_pipelines([Pipeline("trainer", trainer_pass), Pipeline("floor", floor_pass)], device, repeats)
     best = timings.best
     forward, backward = trainer.passes.take()
     return {"method": method, "trainer_s": best["trainer"], "floor_s": best["floor"],
-            "x_floor": best["floor"] / best["trainer"], "weight_diff": diff, "images": len(data.train_images),
+            "x_floor": trainer_vs_floor(best["trainer"], best["floor"]), "weight_diff": diff,
+            "images": len(data.train_images), "seconds_median": timings.median, "seconds_all": timings.seconds,
             # the pass counter saw the agreement pass, the warm-up and the repeats
             "passes_per_image": (forward + backward) / ((repeats + 2) * len(data.train_images))}
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def format_results(results: list[dict[str, Any]]) -> str:
+    columns = [Column("method", 8, align="<"), *FLOOR_COLUMNS, X_FLOOR_SPEED, Column("passes/image", 12, ".1f"),
+               Column("weight diff", 11, ".2g")]
+    rows = [[r["method"], r["trainer_s"], r["floor_s"], r["x_floor"], r["passes_per_image"], r["weight_diff"]]
+            for r in results]
+    return table(columns, rows, indent="  ")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-dir", default=None, help=f"Fashion-MNIST IDX folder [default: {FASHION_DIR}, else digits]")
@@ -141,7 +154,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--steps", type=int, default=10, help="inner steps K of PGD-AT and TRADES")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default=",".join(METHODS))
+    add_json_option(ap)
     args = ap.parse_args(argv)
+    begin = time.perf_counter()
     device = torch.device(args.device)
     dataset, source = load_fashion_mnist(args.data_dir, "digits") or (load_dataset("digits"), "embedded")
     data = make_train_data(dataset, 100, 0, args.train_limit, device)
@@ -151,11 +166,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             results.append(measure(method, data, device, args.eps, args.steps, args.repeats, Path(tmp)))
-    header = f"{'method':<8} {'trainer s':>9} {'floor s':>8} {'x floor speed':>13} {'passes/image':>12} {'weight diff':>11}"
-    rows = [f"{r['method']:<8} {r['trainer_s']:>9.3f} {r['floor_s']:>8.3f} {r['x_floor']:>13.2f} "
-            f"{r['passes_per_image']:>12.1f} {r['weight_diff']:>11.2g}" for r in results]
-    print(rule_table(header, rows, indent="  "))
-    return results
+    print(format_results(results))
+    return finish(args, begin, [device], {"dataset": dataset.name, "results": results})
 
 
 if __name__ == "__main__":

@@ -51,14 +51,14 @@ import torch
 
 from benchmarks.common import (
     FASHION_DIR,
-    config_record,
-    environment_record,
-    fashion_mnist_folder,
-    rule_table,
+    Column,
+    add_json_option,
+    default_data,
+    finish,
     run_main,
     runtime_note,
-    total_line,
-    write_json,
+    steady,
+    table,
 )
 from winn_robust.checkpoint import read_checkpoint
 from winn_robust.errors import UserError
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-attacks", default="fgsm,pgd", help="attacks of the evaluation, at eps 0.125")
     ap.add_argument("--eval-pgd-steps", type=int, default=10)
     ap.add_argument("--eval-batch-size", type=int, default=250, help="images per work item (items are dealt to the ranks)")
-    ap.add_argument("--json", type=Path, default=None)
+    add_json_option(ap)
     args = ap.parse_args(argv)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -105,9 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--batch-size {args.batch_size} must be a multiple of --ranks {args.ranks}")
     args.negatives_per_class = args.negatives_per_class or (100 if cuda else 20)
     args.synthesis_max_steps = args.synthesis_max_steps or (2000 if cuda else 200)
-    if args.data is None:
-        folder = fashion_mnist_folder(args.data_dir)
-        args.data, args.data_dir = ("fashion-mnist", folder) if folder is not None else ("digits", None)
+    args.data, args.data_dir = default_data(args.data, args.data_dir)
     return args
 
 
@@ -125,6 +123,11 @@ class Run:
     @property
     def folder(self) -> str:
         return f"ranks{self.ranks}-threads{self.threads}"
+
+    def row_label(self, device: str) -> str:
+        """The table's run column: "2 ranks x 1 thread", "1 rank x 2 threads", "2 ranks x 1 GPUs"."""
+        unit = "GPU" if device == "cuda" else "thread"
+        return f"{self.label} {unit}{'s' if (self.threads > 1 or unit == 'GPU') else ''}"
 
 
 def planned_runs(args: argparse.Namespace) -> list[Run]:
@@ -156,21 +159,44 @@ def run_env(threads: int) -> dict[str, str]:
     return env
 
 
-def launch(args: argparse.Namespace, run: Run, out: Path) -> pd.DataFrame:
-    """Train once; the metrics.csv rows."""
+def torchrun(args: argparse.Namespace, run: Run, command: list[str], what: str) -> None:
+    """One torchrun job in this run's environment; a failure is a UserError with its error lines."""
     t0 = time.perf_counter()
-    done = subprocess.run(train_command(args, run.ranks, out), env=run_env(run.threads), capture_output=True, text=True,
-                          timeout=args.timeout, cwd=REPO)
+    done = subprocess.run(command, env=run_env(run.threads), capture_output=True, text=True, timeout=args.timeout, cwd=REPO)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][:3]
-        raise UserError(f"the {run.label}-thread run failed (torchrun exit status {done.returncode}): {' | '.join(errors)}")
-    print(f"  {run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+        raise UserError(f"the {run.label}-thread {what} failed (torchrun exit status {done.returncode}): {' | '.join(errors)}")
+    prefix = "" if what == "run" else f"{what}, "
+    print(f"  {prefix}{run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+
+
+def launch(args: argparse.Namespace, run: Run, out: Path) -> pd.DataFrame:
+    """Train once; the metrics.csv rows."""
+    torchrun(args, run, train_command(args, run.ranks, out), "run")
     return pd.read_csv(out / "metrics.csv")
 
 
-def steady(frame: pd.DataFrame) -> pd.DataFrame:
-    """Epochs after the first (warm-up) when there are two or more."""
-    return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
+def add_speedups(args: argparse.Namespace, rows: list[dict[str, Any]], prefix: str = "") -> None:
+    """`{prefix}speedup` and `{prefix}efficiency` of the second run against the first (1 rank), and,
+    when one process on one core was measured, `{prefix}speedup_vs_one_core` and
+    `{prefix}efficiency_vs_one_core` (per core used) of every run, from `{prefix}images_per_second`."""
+    rate = f"{prefix}images_per_second"
+    resources = args.ranks if args.device == "cuda" else 1  # CPU: the same cores either way
+    one, many = rows[0], rows[1]
+    many[f"{prefix}speedup"] = many[rate] / one[rate]
+    many[f"{prefix}efficiency"] = many[f"{prefix}speedup"] / resources
+    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
+    if core is not None:
+        for row in rows:
+            row[f"{prefix}speedup_vs_one_core"] = row[rate] / core[rate]
+            row[f"{prefix}efficiency_vs_one_core"] = row[f"{prefix}speedup_vs_one_core"] / (row["ranks"] * row["threads_per_rank"])
+
+
+def speed_cells(row: dict[str, Any], first: bool, prefix: str = "") -> list[str | float]:
+    """The speedup and efficiency cells of one row: the first run is the 1.00 reference."""
+    if f"{prefix}speedup" in row:
+        return [row[f"{prefix}speedup"], row[f"{prefix}efficiency"]]
+    return ["1.00" if first else "", "-"]
 
 
 def summarize(args: argparse.Namespace, frames: dict[Run, pd.DataFrame], classes: int) -> dict[str, Any]:
@@ -188,38 +214,23 @@ def summarize(args: argparse.Namespace, frames: dict[Run, pd.DataFrame], classes
             row[f"seconds_{name}"] = seconds
             row[f"{name}_images_per_second"] = images[name] / seconds if seconds > 0 else float("nan")
         rows.append(row)
-    one, many = rows[0], rows[1]
-    resources = args.ranks if args.device == "cuda" else 1  # CPU: the same cores either way
     for name in PASSES:
-        speedup = many[f"{name}_images_per_second"] / one[f"{name}_images_per_second"]
-        many[f"{name}_speedup"], many[f"{name}_efficiency"] = speedup, speedup / resources
-    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
-    if core is not None:
-        for row in rows:
-            for name in PASSES:
-                speedup = row[f"{name}_images_per_second"] / core[f"{name}_images_per_second"]
-                cores = row["ranks"] * row["threads_per_rank"]
-                row[f"{name}_speedup_vs_one_core"], row[f"{name}_efficiency_vs_one_core"] = speedup, speedup / cores
-    return {"runs": rows, "images_per_epoch": images, "resources_ratio": resources}
+        add_speedups(args, rows, f"{name}_")
+    return {"runs": rows, "images_per_epoch": images, "resources_ratio": args.ranks if args.device == "cuda" else 1}
+
+
+RUN_COLUMN = Column("run", 16, align="<")
+SPEED_COLUMNS = (Column("speedup", 7, ".2f"), Column("effic.", 6, ".2f"))
 
 
 def format_table(args: argparse.Namespace, summary: dict[str, Any]) -> str:
-    unit = "GPU" if args.device == "cuda" else "thread"
-    header = (f"{'run':<16} {'classify s':>10} {'classify img/s':>14} {'speedup':>7} {'effic.':>6} "
-              f"{'synth s':>8} {'synth img/s':>11} {'speedup':>7} {'effic.':>6} {'steps':>6}")
-    rows = []
-    for i, r in enumerate(summary["runs"]):
-        speed = {}
-        for n in PASSES:
-            if f"{n}_speedup" in r:
-                speed[n] = f"{r[f'{n}_speedup']:>7.2f} {r[f'{n}_efficiency']:>6.2f}"
-            else:
-                speed[n] = f"{'1.00' if i == 0 else '':>7} {'-':>6}"
-        label = f"{r['run']} {unit}{'s' if (r['threads_per_rank'] > 1 or unit == 'GPU') else ''}"
-        rows.append(f"{label:<16} {r['seconds_classification']:>10.2f} {r['classification_images_per_second']:>14.1f} "
-                    f"{speed['classification']} {r['seconds_synthesis']:>8.2f} {r['synthesis_images_per_second']:>11.1f} "
-                    f"{speed['synthesis']} {r['synthesis_steps_mean']:>6.1f}")
-    lines = [rule_table(header, rows)]
+    columns = [RUN_COLUMN, Column("classify s", 10, ".2f"), Column("classify img/s", 14, ".1f"), *SPEED_COLUMNS,
+               Column("synth s", 8, ".2f"), Column("synth img/s", 11, ".1f"), *SPEED_COLUMNS, Column("steps", 6, ".1f")]
+    rows = [[Run(r["ranks"], r["threads_per_rank"]).row_label(args.device),
+             r["seconds_classification"], r["classification_images_per_second"], *speed_cells(r, i == 0, "classification_"),
+             r["seconds_synthesis"], r["synthesis_images_per_second"], *speed_cells(r, i == 0, "synthesis_"),
+             r["synthesis_steps_mean"]] for i, r in enumerate(summary["runs"])]
+    lines = [table(columns, rows)]
     if "classification_speedup_vs_one_core" in summary["runs"][0]:
         lines.append("against one process on one core (speedup / efficiency per core): " + "; ".join(
             f"{r['run']} thread(s): classify {r['classification_speedup_vs_one_core']:.2f} / "
@@ -243,14 +254,7 @@ def eval_command(args: argparse.Namespace, ranks: int, models: list[Path], out: 
 
 def launch_eval(args: argparse.Namespace, run: Run, models: list[Path], out: Path) -> dict[str, Any]:
     """Evaluate once; the attack seconds and the work done, from results.json."""
-    t0 = time.perf_counter()
-    done = subprocess.run(eval_command(args, run.ranks, models, out), env=run_env(run.threads), capture_output=True,
-                          text=True, timeout=args.timeout, cwd=REPO)
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][:3]
-        raise UserError(f"the {run.label}-thread evaluation failed (torchrun exit status {done.returncode}): "
-                        f"{' | '.join(errors)}")
-    print(f"  evaluation, {run.label} thread(s): {time.perf_counter() - t0:.1f} s wall, including start-up")
+    torchrun(args, run, eval_command(args, run.ranks, models, out), "evaluation")
     provenance = json.loads((out / "results.json").read_text())["provenance"]
     runs = len(provenance["evaluation"]["attacks"]) * len(provenance["eps"])  # one eps: one run per attack
     seconds = float(provenance["attack_time_s"])
@@ -260,27 +264,16 @@ def launch_eval(args: argparse.Namespace, run: Run, models: list[Path], out: Pat
 
 
 def summarize_eval(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    resources = args.ranks if args.device == "cuda" else 1
-    rows[1]["speedup"] = rows[1]["images_per_second"] / rows[0]["images_per_second"]
-    rows[1]["efficiency"] = rows[1]["speedup"] / resources
-    core = next((r for r in rows[2:] if r["ranks"] == 1 and r["threads_per_rank"] == 1), None)
-    if core is not None:
-        for row in rows:
-            row["speedup_vs_one_core"] = row["images_per_second"] / core["images_per_second"]
-            row["efficiency_vs_one_core"] = row["speedup_vs_one_core"] / (row["ranks"] * row["threads_per_rank"])
+    add_speedups(args, rows)
     return rows
 
 
 def format_eval_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
-    unit = "GPU" if args.device == "cuda" else "thread"
-    header = f"{'run':<16} {'attack s':>9} {'attacked img/s':>14} {'speedup':>7} {'effic.':>6} {'x 1 core':>8}"
-    lines = []
-    for i, r in enumerate(rows):
-        speed = f"{r['speedup']:>7.2f} {r['efficiency']:>6.2f}" if "speedup" in r else f"{'1.00' if i == 0 else '':>7} {'-':>6}"
-        core = f"{r['speedup_vs_one_core']:>8.2f}" if "speedup_vs_one_core" in r else f"{'-':>8}"
-        label = f"{r['run']} {unit}{'s' if (r['threads_per_rank'] > 1 or unit == 'GPU') else ''}"
-        lines.append(f"{label:<16} {r['seconds']:>9.2f} {r['images_per_second']:>14.1f} {speed} {core}")
-    return rule_table(header, lines)
+    columns = [RUN_COLUMN, Column("attack s", 9, ".2f"), Column("attacked img/s", 14, ".1f"), *SPEED_COLUMNS,
+               Column("x 1 core", 8, ".2f")]
+    return table(columns, [[Run(r["ranks"], r["threads_per_rank"]).row_label(args.device), r["seconds"],
+                            r["images_per_second"], *speed_cells(r, i == 0), r.get("speedup_vs_one_core", "-")]
+                           for i, r in enumerate(rows)])
 
 
 def weight_difference(one: Path, many: Path) -> float:
@@ -326,14 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(format_eval_table(args, eval_rows))
         print(f"the {args.ranks}-rank report tables are {'byte-identical to' if identical else 'DIFFERENT from'} "
               "the 1-rank ones")
-    total = time.perf_counter() - begin
-    print(total_line(total))
-    report = {"config": config_record(args), "summary": summary, "max_abs_weight_diff": diff,
-              "evaluation": eval_rows, "evaluation_tables_identical": identical,
-              "environment": environment_record([torch.device(args.device)]),
-              "epochs": {r.label: f.to_dict(orient="records") for r, f in frames.items()}, "total_seconds": total}
-    write_json(args.json, report, default=float)
-    return report
+    return finish(args, begin, [torch.device(args.device)], {
+        "summary": summary, "max_abs_weight_diff": diff, "evaluation": eval_rows,
+        "evaluation_tables_identical": identical,
+        "epochs": {r.label: f.to_dict(orient="records") for r, f in frames.items()}})
 
 
 if __name__ == "__main__":

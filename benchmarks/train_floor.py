@@ -32,7 +32,6 @@ import copy
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import rule_table, sync, time_round_robin
+from benchmarks.common import Column, Pipeline, table, time_pipelines, time_round_robin, timed
 from winn_robust.models.base import Classifier, frozen_eval
 from winn_robust.training import TrainConfig
 from winn_robust.training.synthesis import draw_synthesis_inputs, synthesize_negatives
@@ -49,8 +48,46 @@ from winn_robust.training.trainer import Batch, TrainData, Trainer
 from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, which the synthesis optimizer uses
+PASSES = ("classification", "synthesis")
 Layout = Callable[[torch.Tensor], torch.Tensor]
+Score = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]   # images -> (logits, critic f)
 StepFn = Callable[[Classifier, Callable[..., Any], Layout], tuple[float, list[torch.Tensor]]]
+
+
+# ----------------------------------------------------------------------------- the losses, once
+def same_layout(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def classification_loss(score: Score, forward: Callable[[torch.Tensor], torch.Tensor], b: Batch, config: TrainConfig,
+                        layout: Layout = same_layout) -> torch.Tensor:
+    """The trainer's classification loss of one batch, bare. WINN: one forward of positives,
+    negatives and interpolates, the gradient penalty's double backward; ICN: the logistic critic
+    loss; else the cross-entropy of `forward` (the plain logits) on the positives."""
+    n = len(b.pos)
+    method: Any = config.training_method
+    if config.method == "winn":
+        assert b.neg is not None and b.coefficients is not None
+        x_hat = layout(b.coefficients * b.pos + (1 - b.coefficients) * b.neg).requires_grad_(True)
+        logits, f = score(torch.cat([layout(b.pos), layout(b.neg), x_hat]))
+        (grad,) = torch.autograd.grad(f[2 * n:].sum(), x_hat, create_graph=True)
+        penalty = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+        gap = f[n:2 * n].mean() - f[:n].mean()
+        return F.cross_entropy(logits[:n], b.labels) + method.alpha * (gap + method.gp_lambda * penalty)
+    if config.method == "icn":
+        assert b.neg is not None
+        logits, f = score(torch.cat([layout(b.pos), layout(b.neg)]))
+        logistic = F.softplus(-f[:n]).mean() + F.softplus(f[n:]).mean()
+        return F.cross_entropy(logits[:n], b.labels) + method.alpha * logistic
+    return F.cross_entropy(forward(layout(b.pos)), b.labels)
+
+
+def synthesis_loss(logits: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, tau: torch.Tensor, groups: int,
+                   per_group: int, config: TrainConfig) -> torch.Tensor:
+    """The synthesis objective of `groups` groups: |mean f - tau| plus the weighted mean
+    cross-entropy on the group's class, summed over the groups."""
+    ce = F.cross_entropy(logits, labels, reduction="none").view(groups, per_group).mean(1)
+    return ((f.view(groups, per_group).mean(1) - tau).abs() + config.synthesis_ce_weight * ce).sum()
 
 
 # ----------------------------------------------------------------------------- classification
@@ -69,24 +106,8 @@ def floor_classification(model: Classifier, optimizer: torch.optim.Optimizer, ba
                          config: TrainConfig) -> None:
     """One epoch of classification steps, bare: loss, backward, Adam step; nothing else."""
     model.train()
-    method: Any = config.training_method
     for b in batches:
-        n = len(b.pos)
-        if config.method == "winn":
-            assert b.neg is not None and b.coefficients is not None
-            x_hat = (b.coefficients * b.pos + (1 - b.coefficients) * b.neg).requires_grad_(True)
-            logits, f = model.score(torch.cat([b.pos, b.neg, x_hat]))
-            (grad,) = torch.autograd.grad(f[2 * n:].sum(), x_hat, create_graph=True)
-            penalty = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-            gap = f[n:2 * n].mean() - f[:n].mean()
-            loss = F.cross_entropy(logits[:n], b.labels) + method.alpha * (gap + method.gp_lambda * penalty)
-        elif config.method == "icn":
-            assert b.neg is not None
-            logits, f = model.score(torch.cat([b.pos, b.neg]))
-            logistic = F.softplus(-f[:n]).mean() + F.softplus(f[n:]).mean()
-            loss = F.cross_entropy(logits[:n], b.labels) + method.alpha * logistic
-        else:
-            loss = F.cross_entropy(model(b.pos), b.labels)
+        loss = classification_loss(model.score, model, b, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -103,6 +124,21 @@ def twin(trainer: Trainer) -> tuple[Classifier, torch.optim.Optimizer]:
 
 def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max((p - q).abs().max().item() for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def reset(trainer: Trainer, weights: dict[str, torch.Tensor], rng_state: torch.Tensor,
+          tau_range: tuple[float, float] | None = None) -> None:
+    """The trainer back to the same weights and random state (and tau range) before a timed pass,
+    so every repeat does the same work (a ~1 ms copy)."""
+    trainer.model.load_state_dict(weights)
+    trainer.rng.set_state(rng_state)
+    if tau_range is not None:
+        trainer.tau_range = tau_range
+
+
+def trainer_vs_floor(trainer_s: float, floor_s: float) -> float:
+    """"x floor speed": floor seconds / trainer seconds (1.0 = at the floor)."""
+    return floor_s / trainer_s
 
 
 # ----------------------------------------------------------------------------- synthesis
@@ -134,8 +170,7 @@ def floor_synthesis(model: Classifier, start: torch.Tensor, tau: torch.Tensor, s
                 step += 1
                 xl = (x if everyone else x[live]).detach().requires_grad_(True)
                 logits, f = model.score(xl.flatten(0, 1))
-                ce = F.cross_entropy(logits, labels, reduction="none").view(len(live), per_group).mean(1)
-                loss = ((f.view(len(live), per_group).mean(1) - tau[live]).abs() + config.synthesis_ce_weight * ce).sum()
+                loss = synthesis_loss(logits, f, labels, tau[live], len(live), per_group, config)
                 (grad,) = torch.autograd.grad(loss, xl)
                 with torch.no_grad():
                     ml, vl = (m, v) if everyone else (m[live], v[live])
@@ -206,19 +241,16 @@ def measure_floor(config: TrainConfig, data: TrainData, device: torch.device, ou
     image_diff = (floor_synthesis_pass() - inputs.reference_images).abs().max().item()
 
     def trainer_synthesis() -> None:
-        # undo the timed classification passes (a ~1 ms copy), and the same start images and tau every repeat
-        trainer.model.load_state_dict(reference)
-        trainer.rng.set_state(rng_state)
-        trainer.tau_range = tau_range
+        # undo the timed classification passes, and the same start images and tau every repeat
+        reset(trainer, reference, rng_state, tau_range)
         trainer.synthesis_pass()
 
-    runs: dict[str, Callable[[], Any]] = {
-        "trainer classification": trainer.classification_pass,
-        "floor classification": lambda: floor_classification(model, optimizer, inputs.batches, config),
-        "trainer synthesis": trainer_synthesis,
-        "floor synthesis": floor_synthesis_pass,
-    }
-    timings = time_round_robin(runs, device, repeats)
+    timings = time_pipelines([
+        Pipeline("trainer classification", trainer.classification_pass),
+        Pipeline("floor classification", lambda: floor_classification(model, optimizer, inputs.batches, config)),
+        Pipeline("trainer synthesis", trainer_synthesis),
+        Pipeline("floor synthesis", floor_synthesis_pass),
+    ], device, repeats)
     assert trainer.new_negatives is not None
     # the timed trainer synthesis redid the reference synthesis (same weights, starts and tau)
     repeat_diff = (trainer.new_negatives - inputs.reference_images).abs().max().item()
@@ -228,25 +260,27 @@ def measure_floor(config: TrainConfig, data: TrainData, device: torch.device, ou
             "batch_size": config.batch_size, "groups": len(steps), "per_group": config.negatives_per_class,
             "synthesis_steps": steps, "seconds_best": best, "seconds_median": timings.median,
             "seconds_all": timings.seconds,
-            "classification_x_floor": best["floor classification"] / best["trainer classification"],
-            "synthesis_x_floor": best["floor synthesis"] / best["trainer synthesis"],
+            **{f"{name}_x_floor": trainer_vs_floor(best[f"trainer {name}"], best[f"floor {name}"]) for name in PASSES},
             "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff,
                           "trainer_repeat_image_diff": repeat_diff}}
 
 
+FLOOR_COLUMNS = (Column("trainer s", 9, ".3f"), Column("floor s", 8, ".3f"))
+X_FLOOR_SPEED = Column("x floor speed", 13, ".2f")
+
+
 def format_floor(result: dict[str, Any]) -> str:
     best, median = result["seconds_best"], result["seconds_median"]
-    header = f"{'pass':<15} {'trainer s':>9} {'floor s':>8} {'trainer median':>14} {'floor median':>12} {'x floor speed':>13}"
-    rows = []
-    for name in ("classification", "synthesis"):
-        rows.append(f"{name:<15} {best['trainer ' + name]:>9.3f} {best['floor ' + name]:>8.3f} "
-                    f"{median['trainer ' + name]:>14.3f} {median['floor ' + name]:>12.3f} {result[name + '_x_floor']:>13.2f}")
+    columns = [Column("pass", 15, align="<"), *FLOOR_COLUMNS, Column("trainer median", 14, ".3f"),
+               Column("floor median", 12, ".3f"), X_FLOOR_SPEED]
+    rows = [[name, best["trainer " + name], best["floor " + name], median["trainer " + name], median["floor " + name],
+             result[name + "_x_floor"]] for name in PASSES]
     steps = result["synthesis_steps"]
     agree = result["agreement"]
     lines = [f"trainer vs floor on {result['device']} ({result['method']}, {result['train_images']} images in batches of "
              f"{result['batch_size']}; synthesis {result['groups']} groups x {result['per_group']}, steps per group "
              f"{min(steps)}..{max(steps)}, mean {sum(steps) / len(steps):.1f}); best of the repeats:",
-             rule_table(header, rows, indent="  "),
+             table(columns, rows, indent="  "),
              f"  agreement: weights after one classification pass differ by at most {agree['max_abs_weight_diff']:.3g}, "
              f"synthesized images by at most {agree['max_abs_image_diff']:.3g} (the trainer's timed synthesis repeats "
              f"its reference to {agree['trainer_repeat_image_diff']:.3g})"]
@@ -272,21 +306,9 @@ def variant_model(model: Classifier, variant: str) -> tuple[Classifier, Callable
 
 def classification_step(model: Classifier, score: Callable[..., Any], layout: Layout,
                         batch: Batch, config: TrainConfig) -> tuple[float, list[torch.Tensor]]:
-    """One WINN (or baseline) classification step's loss and parameter gradients (no update)."""
-    n = len(batch.pos)
-    method: Any = config.training_method
+    """One classification step's loss (the floor's, `classification_loss`) and parameter gradients (no update)."""
     model.zero_grad(set_to_none=True)
-    if config.method == "winn":
-        assert batch.neg is not None and batch.coefficients is not None
-        x_hat = layout(batch.coefficients * batch.pos + (1 - batch.coefficients) * batch.neg).requires_grad_(True)
-        logits, f = score(torch.cat([layout(batch.pos), layout(batch.neg), x_hat]))
-        (grad,) = torch.autograd.grad(f[2 * n:].sum(), x_hat, create_graph=True)
-        penalty = ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-        loss = F.cross_entropy(logits[:n], batch.labels) + method.alpha * (
-            f[n:2 * n].mean() - f[:n].mean() + method.gp_lambda * penalty)
-    else:
-        logits, _ = score(layout(batch.pos))
-        loss = F.cross_entropy(logits, batch.labels)
+    loss = classification_loss(score, lambda x: score(x)[0], batch, config, layout)
     loss.backward()
     return loss.item(), [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
@@ -299,8 +321,7 @@ def synthesis_step(model: Classifier, score: Callable[..., Any], layout: Layout,
         x = layout(start.flatten(0, 1)).requires_grad_(True)
         logits, f = score(x)
         labels = torch.arange(groups, device=x.device).repeat_interleave(per_group)
-        ce = F.cross_entropy(logits, labels, reduction="none").view(groups, per_group).mean(1)
-        loss = ((f.view(groups, per_group).mean(1) - tau).abs() + config.synthesis_ce_weight * ce).sum()
+        loss = synthesis_loss(logits, f, labels, tau, groups, per_group, config)
         (grad,) = torch.autograd.grad(loss, x)
     return loss.item(), [grad.contiguous()]
 
@@ -352,11 +373,7 @@ def measure_case(model: Classifier, run: StepFn, device: torch.device, repeats: 
         torch._dynamo.reset()
         copy_, score, layout = variant_model(model, variant)
         try:
-            sync(device)
-            t0 = time.perf_counter()
-            loss, grads = run(copy_, score, layout)
-            sync(device)
-            first = time.perf_counter() - t0
+            (loss, grads), first = timed(lambda copy_=copy_, score=score, layout=layout: run(copy_, score, layout), device)
         except Exception as exc:  # torch.compile cannot do everything (e.g. double backward)
             results[variant] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"}
             continue
@@ -368,7 +385,7 @@ def measure_case(model: Classifier, run: StepFn, device: torch.device, repeats: 
     timings = time_round_robin(ready, device, repeats)
     for variant, seconds in timings.best.items():
         results[variant]["seconds_per_step"] = seconds / steps
-        results[variant]["speedup"] = timings.best["eager"] / seconds
+        results[variant]["speedup"] = timings.ratio("eager", variant)
     return results
 
 
@@ -376,15 +393,17 @@ def format_compile(check: dict[str, Any]) -> str:
     lines = [f"torch.compile and channels-last on {check['device']}: one classification step on {check['batch']} positives "
              f"({check['method']}: with negatives, interpolates and the gradient-penalty double backward; CE: positives "
              f"only), one synthesis step on {check['synthesis_images']} images (every group live); best of the repeats:"]
-    header = f"{'step':<15} {'variant':<22} {'s/step':>8} {'speedup':>8} {'first call s':>12} {'max|loss diff|':>14} {'max|grad diff|':>14}"
-    rows = []
+    columns = [Column("step", 15, align="<"), Column("variant", 22, align="<"), Column("s/step", 8, ".4f"),
+               Column("speedup", 8, ".2f"), Column("first call s", 12, ".2f"), Column("max|loss diff|", 14, ".2e"),
+               Column("max|grad diff|", 14, ".2e")]
+    rows: list[list[Any]] = []
     for case, results in check["cases"].items():
         for variant in VARIANTS:
             r = results[variant]
             if "error" in r:
-                rows.append(f"{case:<15} {variant:<22} unsupported: {r['error']}")
+                rows.append([case, variant, f"unsupported: {r['error']}"])
                 continue
-            rows.append(f"{case:<15} {variant:<22} {r['seconds_per_step']:>8.4f} {r['speedup']:>8.2f} "
-                        f"{r['first_call_seconds']:>12.2f} {r['max_abs_loss_diff']:>14.2e} {r['max_abs_grad_diff']:>14.2e}")
-    lines.append(rule_table(header, rows, indent="  "))
+            rows.append([case, variant, r["seconds_per_step"], r["speedup"], r["first_call_seconds"],
+                         r["max_abs_loss_diff"], r["max_abs_grad_diff"]])
+    lines.append(table(columns, rows, indent="  "))
     return "\n".join(lines)

@@ -49,15 +49,16 @@ import torch
 from benchmarks import train_floor
 from benchmarks.common import (
     FASHION_DIR,
-    config_record,
-    environment_record,
-    fashion_mnist_folder,
+    Column,
+    add_json_option,
+    default_data,
+    finish,
     rule_table,
     run_main,
     runtime_note,
+    steady,
+    table,
     timed,
-    total_line,
-    write_json,
 )
 from winn_robust.checkpoint import load_checkpoint
 from winn_robust.data import ImageDataset, load_dataset
@@ -70,14 +71,6 @@ from winn_robust.training.synthesis import SynthesisResult, generator_for, synth
 
 COLUMNS = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
            "synthesis_steps_mean", "synthesis_steps_max", "synthesis_unconverged", "negatives_per_second", "pool_size")
-
-
-def pick_data(args: argparse.Namespace) -> tuple[str, str | None]:
-    """--data when given, else Fashion-MNIST when its folder exists, else the bundled digits."""
-    if args.data is not None:
-        return args.data, args.data_dir
-    folder = fashion_mnist_folder(args.data_dir)
-    return ("fashion-mnist", folder) if folder is not None else ("digits", None)
 
 
 # Defaults that differ by device, to keep the CPU run near 5 minutes on 2 cores.
@@ -109,11 +102,6 @@ def config_for(method: str, args: argparse.Namespace, data_name: str, device: to
                        train_limit=args.train_limit, seed=args.seed)
 
 
-def steady(frame: pd.DataFrame) -> pd.DataFrame:
-    """Epochs after the first (warm-up) when there are two or more."""
-    return frame[frame["epoch"] > 1] if len(frame) > 1 else frame
-
-
 def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict[str, Any]:
     out: dict[str, Any] = {"device": device}
     for method, frame in runs.items():
@@ -127,35 +115,35 @@ def summarize(device: str, runs: dict[str, pd.DataFrame]) -> dict[str, Any]:
     return out
 
 
+EPOCH_COLUMNS = (Column("method", 9, align="<"), Column("device", 6, align="<"), Column("epoch", 5, "d"),
+                 Column("s classify", 10, ".2f"), Column("s synth", 8, ".2f"), Column("s valid", 8, ".2f"),
+                 Column("s total", 8, ".2f"), Column("steps mean", 10, ".1f"), Column("steps max", 9, ".0f"),
+                 Column("unconv", 6, ".0f"), Column("neg/s", 7, ".1f"), Column("pool", 6, "d"))
+EPOCH_FIELDS = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
+                "synthesis_steps_mean", "synthesis_steps_max", "synthesis_unconverged", "negatives_per_second")
+SUMMARY_COLUMNS = (Column("device", 6, align="<"), Column("epochs", 7, align="<"), Column("neg/class", 9, "d"),
+                   Column("baseline s/ep", 13, ".2f"), Column("base classify", 13, ".2f"), Column("WINN s/ep", 10, ".2f"),
+                   Column("WINN classify", 13, ".2f"), Column("WINN synth", 10, ".2f"), Column("neg/s", 7, ".1f"),
+                   Column("steps", 7, ".1f"), Column("WINN/base total", 15, ".2f"), Column("WINN/base classify", 18, ".2f"))
+
+
 def format_epochs(device: str, runs: dict[str, pd.DataFrame]) -> str:
-    header = (f"{'method':<9} {'device':<6} {'epoch':>5} {'s classify':>10} {'s synth':>8} {'s valid':>8} {'s total':>8} "
-              f"{'steps mean':>10} {'steps max':>9} {'unconv':>6} {'neg/s':>7} {'pool':>6}")
-    rows = []
-    for method, frame in runs.items():
-        for _, r in frame.iterrows():
-            rows.append(f"{method:<9} {device:<6} {int(r['epoch']):>5} {r['seconds_classification']:>10.2f} "
-                        f"{r['seconds_synthesis']:>8.2f} {r['seconds_validation']:>8.2f} {r['seconds_total']:>8.2f} "
-                        f"{r['synthesis_steps_mean']:>10.1f} {r['synthesis_steps_max']:>9.0f} "
-                        f"{r['synthesis_unconverged']:>6.0f} {r['negatives_per_second']:>7.1f} {int(r['pool_size']):>6}")
-    return rule_table(header, rows)
+    rows = [[method, device, int(r["epoch"]), *(r[c] for c in EPOCH_FIELDS), int(r["pool_size"])]
+            for method, frame in runs.items() for _, r in frame.iterrows()]
+    return table(EPOCH_COLUMNS, rows)
 
 
 def format_summary(summaries: list[dict[str, Any]]) -> str:
-    header = (f"{'device':<6} {'epochs':<7} {'neg/class':>9} {'baseline s/ep':>13} {'base classify':>13} {'WINN s/ep':>10} "
-              f"{'WINN classify':>13} {'WINN synth':>10} {'neg/s':>7} {'steps':>7} {'WINN/base total':>15} "
-              f"{'WINN/base classify':>18}")
     rows = []
     for s in summaries:
         b, w = s.get("baseline"), s.get("winn")
         if b is None or w is None:
             continue
-        epochs = ",".join(str(e) for e in w["epochs_averaged"])
-        rows.append(f"{s['device']:<6} {epochs:<7} {s.get('negatives_per_class', 0):>9} {b['seconds_total']:>13.2f} "
-                    f"{b['seconds_classification']:>13.2f} "
-                    f"{w['seconds_total']:>10.2f} {w['seconds_classification']:>13.2f} {w['seconds_synthesis']:>10.2f} "
-                    f"{w['negatives_per_second']:>7.1f} {w['synthesis_steps_mean']:>7.1f} {s['ratio_total']:>15.2f} "
-                    f"{s['ratio_classification']:>18.2f}")
-    return rule_table(header, rows)
+        rows.append([s["device"], ",".join(str(e) for e in w["epochs_averaged"]), s.get("negatives_per_class", 0),
+                     b["seconds_total"], b["seconds_classification"], w["seconds_total"], w["seconds_classification"],
+                     w["seconds_synthesis"], w["negatives_per_second"], w["synthesis_steps_mean"], s["ratio_total"],
+                     s["ratio_classification"]])
+    return table(SUMMARY_COLUMNS, rows)
 
 
 # ----------------------------------------------------------------------------- autocast check
@@ -327,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="time one classification and one synthesis step eager, channels-last and torch.compile")
     ap.add_argument("--compile-steps", type=int, default=3, help="steps per timed compile-check repeat")
     ap.add_argument("--keep-dir", type=Path, default=None, help="train into this folder and keep it (default: a temp folder)")
-    ap.add_argument("--json", type=Path, default=None)
+    add_json_option(ap)
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.amp_checkpoint is not None:
@@ -409,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     begin = time.perf_counter()
     dataset = None
     if args.methods or args.floor or args.compile_check:
-        data_name, data_dir = pick_data(args)
+        data_name, data_dir = default_data(args.data, args.data_dir)
         dataset = load_dataset(data_name, data_dir)
         print_header(args, dataset, devices)
     print(f"{runtime_note()}; seconds are the trainer's own metrics.csv columns")
@@ -440,14 +428,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for compiled in compiles:
         print()
         print(train_floor.format_compile(compiled))
-    total = time.perf_counter() - begin
-    print(total_line(total))
-    report = {"config": config_record(args), "dataset": dataset.name if dataset else None, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "environment": environment_record(devices),
-              "epochs": {d: {m: f.to_dict(orient="records") for m, f in runs.items()} for d, runs in frames.items()},
-              "summary": summaries, "amp_check": checks, "floor": floors, "compile_check": compiles, "total_seconds": total}
-    write_json(args.json, report, default=float)
-    return report
+    return finish(args, begin, devices, {
+        "dataset": dataset.name if dataset else None, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "epochs": {d: {m: f.to_dict(orient="records") for m, f in runs.items()} for d, runs in frames.items()},
+        "summary": summaries, "amp_check": checks, "floor": floors, "compile_check": compiles})
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
-from benchmarks import attack_throughput, scaling, train_floor, train_throughput
+from benchmarks import attack_throughput, common, defence_floor, scaling, train_floor, train_throughput
 from winn_robust.errors import UserError
 
 
@@ -177,3 +178,63 @@ def test_scaling_evaluation_commands_and_table(tmp_path):
     assert rows[1]["speedup"] == pytest.approx(1.6) and rows[2]["speedup_vs_one_core"] == pytest.approx(1.0)
     table = scaling.format_eval_table(args, rows)
     assert "1.60" in table.splitlines()[3] and "attacked img/s" in table.splitlines()[0]
+
+
+def test_round_robin_runner_warms_up_once_and_interleaves():
+    """Every pipeline is warmed up once (with its stand-in when given), then the repeats run
+    round-robin; one timing entry per pipeline, best <= median, the ratio columns from best times."""
+    calls: list[str] = []
+
+    def job(name: str):
+        def run():
+            calls.append(name)
+            return name
+        return run
+
+    pipelines = [common.Pipeline("a", job("a"), warm_up=job("a warm-up")), common.Pipeline("b", job("b")),
+                 common.Pipeline("c", job("c"))]
+    timings = common.time_pipelines(pipelines, torch.device("cpu"), repeats=3)
+    assert calls == ["a warm-up", "b", "c"] + ["a", "b", "c"] * 3
+    assert list(timings.seconds) == ["a", "b", "c"] and all(len(t) == 3 for t in timings.seconds.values())
+    assert all(timings.best[p] <= timings.median[p] for p in timings.seconds)
+    assert timings.outputs == {"a": "a", "b": "b", "c": "c"}
+    timings = common.Timings({"harness": [2.0, 1.0, 4.0], "floor": [0.5, 0.8, 0.6], "lib": [3.0]})
+    rows = timings.rows(items=10, ratios={"x_harness": "harness", "x_floor": "floor", "skipped": None})
+    assert set(rows) == {"harness", "floor", "lib"}
+    assert rows["harness"]["seconds_best"] == 1.0 and rows["harness"]["seconds_median"] == 2.0
+    assert rows["lib"]["x_harness"] == 3.0 and rows["harness"]["x_floor"] == 2.0 and "skipped" not in rows["lib"]
+    assert rows["floor"]["images_per_second"] == 20.0 and timings.ratio("floor", "harness") == 0.5
+    with pytest.raises(ValueError, match="unique"):
+        common.time_pipelines([common.Pipeline("a", job("a")), common.Pipeline("a", job("a"))], torch.device("cpu"), 1)
+
+
+def test_column_table():
+    columns = [common.Column("name", 6, align="<"), common.Column("s", 6, ".2f"), common.Column("ratio", fmt="+.1%")]
+    lines = common.table(columns, [["x", 1.234, 0.05], ["longer", 10.0, "-"], ["short", "n/a"]], indent="  ").splitlines()
+    assert lines == ["  name        s ratio", "  " + "-" * 19, "  x        1.23 +5.0%", "  longer  10.00     -",
+                     "  short     n/a"]
+
+
+def test_attack_registry():
+    """Every attack's pipelines start with the harness, its ratio references are pipelines of
+    its own, and the L-inf and L2 PGD entries share one structure."""
+    for name, suite in attack_throughput.SUITES.items():
+        assert suite.pipelines[0] == "harness", name
+        assert suite.floor is None or suite.floor in suite.pipelines
+        assert set(suite.libraries) <= set(suite.pipelines) and (suite.overhead_of or "harness") in suite.pipelines
+    assert attack_throughput.SUITES["pgd"].pipelines == attack_throughput.SUITES["pgd-l2"].pipelines
+    assert attack_throughput.ATTACKS[:3] == ("fgsm", "pgd", "apgd-ce")
+
+
+def test_defence_floor_smoke(capsys, tmp_path):
+    """PGD-AT, TRADES and Fast-AT against their floor at 100 digits and 2 inner steps: the table
+    prints, TRADES and Fast-AT compute the trainer's weights, the report is written."""
+    report = defence_floor.main(["--device", "cpu", "--train-limit", "100", "--steps", "2", "--repeats", "1",
+                                 "--data-dir", str(tmp_path / "no-data"), "--json", str(tmp_path / "defences.json")])
+    text = capsys.readouterr().out
+    assert "x floor speed" in text and "passes/image" in text
+    results = {r["method"]: r for r in report["results"]}
+    assert list(results) == list(defence_floor.METHODS)
+    assert results["trades"]["weight_diff"] <= 1e-6 and results["fast-at"]["weight_diff"] <= 1e-6
+    assert all(r["x_floor"] > 0 for r in results.values())
+    assert json.loads((tmp_path / "defences.json").read_text())["results"][0]["method"] == "pgd-at"
