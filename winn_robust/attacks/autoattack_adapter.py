@@ -171,6 +171,7 @@ class Square(AutoAttackBase):
     name = "square"
     summary = "Square Attack, gradient-free random search (AutoAttack)"
     gradient_based = False
+    gradient_free = True
     iterative = True
     aa_attacks = ("square",)
 

@@ -37,7 +37,8 @@ class AttackOutput:
 @dataclass(frozen=True)
 class Attack(ABC):
     """Subclasses are frozen dataclasses: their fields are the attack's options (recorded in every
-    report), `seed` included. Class attributes describe the attack for the failure indicators."""
+    report), `seed` included. Class attributes describe the attack for the failure indicators,
+    which group attacks by them (evaluation/indicators.py), never by name."""
 
     seed: int = 0
     norm: str = DEFAULT_NORM
@@ -46,6 +47,7 @@ class Attack(ABC):
     norms: ClassVar[tuple[str, ...]] = (DEFAULT_NORM,)  # the threat models this attack implements
     summary: ClassVar[str] = ""
     gradient_based: ClassVar[bool] = True
+    gradient_free: ClassVar[bool] = False  # queries only the model's outputs (a black-box search, no gradient)
     iterative: ClassVar[bool] = False
     randomized: ClassVar[bool] = False  # uses random numbers (a seeded generator makes it repeatable)
     returns_clean_when_failed: ClassVar[bool] = False  # images it does not fool come back exactly unchanged
