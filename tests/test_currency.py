@@ -18,7 +18,7 @@ OLD_META = {"arch": "vanilla", "dataset": "digits", "image_shape": [1, 8, 8], "n
 
 
 def test_the_library_names_the_field_and_the_cli_the_flag(tmp_path, capsys):
-    with pytest.raises(SettingError, match="^batch_size must be positive, got 0$") as caught:
+    with pytest.raises(SettingError, match=r"^batch_size must be positive, got 0$") as caught:
         EvalSpec(eps=(0.1,), batch_size=0)
     assert cli_message(caught.value) == "--batch-size must be positive, got 0"
     # another rank's report of the same error keeps the field, after the rank prefix too

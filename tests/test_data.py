@@ -389,7 +389,7 @@ def test_split_validation_is_disjoint_sized_and_seeded():
 
 @pytest.mark.parametrize("size", [0, 100, -1])
 def test_split_validation_bad_size(size):
-    with pytest.raises(SettingError, match="^val_size -?[0-9]+ must be between 1 and 99"):  # the CLI says --val-size
+    with pytest.raises(SettingError, match=r"^val_size -?[0-9]+ must be between 1 and 99"):  # the CLI says --val-size
         split_validation(torch.zeros(100, 1, 1, 1), torch.zeros(100, dtype=torch.long), size, seed=0)
 
 

@@ -246,9 +246,9 @@ def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str
                  class_names: Sequence[str]) -> EvaluationReport:
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline=names[0])
     robust = {m: {eps: r.error[m].value or 0.0 for eps, r in metrics.robust.items()} for m in metrics.models}
-    describe = {a.name: {"gradient_based": a.gradient_based, "iterative": a.iterative} for a in spec.attacks}
+    attacks = {a.name: a for a in spec.attacks}  # the checks read what each attack declares
     expected = {n: _float_or_none((provenance.get("models") or {}).get(n, {}).get("val_error")) for n in names}
-    indicators = compute_indicators(result, robust, describe, expected, len(class_names) or None)
+    indicators = compute_indicators(result, robust, attacks, expected, len(class_names) or None)
     return EvaluationReport(names, result, metrics, indicators, provenance, tuple(class_names))
 
 
