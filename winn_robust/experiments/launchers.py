@@ -45,7 +45,7 @@ class LaunchSettings:
             raise SettingError("jobs", f"must be at least 1, got {self.jobs}")
         for name in ("slurm_cpus_per_job", "slurm_time"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SettingError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.slurm_gpus_per_job < 0:
             raise SettingError("slurm_gpus_per_job", f"must be 0 or more, got {self.slurm_gpus_per_job}")
         object.__setattr__(self, "slurm_options", MappingProxyType(dict(self.slurm_options)))

@@ -200,7 +200,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         raise SettingError("reference", f"{reference} is not among the methods ({', '.join(methods[1:])}); name one of them")
     for key in ("test_limit", "strong_limit"):
         if values.get(key) is not None and values[key] <= 0:
-            raise UserError(f"--{key.replace('_', '-')} must be positive, got {values[key]}")
+            raise SettingError(key, f"must be positive, got {values[key]}")
     launch = launch or LaunchSettings(jobs=jobs)
     if threads < 0:
         raise SettingError("threads", f"must be positive, got {threads}")
