@@ -137,15 +137,21 @@ def check_against_results(csv_path: Path, result: CrossEvalResult, document: Map
         raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing[:3])} that results.json reports; {advice}")
 
 
+def report_files(report: str | Path, give: str = "a report folder") -> tuple[Path, dict[str, Any]]:
+    """A report folder's (or its per_example.csv's) CSV path and its results.json document ({}
+    when there is none): what every reader of a finished report starts from."""
+    report = Path(report)
+    csv_path = report / "per_example.csv" if report.is_dir() else report
+    if not csv_path.is_file():
+        raise UserError(f"no per_example.csv at {csv_path}; give {give} written by `winn-robust attack` or `reproduce`")
+    return csv_path, read_results(csv_path.parent / "results.json")
+
+
 def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str | Path | None = None,
                    metric: str | None = None) -> dict[str, Path]:
     """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
     indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
-    report = Path(report)
-    csv_path = report / "per_example.csv" if report.is_dir() else report
-    if not csv_path.is_file():
-        raise UserError(f"no per_example.csv at {csv_path}; give a report folder written by `winn-robust attack` or `reproduce`")
-    document = read_results(csv_path.parent / "results.json")
+    csv_path, document = report_files(report)
     provenance = dict(document.get("provenance") or {})
     if metric is not None:
         provenance["metric"] = metric  # table.md and the plot only; results.json is not rewritten

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from winn_robust.errors import UserError
-from winn_robust.reporting.files import read_results
+from winn_robust.reporting.files import report_files
 from winn_robust.reporting.per_example import read_per_example
 from winn_robust.units import eps_text
 
@@ -65,11 +65,7 @@ def read_seed_report(path: str | Path) -> SeedReport:
     """Parse a report folder (or its per_example.csv) of either schema (reporting/per_example.py
     owns the format); results.json beside it is optional (provenance, baseline, dataset, seed,
     failure indicators)."""
-    path = Path(path)
-    csv_path = path / "per_example.csv" if path.is_dir() else path
-    if not csv_path.is_file():
-        raise UserError(f"no per_example.csv at {csv_path}; give report folders written by `winn-robust attack` or `reproduce`")
-    document = read_results(csv_path.parent / "results.json")
+    csv_path, document = report_files(path, give="report folders")
     provenance = dict(document.get("provenance") or {})
     parsed = read_per_example(csv_path, attack=str(provenance.get("attack") or "unknown"))
     indicators = [dict(r) for r in document.get("indicators") or [] if isinstance(r, Mapping)]
