@@ -102,6 +102,12 @@ class PGDL2(PGD):
         return l2_step_rule(x, radius, alpha)
 
 
+def pgd_at_norm(norm: str, **settings: Any) -> PGD:
+    """Our PGD at a threat model ('linf' or 'l2'), for the code that picks the norm from a setting
+    (adversarial training's inner attack, PGD model selection)."""
+    return (PGDL2 if norm == "l2" else PGD)(norm=norm, **settings)
+
+
 @dataclass(frozen=True)
 class FGM(Attack):
     name = "fgm"

@@ -31,8 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from winn_robust import distributed
-from winn_robust.attacks.pgd import PGD
-from winn_robust.attacks.pgd_l2 import PGDL2
+from winn_robust.attacks.pgd_l2 import pgd_at_norm
 from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, payload_meta, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import SettingError, UserError
@@ -355,7 +354,7 @@ class Trainer:
             images, labels = images[:self.config.select_limit], labels[:self.config.select_limit]
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.epoch)
         norm = self.config.selection_norm
-        attack = (PGDL2 if norm == "l2" else PGD)(steps=SELECTION_PGD_STEPS, restarts=1, random_start=True, norm=norm)
+        attack = pgd_at_norm(norm, steps=SELECTION_PGD_STEPS, restarts=1, random_start=True)
         noise = attack.draw_noise(images, generator)  # the whole split's, however it is sharded
         lo, hi = distributed.shard(len(images), self.world)
         wrong = torch.zeros((), dtype=torch.long, device=self.device)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from winn_robust.attacks.pgd import PGD, StepRule, linf_step, projected_ascent, uniform_start
-from winn_robust.attacks.pgd_l2 import PGDL2, l2_ball_start, l2_step_rule
+from winn_robust.attacks.pgd_l2 import l2_ball_start, l2_step_rule, pgd_at_norm
 from winn_robust.errors import SettingError
 from winn_robust.models.base import frozen_eval
 from winn_robust.training.losses import LossTerms, adversarial_loss, trades_kl, trades_loss
@@ -101,8 +101,7 @@ class PGDAT(AdversarialMethod):
         """The harness's PGD at this norm: one restart from a random start in the ball, the step
         scaled with a ramped eps."""
         step = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else 0.0
-        cls = PGDL2 if self.norm == "l2" else PGD
-        return cls(steps=self.steps, step_size=step, restarts=1, random_start=True, norm=self.norm)
+        return pgd_at_norm(self.norm, steps=self.steps, step_size=step, restarts=1, random_start=True)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         eps_now = self.eps_at(ctx)
