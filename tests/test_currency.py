@@ -12,6 +12,8 @@ from winn_robust.distributed import ReportedError
 from winn_robust.errors import SettingError
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.models import build_model
+from winn_robust.reporting.provenance import ModelRecord, Provenance
+from winn_robust.training.cost import TrainingCost
 
 OLD_META = {"arch": "vanilla", "dataset": "digits", "image_shape": [1, 8, 8], "num_classes": 10, "method": "baseline",
             "epoch": 3, "best_val_error": 0.25, "a_key_from_the_future": {"x": 1}}
@@ -64,3 +66,60 @@ def test_the_aggregate_package_keeps_its_public_names():
     assert aggregate.write_aggregate and aggregate.aggregate_seeds is statistics.aggregate_seeds
     assert aggregate.verdict is verdicts.verdict and aggregate.read_seed_report is seed_reports.read_seed_report
     assert aggregate.aggregate_markdown is rendering.aggregate_markdown and aggregate.plot_aggregate is figures.plot_aggregate
+
+
+OLD_PROVENANCE = {"dataset": "digits", "n": 20, "seed": 3, "attack": "fgsm", "table_eps": 0.125, "baseline": "base",
+                  "models": {"base": {"source": "b.pt", "kind": "checkpoint", "select_by": "pgd", "best_epoch": 2,
+                                      "training_cost": {"epochs": 2, "train_seconds": 1.5, "forward_passes": 10,
+                                                        "backward_passes": 8}}},
+                  "a_key_from_the_future": [1]}
+
+
+def test_provenance_reads_older_shapes_and_hand_edited_files():
+    old = Provenance.from_dict(OLD_PROVENANCE)
+    # before `evaluation` was recorded, `seed` was the training seed; before L2 every report was L-inf
+    assert old.report_seed == 3 and old.threat_norm == "linf" and old.shown_metric == "error"
+    assert old.model("base").select_by == "pgd" and old.model("base").training_cost == TrainingCost(2, 1.5, 10, 8)
+    assert Provenance.from_dict({"models": {"m": {"training_cost": {"epochs": 2}}}}).model("m").training_cost is None
+    assert old.model("absent") == ModelRecord() and old.extra == {"a_key_from_the_future": [1]}
+    newer = Provenance.from_dict({**OLD_PROVENANCE, "evaluation": {"attacks": []}, "training_seed": 7})
+    assert newer.report_seed == 7
+    assert Provenance.from_dict({**OLD_PROVENANCE, "evaluation": {"attacks": []}}).report_seed is None
+    odd = Provenance.from_dict({"models": ["not", "a", "mapping"], "eps": "0.1", "n": "many", "table_eps": True})
+    assert odd.models == {} and odd.eps == () and odd.n is None and odd.table_eps is None
+    assert Provenance.from_dict(None) == Provenance() == Provenance.from_dict([1, 2])
+
+
+def test_a_report_writes_the_typed_provenance_and_reads_it_back_unchanged(tmp_path):
+    """results.json's provenance is Provenance.to_dict(): reading it back gives the same object,
+    key for key and in the same order, for a checkpoint with a training cost and an external model."""
+    import json
+
+    from winn_robust.training import TrainConfig, train
+    from winn_robust.training.inputs import load_train_data
+
+    data = load_train_data("digits", None, False, 40, 0, 100, torch.device("cpu"))
+    config = TrainConfig(method="baseline", arch="vanilla", data="digits", epochs=1, batch_size=20, val_size=40)
+    best = train(config, data, tmp_path / "run", progress=False).best_checkpoint
+    (tmp_path / "zoo.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                     "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n")
+    assert main(["attack", "--baseline", str(best), "--model", f"lin={tmp_path / 'zoo.py'}:build", "--eps", "1/8",
+                 "--limit", "20", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
+    written = json.loads((tmp_path / "r" / "results.json").read_text())["provenance"]
+    provenance = Provenance.from_dict(written)
+    assert provenance.to_dict() == written and list(provenance.to_dict()) == list(written)
+    base, lin = provenance.model("baseline"), provenance.model("lin")
+    assert base.kind == "checkpoint" and base.method == "baseline" and base.training_cost is not None
+    assert base.metadata is not None and base.metadata["arch"] == "vanilla" and base.sha256 and len(base.sha256) == 64
+    assert lin.method == "external" and lin.checkpoint and lin.convention and lin.training_cost is None
+    assert provenance.baseline == "baseline" and provenance.eps == (0.125,) and provenance.threat_norm == "linf"
+    assert provenance.wall_time_s is not None and provenance.attack_time_s is not None and provenance.extra == {}
+
+
+def test_indicator_records_read_back_and_older_ones_lacking_fields_still_read():
+    from winn_robust.evaluation.indicators import Indicator
+
+    record = Indicator("zero-gradients", "Zero gradients", "m", None, "fgsm", 0.5, 0.1, "WARN", "look", "3 of 6")
+    assert Indicator.from_dict(record.to_dict()) == record
+    older = Indicator.from_dict({k: v for k, v in record.to_dict().items() if k not in ("detail", "title")})
+    assert older.detail == "" and older.title == "" and older.status == "WARN" and older.value == 0.5

@@ -16,6 +16,7 @@ from winn_robust.attacks.registry import VARIANTS
 from winn_robust.evaluation.harness import CrossEvalResult
 from winn_robust.evaluation.indicators import NA, PASS, WARN, Declared, Target, compute_indicators, evidence, gradient_free_beats_gradient
 from winn_robust.evaluation.probes import ProbeResult
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model
 
 
@@ -125,7 +126,7 @@ def test_a_new_gradient_free_attack_takes_part_in_a_real_evaluation():
     images, labels = torch.rand(20, 1, 4, 4) * 2 - 1, torch.arange(20) % 3
     spec = EvalSpec.build((0.1,), ["fgsm", RandomSign()], batch_size=20)
     result = cross_evaluate({"m": model}, images, labels, spec, progress=False)
-    report = build_report(result, ["m"], {"table_eps": 0.1}, spec, ())
+    report = build_report(result, ["m"], Provenance(table_eps=0.1), spec, ())
     (row,) = [i for i in report.indicators if i.indicator == "gradient-free-beats-gradient"]
     assert row.attack == "random-sign" and row.value is not None and row.status in (PASS, WARN)
     assert row.detail.endswith("images fooled by random-sign and by no gradient attack")

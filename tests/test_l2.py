@@ -25,6 +25,7 @@ from winn_robust.experiments.evaluate import build_report
 from winn_robust.experiments.presets import PRESETS
 from winn_robust.experiments.reproduce import resolve_settings
 from winn_robust.models.base import Classifier
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import check_eps, eps_to_model, image_diagonal
 
 FAST = {"pgd": {"steps": "10", "restarts": "2"}, "apgd-ce": {"steps": "10"}, "apgd-t": {"steps": "5", "target_classes": "2"},
@@ -182,13 +183,13 @@ def test_the_curve_is_checked_against_the_fixed_eps_attacks(trained, digits):
     curve = compute_curves(result.min_norms, result.eps_values)["lin"]
     values = [r.value for r in curve.error]
     assert values == sorted(values) and values[-1] >= 0.9  # monotone, and the unbounded attack fools nearly all
-    report = build_report(result, ["lin"], {"table_eps": 0.5, "norm": "l2"}, spec, [str(i) for i in range(10)])
+    report = build_report(result, ["lin"], Provenance(table_eps=0.5, norm="l2"), spec, [str(i) for i in range(10)])
     checks = {i.eps: i for i in report.indicators if i.indicator == "curve-beats-fixed-eps"}
     assert checks[1.0].status == WARN and checks[1.0].value > 0.01  # one tiny PGD step misses what FMN finds
     strong = EvalSpec(eps=(0.5,), attacks=(make_attack("pgd", FAST["pgd"], norm="l2"),), norm="l2",
                       curve=spec.curve, batch_size=30)
     result = cross_evaluate({"lin": trained}, x, y, strong, progress=False)
-    report = build_report(result, ["lin"], {"table_eps": 0.5, "norm": "l2"}, strong, [str(i) for i in range(10)])
+    report = build_report(result, ["lin"], Provenance(table_eps=0.5, norm="l2"), strong, [str(i) for i in range(10)])
     assert [i.status for i in report.indicators if i.indicator == "curve-beats-fixed-eps"] == [PASS]
 
 

@@ -16,6 +16,7 @@ from winn_robust.reporting import metrics_from_per_example, result_from_per_exam
 from winn_robust.reporting.files import rebuild_tables
 from winn_robust.reporting.per_example import check_model_names, default_baseline, read_per_example
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import EPS_UNIT
 
 LABELS = np.arange(10)
@@ -40,10 +41,10 @@ def hand_result() -> CrossEvalResult:
         run_sizes={("fgsm", 0.125): 10}, attacks={"fgsm": {"attack": "fgsm", "seed": 0}}, table_eps=0.125)
 
 
-PROVENANCE = {"dataset": "digits", "split": "test", "n": 10, "attack": "fgsm", "eps": [0.125], "eps_unit": EPS_UNIT,
+PROVENANCE = Provenance.from_dict({"dataset": "digits", "split": "test", "n": 10, "attack": "fgsm", "eps": [0.125], "eps_unit": EPS_UNIT,
               "models": {"base": {"checkpoint": "b.pt", "method": "baseline", "arch": "vanilla", "sha256": "0" * 64}},
               "versions": {"torch": torch.__version__}, "device": {"type": "cpu", "name": "cpu"},
-              "command_timestamp": "2024-01-01T00:00:00+00:00", "wall_time_s": 1.0}
+              "command_timestamp": "2024-01-01T00:00:00+00:00", "wall_time_s": 1.0})
 
 
 @pytest.fixture()
@@ -70,10 +71,10 @@ def test_per_example_reproduces_a_real_sweep(tmp_path):
                           batch_size=16, attack_limits={"pgd": 11}, attack_eps={"pgd": (0.1,)})
     result = cross_evaluate(models, images, labels, spec, progress=False)
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, "baseline")
-    files = write_reports(tmp_path, result, metrics, {})
+    files = write_reports(tmp_path, result, metrics, Provenance())
     recomputed = metrics_from_per_example(files["per_example.csv"], "baseline")
     assert recomputed == metrics
-    assert table_frame(recomputed, {}).to_csv(index=False) == files["table.csv"].read_text()
+    assert table_frame(recomputed, Provenance()).to_csv(index=False) == files["table.csv"].read_text()
 
 
 def test_the_parsed_schema_round_trips_and_keeps_the_worst_case(hand_reports):
@@ -176,7 +177,7 @@ def test_plots_write_pngs(tmp_path):
     result = hand_result()
     result.adv_preds[("fgsm", 0.25)] = result.adv_preds[RUN]
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, "base")
-    sweep = plot_error_vs_eps(metrics, tmp_path / "sweep.png", {"dataset": "digits"})
+    sweep = plot_error_vs_eps(metrics, tmp_path / "sweep.png", Provenance(dataset="digits"))
     assert Image.open(sweep).format == "PNG" and sweep.stat().st_size > 5000
     single = compute_metrics(result.labels, result.clean_preds, {RUN: result.adv_preds[RUN]}, "base")
     assert plot_error_vs_eps(single, tmp_path / "single.png").stat().st_size > 5000  # one eps still gets a figure

@@ -207,6 +207,7 @@ def test_eps_is_shown_as_papers_write_it(eps, text):
 
 
 def test_report_lines_say_what_was_used_and_for_which_inputs():
+    from winn_robust.reporting.provenance import Provenance
     from winn_robust.reporting.tables import _option_text, _returns_clean_images, eps_unit
 
     settings = {"attack": "pgd", "steps": 10, "step_size": 0.0}
@@ -214,9 +215,10 @@ def test_report_lines_say_what_was_used_and_for_which_inputs():
                                                                   "8/255 (0.0314))"
     assert _option_text("step_size", 0.01, settings, [8 / 255]) == "step_size=0.01"
     assert _returns_clean_images("apgd-ce") and _returns_clean_images("autoattack") and not _returns_clean_images("fgsm")
-    assert "[-1, 1]" not in eps_unit({"models": {"m": {"kind": "python"}}})
-    assert "model inputs in [-1, 1]" in eps_unit({"models": {"m": {"kind": "checkpoint"}}})
-    assert "external models receive [0, 1]" in eps_unit({"models": {"a": {"kind": "checkpoint"}, "b": {"kind": "torchscript"}}})
+    assert "[-1, 1]" not in eps_unit(Provenance.from_dict({"models": {"m": {"kind": "python"}}}))
+    assert "model inputs in [-1, 1]" in eps_unit(Provenance.from_dict({"models": {"m": {"kind": "checkpoint"}}}))
+    assert "external models receive [0, 1]" in eps_unit(Provenance.from_dict(
+        {"models": {"a": {"kind": "checkpoint"}, "b": {"kind": "torchscript"}}}))
 
 
 def test_the_small_mistakes_of_day_two_are_one_line_each(tmp_path, capsys):

@@ -18,6 +18,7 @@ from winn_robust.evaluation import EvalSpec, cross_evaluate
 from winn_robust.evaluation.indicators import PASS, WARN
 from winn_robust.experiments.evaluate import build_report, evaluate
 from winn_robust.models.base import Classifier
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import eps_to_model, to_model_range, to_pixel_range
 
 FAST = {"pgd": {"steps": "10", "restarts": "2"}, "apgd-ce": {"steps": "10"}, "apgd-t": {"steps": "5", "target_classes": "2"},
@@ -143,7 +144,7 @@ def test_a_gradient_masked_model_raises_the_indicators_an_ordinary_one_passes(tr
     spec = EvalSpec.build((0.15,), ["fgsm", "pgd", "square"], options={"pgd": {"steps": "20", "restarts": "1"},
                                                                        "square": {"queries": "300"}}, batch_size=60)
     result = cross_evaluate({"ordinary": trained, "masked": masked}, x, y, spec, progress=False)
-    report = build_report(result, ["ordinary", "masked"], {"table_eps": 0.15}, spec, ())
+    report = build_report(result, ["ordinary", "masked"], Provenance(table_eps=0.15), spec, ())
     for name in ("zero-gradients", "gradient-free-beats-gradient", "transfer-beats-white-box"):
         assert indicator_status(report, "masked", name) == WARN, name
         assert indicator_status(report, "ordinary", name) == PASS, name
@@ -172,7 +173,7 @@ def test_probabilities_and_randomness_are_flagged(trained, digits):
 
     spec = EvalSpec.build((0.1,), ["fgsm"], batch_size=60)
     result = cross_evaluate({"soft": Softmaxed(), "noisy": Noisy()}, x[:60], y[:60], spec, progress=False)
-    report = build_report(result, ["soft", "noisy"], {"table_eps": 0.1}, spec, ())
+    report = build_report(result, ["soft", "noisy"], Provenance(table_eps=0.1), spec, ())
     assert indicator_status(report, "soft", "probability-outputs") == WARN
     assert indicator_status(report, "noisy", "randomness") == WARN
 

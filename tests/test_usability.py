@@ -105,4 +105,4 @@ def test_evaluate_is_public_and_takes_a_model_that_is_not_ours(tmp_path):
     report = winn_robust.evaluate({"mlp": model}, images, torch.tensor(digits.target[:60]), eps=1 / 8,
                                   attacks="fgsm", dataset="digits", device="cpu", out_dir=tmp_path / "r")
     assert (tmp_path / "r" / "table.md").is_file() and report.names == ["mlp"]
-    assert report.provenance["eps"] == [0.125]
+    assert report.provenance.eps == (0.125,)

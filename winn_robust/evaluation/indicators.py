@@ -74,6 +74,15 @@ class Indicator:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Indicator:
+        """A results.json record as written; fields an older or hand-edited record lacks read as
+        empty (values are kept as the file holds them, so a rebuilt table prints them alike)."""
+        defaults: dict[str, Any] = {"indicator": "unnamed indicator", "title": "", "model": "", "eps": None,
+                                    "attack": None, "value": None, "threshold": float("nan"), "status": "", "advice": "",
+                                    "detail": ""}
+        return cls(**{**defaults, **{k: values[k] for k in defaults if k in values}})
+
 
 # ----------------------------------------------------------------------------- what the checks read
 AttackLike: TypeAlias = "Attack | type[Attack] | Mapping[str, bool]"

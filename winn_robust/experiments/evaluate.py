@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,10 @@ from winn_robust.model_sources import LoadedModel, Normalisation, PixelSpaceMode
 from winn_robust.models.base import Classifier
 from winn_robust.reporting.files import write_reports
 from winn_robust.reporting.plots import plot_adversarial_examples, plot_error_vs_eps
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.reporting.report_folder import ReportFolder
 from winn_robust.reporting.tables import format_difference, format_pvalue, format_rate, shown_difference, shown_rate
-from winn_robust.units import eps_text, to_model_range
+from winn_robust.units import DEFAULT_NORM, eps_text, to_model_range
 
 
 # ----------------------------------------------------------------------------- the report object
@@ -46,7 +47,7 @@ class EvaluationReport:
     result: CrossEvalResult
     metrics: Metrics
     indicators: list[Indicator]
-    provenance: dict[str, Any]
+    provenance: Provenance
     class_names: tuple[str, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -66,7 +67,7 @@ class EvaluationReport:
 
     def examples_figure(self, path: Path) -> Path | None:
         """The counted adversarial examples at the table eps: one row per attack and model."""
-        result, table_eps = self.result, self.provenance.get("table_eps")
+        result, table_eps = self.result, self.provenance.table_eps
         if result.example_images is None or not result.examples:
             return None
         rows = []
@@ -82,8 +83,8 @@ class EvaluationReport:
         labels = result.labels[:count].tolist()
         clean = {m: p[:count].tolist() for m, p in result.clean_preds.items()}
         attacks = ", ".join(dict.fromkeys(r[0].split(" on ")[0] for r in rows))  # the rows' order
-        eps_name = "eps" if self.provenance.get("norm", "linf") == "linf" else "L2 eps"
-        title = (f"{self.provenance.get('dataset', '')}: adversarial examples at {eps_name} "
+        eps_name = "eps" if self.provenance.threat_norm == DEFAULT_NORM else "L2 eps"
+        title = (f"{self.provenance.dataset or ''}: adversarial examples at {eps_name} "
                  f"{eps_text(float(table_eps or 0))}\nrows: clean, "
                  f"then {attacks}, each on every model (labels left); orange caption = misclassified").strip()
         return plot_adversarial_examples(result.example_images[:count], [(r[0], r[1][:count], r[2][:count]) for r in rows],
@@ -97,13 +98,12 @@ class EvaluationReport:
             text = "no warnings" if not warned else f"{len(warned)} warning(s): " + "; ".join(
                 sorted({i.title for i in warned}))
             lines.append(f"trust {name}: {text}")
-        table_eps = self.provenance.get("table_eps")
-        metric = str(self.provenance.get("metric") or "error")
+        table_eps, metric = self.provenance.table_eps, self.provenance.shown_metric
         for (attack, eps), at_run in self.metrics.by_run.items():
             if eps != table_eps:
                 continue
-            norm = self.provenance.get("norm", "linf")
-            lines.append(f"{attack} at {'eps' if norm == 'linf' else 'L2 eps'} {eps_text(eps)} (N = {at_run.n}):")
+            norm = self.provenance.threat_norm
+            lines.append(f"{attack} at {'eps' if norm == DEFAULT_NORM else 'L2 eps'} {eps_text(eps)} (N = {at_run.n}):")
             for name in self.metrics.models:
                 row = at_run.models[name]
                 extra = "" if name == self.metrics.baseline else (
@@ -132,18 +132,18 @@ def evaluate_models(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None
                                                       timestamp, resume, force, notes, hold, normalise))
         networks, images, labels, names, provenance, class_names, store = prepared
         if metric is not None:
-            provenance["metric"] = metric
+            provenance = replace(provenance, metric=metric)
         attacks_started = time.perf_counter()
         log = None if progress else run_logger(spec, len(labels), names)
         result = cross_evaluate(networks, images, labels, spec, device=dev, progress=progress, store=store,
                                 **({} if log is None else {"on_item": log}))
         attack_seconds = time.perf_counter() - attacks_started
-        report = build_report(result, names, provenance, spec, class_names)
-        report.provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-        report.provenance["attack_time_s"] = round(attack_seconds, 3)  # cross_evaluate alone (rank 0's clock)
         if store is not None and store.recomputed:
-            report.provenance["notes"] = [*report.provenance.get("notes", []),
-                                          f"{len(store.recomputed)} damaged evaluation state item(s) were recomputed"]
+            provenance = replace(provenance, notes=(*(provenance.notes or ()),
+                                 f"{len(store.recomputed)} damaged evaluation state item(s) were recomputed"))
+        provenance = replace(provenance, wall_time_s=round(time.perf_counter() - started, 3),
+                             attack_time_s=round(attack_seconds, 3))  # cross_evaluate alone (rank 0's clock)
+        report = build_report(result, names, provenance, spec, class_names)
         if out_dir is not None and distributed.world().is_main:
             folder = ReportFolder(Path(out_dir))
             folder.check_writable()
@@ -179,7 +179,7 @@ def run_logger(spec: EvalSpec, n_images: int, names: Sequence[str]) -> Callable[
 def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data: str | None, data_dir: Path | None,
              download: bool, dev: torch.device, command: str | None, timestamp: str, resume: bool, force: bool,
              notes: list[str] | None, hold: ExitStack | None = None, normalise: Normalisation | None = None
-             ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], dict[str, Any], tuple[str, ...],
+             ) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor, list[str], Provenance, tuple[str, ...],
                         FolderStore | None]:
     """Everything before the attacks, on every rank alike (under torchrun `agree` stops every
     rank when one cannot load a model or the data)."""
@@ -222,32 +222,26 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
                                   names=names, class_names=dataset.class_names, device=dev, notes=notes,
                                   models={name: model_provenance(m) for name, m in zip(names, models.models)},
                                   ranks=distributed.world().world_size)
-    if models.training_seed is not None:
-        provenance["training_seed"] = models.training_seed  # every model trained with one seed: a seed's report
+    if models.training_seed is not None:  # every model trained with one seed: a seed's report
+        provenance = replace(provenance, training_seed=models.training_seed)
     if normalise is not None:
-        provenance["input_normalisation"] = {"mean": list(normalise[0]), "std": list(normalise[1]),
-                                             "rule": "external models get (u - mean) / std of [0, 1] pixels u"}
+        provenance = replace(provenance, input_normalisation={
+            "mean": list(normalise[0]), "std": list(normalise[1]),
+            "rule": "external models get (u - mean) / std of [0, 1] pixels u"})
     store = None
     if out_dir is not None:
-        identity = {"models": {n: p["sha256"] for n, p in provenance["models"].items()}, "dataset": dataset.name,
+        identity = {"models": {n: m.sha256 for n, m in provenance.models.items()}, "dataset": dataset.name,
                     "n": len(labels), "evaluation": spec.describe()}
         store = FolderStore(ReportFolder(Path(out_dir)), identity, resume)
     return models.networks, images, labels, names, provenance, tuple(dataset.class_names), store
 
 
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def build_report(result: CrossEvalResult, names: list[str], provenance: dict[str, Any], spec: EvalSpec,
+def build_report(result: CrossEvalResult, names: list[str], provenance: Provenance, spec: EvalSpec,
                  class_names: Sequence[str]) -> EvaluationReport:
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline=names[0])
     robust = {m: {eps: r.error[m].value or 0.0 for eps, r in metrics.robust.items()} for m in metrics.models}
     attacks = {a.name: a for a in spec.attacks}  # the checks read what each attack declares
-    expected = {n: _float_or_none((provenance.get("models") or {}).get(n, {}).get("val_error")) for n in names}
+    expected = {n: provenance.model(n).val_error for n in names}
     indicators = compute_indicators(result, robust, attacks, expected, len(class_names) or None)
     return EvaluationReport(names, result, metrics, indicators, provenance, tuple(class_names))
 
@@ -292,7 +286,7 @@ def evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels
     provenance = build_provenance(spec, command="winn_robust.evaluate()", timestamp=now(), dataset=dataset,
                                   n=len(labels), names=names, class_names=class_names, device=dev,
                                   models={n: python_model_provenance(m) for n, m in networks.items()})
-    provenance["metric"] = metric
+    provenance = replace(provenance, metric=metric)
     result = cross_evaluate(networks, model_images, labels, spec, device=dev, progress=progress)
     report = build_report(result, names, provenance, spec, tuple(class_names) or tuple(map(str, range(num_classes))))
     if out_dir is not None:

@@ -28,6 +28,7 @@ from winn_robust.experiments.jobs import SPEC_NAME
 from winn_robust.experiments.resume_store import STATE_DIR
 from winn_robust.experiments.training_run import run_training
 from winn_robust.reporting.files import read_results
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.training import TrainConfig
 from winn_robust.training.trainer import BEST_NAME, LAST_NAME, check_same_settings
 
@@ -125,9 +126,9 @@ class EvaluateJob:
         """'finished' when the report exists and was made by this very evaluation of these very
         checkpoints (results.json records both), else 'resume' or 'fresh'."""
         document = read_results(self.out / "results.json") if (self.out / "results.json").is_file() else {}
-        provenance = document.get("provenance") or {}
-        if provenance.get("evaluation") == self.evaluation.describe() and (self.out / "per_example.csv").is_file():
-            shas = [m.get("sha256") for m in (provenance.get("models") or {}).values()]
+        provenance = Provenance.from_dict(document.get("provenance"))
+        if provenance.evaluation == self.evaluation.describe() and (self.out / "per_example.csv").is_file():
+            shas = [m.sha256 for m in provenance.models.values()]
             if shas == [file_sha256(p) for p in self.models]:
                 return "finished"
         return "resume" if (self.out / STATE_DIR).is_dir() else "fresh"

@@ -4,6 +4,7 @@ unit, every attack setting and seed, which software, which device; recorded in r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from winn_robust.checkpoint import file_sha256
 from winn_robust.environment import device_description, software_versions
 from winn_robust.evaluation.spec import EvalSpec
 from winn_robust.model_sources import LoadedModel
+from winn_robust.reporting.provenance import ModelRecord, Provenance
 from winn_robust.training.trainer import training_cost
 from winn_robust.units import eps_unit
 
@@ -34,47 +36,36 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def model_provenance(loaded: LoadedModel) -> dict[str, Any]:
+def model_provenance(loaded: LoadedModel) -> ModelRecord:
     """A loaded model's record: where it came from, its file's sha256, what its checkpoint says."""
-    record: dict[str, Any] = {"source": loaded.source, "kind": loaded.kind,
-                              "checkpoint": str(loaded.path) if loaded.path else None,
-                              "sha256": file_sha256(loaded.path) if loaded.path else None}
-    if loaded.meta is not None:
-        meta = loaded.meta
-        record.update(method=meta.method, arch=meta.arch, epoch=meta.epoch, val_error=meta.reported_val_error,
-                      seed=meta.seed, metadata=plain(meta.to_dict()))
-        cost = training_cost(loaded.path.parent) if loaded.path else None
-        if cost is not None:  # what training it cost, summed over the metrics.csv beside the checkpoint
-            cost["train_images"] = meta.train_size
-            record.update(training_cost=cost, select_by=meta.select_by, best_epoch=meta.epoch)
-    else:
-        record.update(method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
-    return record
+    where = ModelRecord(source=loaded.source, kind=loaded.kind, checkpoint=str(loaded.path) if loaded.path else None,
+                        sha256=file_sha256(loaded.path) if loaded.path else None)
+    meta = loaded.meta
+    if meta is None:
+        return replace(where, method="external", arch=loaded.kind, convention="images in [0, 1] -> logits")
+    record = replace(where, method=meta.method, arch=meta.arch, epoch=meta.epoch, val_error=meta.reported_val_error,
+                     seed=meta.seed, metadata=plain(meta.to_dict()))
+    cost = training_cost(loaded.path.parent, meta.train_size) if loaded.path else None
+    if cost is None:  # what training cost, summed over the metrics.csv beside the checkpoint
+        return record
+    return replace(record, training_cost=cost, select_by=meta.select_by, best_epoch=meta.epoch)
 
 
-def python_model_provenance(model: torch.nn.Module) -> dict[str, Any]:
+def python_model_provenance(model: torch.nn.Module) -> ModelRecord:
     """A model handed to `evaluate()` as an object: no file, its class name."""
-    return {"source": "python object", "kind": "python", "method": "external", "arch": type(model).__name__,
-            "checkpoint": None, "sha256": None}
+    return ModelRecord(source="python object", kind="python", method="external", arch=type(model).__name__)
 
 
 def build_provenance(spec: EvalSpec, *, command: str | None, timestamp: str, dataset: str, n: int,
-                     names: Sequence[str], class_names: Sequence[str], models: Mapping[str, dict[str, Any]],
+                     names: Sequence[str], class_names: Sequence[str], models: Mapping[str, ModelRecord],
                      device: torch.device, notes: Sequence[str] | None = None,
-                     ranks: int | None = None) -> dict[str, Any]:
+                     ranks: int | None = None) -> Provenance:
     """The provenance of one evaluation; the first of `names` is the baseline. `notes` and
     `ranks` are recorded when given (the command-line path)."""
-    provenance: dict[str, Any] = {
-        "command": command, "command_timestamp": timestamp,
-        "dataset": dataset, "split": SPLIT, "n": n, "limit": spec.limit,
-        "eps": list(spec.eps), "table_eps": spec.table_eps, "norm": spec.norm,
-        "eps_unit": eps_unit(spec.norm),
-        "attack": "+".join(spec.attack_names), "evaluation": spec.describe(), "seed": spec.seed,
-        "baseline": names[0], "batch_size": spec.batch_size, "class_names": list(class_names),
-        "models": dict(models), "versions": software_versions(), "device": device_description(device)}
-    if notes is not None:
-        provenance["notes"] = list(notes)
-    provenance["torch_threads"] = torch.get_num_threads()
-    if ranks is not None:
-        provenance["ranks"] = ranks
-    return provenance
+    return Provenance(
+        command=command, command_timestamp=timestamp, dataset=dataset, split=SPLIT, n=n, limit=spec.limit,
+        eps=tuple(spec.eps), table_eps=spec.table_eps, norm=spec.norm, eps_unit=eps_unit(spec.norm),
+        attack="+".join(spec.attack_names), evaluation=spec.describe(), seed=spec.seed, baseline=names[0],
+        batch_size=spec.batch_size, class_names=tuple(class_names), models=dict(models), versions=software_versions(),
+        device=device_description(device), notes=None if notes is None else tuple(notes),
+        torch_threads=torch.get_num_threads(), ranks=ranks)

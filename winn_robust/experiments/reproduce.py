@@ -36,6 +36,7 @@ from winn_robust.locking import REPORT, REPRODUCE, acquire
 from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results, rebuild_tables
 from winn_robust.reporting.per_example import metrics_from_per_example
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.reporting.summary import RunDescription, write_summary
 from winn_robust.storage import atomic_write_bytes
 from winn_robust.training import TrainConfig
@@ -496,8 +497,8 @@ def write_seed_summary(seed_dir: Path, run: RunDescription, timings: Mapping[str
     """summary.md of one seed: rebuilt from its per_example.csv and results.json (the report files
     the evaluation job wrote), so it never disagrees with them."""
     document = read_results(seed_dir / "results.json")
-    provenance = document.get("provenance") or {}
-    names = list((provenance.get("models") or {}).keys())
-    metrics = metrics_from_per_example(seed_dir / "per_example.csv", provenance.get("baseline", names[0]))
-    indicators = [Indicator(**record) for record in document.get("indicators", [])]
+    provenance = Provenance.from_dict(document.get("provenance"))
+    names = list(provenance.models)
+    metrics = metrics_from_per_example(seed_dir / "per_example.csv", provenance.baseline or names[0])
+    indicators = [Indicator.from_dict(record) for record in document.get("indicators") or []]
     return write_summary(seed_dir, run, timings, metrics, names, methods, indicators, this_run=this_run)

@@ -19,6 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from winn_robust.reporting.provenance import Provenance
+from winn_robust.training.cost import TrainingCost
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -29,15 +32,19 @@ class ModelCost:
     model: str
     select_by: str
     best_epochs: tuple[Any, ...]
-    costs: tuple[Mapping[str, Any] | None, ...]
+    costs: tuple[TrainingCost | None, ...]
     errors: Mapping[str, tuple[float, ...]]
 
-    def mean(self, key: str) -> float:
-        values = [float(c[key]) for c in self.costs if c and c.get(key) is not None]
+    def values(self, field: str) -> list[float]:
+        """One TrainingCost field over the seeds that have a cost record."""
+        return [float(getattr(c, field)) for c in self.costs if c is not None]
+
+    def mean(self, field: str) -> float:
+        values = self.values(field)
         return float(np.mean(values)) if values else math.nan
 
-    def sd(self, key: str) -> float:
-        values = [float(c[key]) for c in self.costs if c and c.get(key) is not None]
+    def sd(self, field: str) -> float:
+        values = self.values(field)
         return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
     @property
@@ -45,14 +52,14 @@ class ModelCost:
         return all(c is not None for c in self.costs)
 
 
-def model_costs(provenances: Sequence[Mapping[str, Any]], models: Sequence[str],
+def model_costs(provenances: Sequence[Provenance], models: Sequence[str],
                 errors: Mapping[str, Mapping[str, tuple[float, ...]]]) -> list[ModelCost]:
     """The cost records of every model across seeds, from the seeds' results.json provenance."""
     out = []
     for model in models:
-        records = [(p.get("models") or {}).get(model) or {} for p in provenances]
-        out.append(ModelCost(model, str(records[0].get("select_by", "clean")), tuple(r.get("best_epoch") for r in records),
-                             tuple(r.get("training_cost") for r in records), errors.get(model, {})))
+        records = [p.model(model) for p in provenances]
+        out.append(ModelCost(model, records[0].select_by or "clean", tuple(r.best_epoch for r in records),
+                             tuple(r.training_cost for r in records), errors.get(model, {})))
     return out
 
 
@@ -74,11 +81,10 @@ def cost_table(costs: Sequence[ModelCost], error_labels: Sequence[str], seconds:
              "passes / image / epoch | " + " | ".join(error_labels) + " |",
              "|---" * (5 + 2 * seconds + len(error_labels)) + "|"]
     for m in costs:
-        epochs = [c.get("epochs") for c in m.costs if c] or [None]
-        images = [c.get("train_images") for c in m.costs if c] or [None]
+        first = next((c for c in m.costs if c), None)  # per image and epoch: by the first seed's epochs and images
         per_image = math.nan
-        if epochs[0] and images[0]:
-            per_image = (m.mean("forward_passes") + m.mean("backward_passes")) / (float(epochs[0]) * float(images[0]))
+        if first is not None and first.epochs and first.train_images:
+            per_image = (m.mean("forward_passes") + m.mean("backward_passes")) / (first.epochs * first.train_images)
         chosen = ", ".join("-" if e is None else str(e) for e in m.best_epochs)
         errs = [_fmt(100 * float(np.mean(m.errors[label])), ".2f") + "%" if m.errors.get(label) else "n/a"
                 for label in error_labels]
@@ -91,7 +97,7 @@ def cost_table(costs: Sequence[ModelCost], error_labels: Sequence[str], seconds:
 def cost_records(costs: Sequence[ModelCost]) -> list[dict[str, Any]]:
     """results.json: every model's per-seed cost records and errors."""
     return [{"model": m.model, "select_by": m.select_by, "best_epochs": list(m.best_epochs),
-             "per_seed": [dict(c) if c else None for c in m.costs],
+             "per_seed": [c.to_dict() if c else None for c in m.costs],
              "mean": {k: m.mean(k) for k in ("train_seconds", "forward_passes", "backward_passes")},
              "errors": {k: list(v) for k, v in m.errors.items()}} for m in costs]
 
@@ -107,8 +113,7 @@ def plot_cost(costs: Sequence[ModelCost], error_label: str, path: Path, title: s
         ax = fig.add_subplot(1, 2, panel + 1)
         for i, m in enumerate(costs):
             values = m.errors.get(error_label, ())
-            xs = [(c["forward_passes"] + c["backward_passes"]) if key == "passes" else c["train_seconds"]
-                  for c in m.costs if c]
+            xs = [c.passes if key == "passes" else c.train_seconds for c in m.costs if c]
             ys = [100 * v for c, v in zip(m.costs, values) if c]
             if not xs:
                 continue

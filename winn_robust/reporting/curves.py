@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,6 +14,7 @@ from matplotlib.figure import Figure
 from winn_robust.evaluation.curves import Curve
 from winn_robust.evaluation.metrics import Metrics
 from winn_robust.reporting.plots import COLOURS, MARKERS
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.reporting.tables import eps_label, format_rate
 from winn_robust.units import NORM_LABELS, PIXEL_UNITS, eps_unit
 
@@ -65,10 +65,10 @@ def curve_lines(curves: Mapping[str, Curve], metrics: Metrics, attack: str, norm
 
 
 def plot_curves(curves: Mapping[str, Curve], metrics: Metrics, path: str | Path, attack: str, norm: str,
-                provenance: Mapping[str, Any] | None = None) -> Path:
+                provenance: Provenance | None = None) -> Path:
     """Robust error vs eps from the minimum-norm attack (line and 95% CI band per model), with the
     fixed-eps attacks' robust error at the evaluated eps as points with CI bars."""
-    dataset = (provenance or {}).get("dataset", "")
+    dataset = (provenance.dataset if provenance is not None else None) or ""
     fig = Figure(figsize=(5.6, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for index, (model, curve) in enumerate(curves.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from winn_robust.evaluation.metrics import Metrics, compute_metrics
 from winn_robust.reporting.curves import curve_frame, curve_lines, plot_curves
 from winn_robust.reporting.per_example import default_baseline, per_example_frame, result_from_per_example
 from winn_robust.reporting.plots import plot_error_vs_eps
-from winn_robust.reporting.tables import report_norm, table_frame, table_markdown
+from winn_robust.reporting.provenance import Provenance
+from winn_robust.reporting.tables import table_frame, table_markdown
 from winn_robust.storage import atomic_write_text
 from winn_robust.units import eps_unit
 
@@ -36,12 +38,12 @@ def _runs_from_records(records: Sequence[Mapping[str, Any]], attack: str) -> dic
     return {(str(r.get("attack", attack)), float(r["eps"])): dict(r["counts"]) for r in records}
 
 
-def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
+def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Provenance,
                      indicators: Sequence[Indicator] = ()) -> dict[str, Any]:
     """Every number (tables, transfer and correction matrices, robust error, indicators, probes,
     unchanged-input counts) with its provenance; `schema_version` says how to read it."""
-    document = {"schema_version": SCHEMA_VERSION, "provenance": dict(provenance),
-                "eps_unit": eps_unit(report_norm(provenance)),
+    document = {"schema_version": SCHEMA_VERSION, "provenance": provenance.to_dict(),
+                "eps_unit": eps_unit(provenance.threat_norm),
                 "attacks": dict(result.attacks), "indicators": [i.to_dict() for i in indicators],
                 "metrics": metrics.to_dict(), "probes": {m: p.to_dict() for m, p in result.probes.items()},
                 "unchanged_images": _run_records(result.unchanged_images),
@@ -53,11 +55,11 @@ def results_document(result: CrossEvalResult, metrics: Metrics, provenance: Mapp
 
 
 def write_curve_files(out_dir: Path, result: CrossEvalResult, metrics: Metrics,
-                      provenance: Mapping[str, Any]) -> tuple[dict[str, Path], list[str]]:
+                      provenance: Provenance) -> tuple[dict[str, Path], list[str]]:
     """curve.csv and curve.png, and the table.md section, when the evaluation ran a curve attack."""
     if not result.min_norms or result.curve is None:
         return {}, []
-    norm, attack = report_norm(provenance), str(result.curve["attack"])
+    norm, attack = provenance.threat_norm, str(result.curve["attack"])
     curves = compute_curves(result.min_norms, result.eps_values)
     paths = {"curve.csv": out_dir / "curve.csv"}
     curve_frame(curves, attack, norm).to_csv(paths["curve.csv"], index=False)
@@ -84,7 +86,7 @@ def write_json(path: Path, document: Mapping[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(_json_safe(dict(document)), indent=2, allow_nan=False) + "\n")
 
 
-def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics, provenance: Mapping[str, Any],
+def write_reports(out_dir: str | Path, result: CrossEvalResult, metrics: Metrics, provenance: Provenance,
                   indicators: Sequence[Indicator] = ()) -> dict[str, Path]:
     """Write table.md, table.csv, results.json and per_example.csv; return their paths by name."""
     out_dir = Path(out_dir)
@@ -152,10 +154,10 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     """table.md, table.csv and error_vs_eps.png recomputed from per_example.csv; provenance,
     indicators, attack settings and baseline come from results.json when it sits beside the CSV."""
     csv_path, document = report_files(report)
-    provenance = dict(document.get("provenance") or {})
+    provenance = Provenance.from_dict(document.get("provenance"))
     if metric is not None:
-        provenance["metric"] = metric  # table.md and the plot only; results.json is not rewritten
-    attack = str(provenance.get("attack", "unknown"))
+        provenance = replace(provenance, metric=metric)  # table.md and the plot only; results.json is not rewritten
+    attack = provenance.attack or "unknown"
     try:
         result = result_from_per_example(csv_path, attack=attack)
     except (KeyError, ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -163,19 +165,18 @@ def rebuild_tables(report: str | Path, baseline: str | None = None, out_dir: str
     check_against_results(csv_path, result, document)
     result.unchanged_images = _runs_from_records(document.get("unchanged_images", []), attack)
     result.attacks = dict(document.get("attacks") or {})
-    result.table_eps = provenance.get("table_eps")
+    result.table_eps = provenance.table_eps
     names = list(result.clean_preds)
     if not names or not result.adv_preds:
         raise UserError(f"{csv_path} has no clean:<model> or adv[...] columns; is it a per_example.csv?")
-    baseline = default_baseline(names, [provenance.get("baseline")], baseline)
+    baseline = default_baseline(names, [provenance.baseline], baseline)
     if baseline not in names:
         raise SettingError("baseline", f"{baseline!r} is not in {csv_path}; its models are {', '.join(names)}")
     metrics = compute_metrics(result.labels, result.clean_preds, result.adv_preds, baseline)
-    indicators = [Indicator(**record) for record in document.get("indicators", [])]
+    indicators = [Indicator.from_dict(record) for record in document.get("indicators") or [] if isinstance(record, Mapping)]
     out_dir = Path(out_dir) if out_dir is not None else csv_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"table.md": out_dir / "table.md", "table.csv": out_dir / "table.csv"}
-    result.table_eps = provenance.get("table_eps")
     curve_paths, curve_section = write_curve_files(out_dir, result, metrics, provenance)
     files.update(curve_paths)
     atomic_write_text(files["table.md"], table_markdown(metrics, provenance, indicators, result.unchanged_images,

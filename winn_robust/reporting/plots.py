@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from winn_robust.errors import UserError
 from winn_robust.evaluation.metrics import Metrics, Rate
 from winn_robust.images import to_unit_range
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.storage import atomic_savefig
 from winn_robust.units import DEFAULT_NORM, NORM_LABELS, PIXEL_UNITS, eps_text
 
@@ -93,15 +94,15 @@ def _points_panel(ax: Any, title: str, entries: Sequence[tuple[str, Mapping[str,
     ax.grid(alpha=0.3, axis="y")
 
 
-def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Mapping[str, Any] | None = None,
+def plot_error_vs_eps(metrics: Metrics, path: str | Path, provenance: Provenance | None = None,
                       metric: str = "error") -> Path:
     """Adversarial error (or accuracy, `metric`) in percent vs eps per attack run at several eps,
     and the robust error, with 95% CI bands; attacks run at one eps share a panel of points with
     error bars. Every title gives that attack's own N; more than three panels wrap into rows."""
-    provenance = provenance or {}
-    norm = str(provenance.get("norm") or DEFAULT_NORM)
-    dataset = f"{provenance.get('dataset', '')}" + ("" if norm == DEFAULT_NORM else f" {NORM_LABELS.get(norm, norm)}")
-    metric = str(provenance.get("metric") or metric)
+    provenance = provenance or Provenance()
+    norm = provenance.threat_norm
+    dataset = (provenance.dataset or "") + ("" if norm == DEFAULT_NORM else f" {NORM_LABELS.get(norm, norm)}")
+    metric = provenance.metric or metric
     label = "accuracy" if metric == "accuracy" else "error"
     panels: list[tuple[str, Any]] = []
     single: dict[float, list[tuple[str, Mapping[str, Rate]]]] = {}

@@ -12,6 +12,7 @@ from winn_robust.evaluation.indicators import NA, WARN, Indicator
 from winn_robust.evaluation.metrics import Difference, EpsMetrics, McNemar, Metrics, Rate
 from winn_robust.reporting.cost import cost_table, has_costs, model_costs
 from winn_robust.reporting.per_example import format_eps
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import DEFAULT_NORM, EPS_UNIT, NORM_LABELS, PIXEL_UNITS, eps_text
 from winn_robust.units import eps_unit as norm_unit
 
@@ -77,33 +78,24 @@ def ordered_runs(metrics: Metrics, table_eps: float | None) -> list[tuple[str, f
 
 
 # ----------------------------------------------------------------------------- table.csv
-def _model_info(provenance: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return dict(provenance.get("models", {}).get(name, {}))
-
-
-def report_norm(provenance: Mapping[str, Any]) -> str:
-    """The report's threat model; reports from before L2 existed are L-inf."""
-    return str(provenance.get("norm") or DEFAULT_NORM)
-
-
 def eps_label(norm: str) -> str:
     """'eps' at L-inf (as reports always said), 'L2 eps' otherwise."""
     return "eps" if norm == DEFAULT_NORM else f"{NORM_LABELS[norm]} eps"
 
 
-def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame:
+def table_frame(metrics: Metrics, provenance: Provenance) -> pd.DataFrame:
     """One row per eps, attack and model (baseline first); value, CI and counts for every rate.
     An L2 report has a `norm` column and says L2 in `eps_unit` (an L-inf one is as it always was)."""
-    norm = report_norm(provenance)
+    norm = provenance.threat_norm
     unit = norm_unit(norm)
     rows = []
-    for attack, eps in ordered_runs(metrics, provenance.get("table_eps")):
+    for attack, eps in ordered_runs(metrics, provenance.table_eps):
         at_run = metrics.by_run[(attack, eps)]
         robust = metrics.robust[eps]
         for name in metrics.models:
-            info = _model_info(provenance, name)
-            row: dict[str, Any] = {"model": name, "checkpoint": info.get("checkpoint", ""),
-                                   "method": info.get("method", ""), "arch": info.get("arch", ""), "attack": attack,
+            info = provenance.model(name)
+            row: dict[str, Any] = {"model": name, "checkpoint": info.checkpoint, "method": info.method or "",
+                                   "arch": info.arch or "", "attack": attack,
                                    "eps": eps, **({"norm": norm} if norm != DEFAULT_NORM else {}),
                                    "eps_unit": unit, "n": at_run.n, "n_robust": robust.n}
             model = at_run.models[name]
@@ -139,14 +131,14 @@ def table_frame(metrics: Metrics, provenance: Mapping[str, Any]) -> pd.DataFrame
 
 
 # ----------------------------------------------------------------------------- table.md
-def eps_unit(provenance: Mapping[str, Any]) -> str:
+def eps_unit(provenance: Provenance) -> str:
     """The unit line, true for the models of this report: winn-robust checkpoints see [-1, 1]
     (model-space step 2*eps), external models (FILE.py, TorchScript, Python objects) [0, 1]; at
     L2 the L2 unit."""
-    if report_norm(provenance) != DEFAULT_NORM:
-        return norm_unit(report_norm(provenance))
+    if provenance.threat_norm != DEFAULT_NORM:
+        return norm_unit(provenance.threat_norm)
     ours = ("checkpoint", "classifier")  # a checkpoint file, or a winn-robust Classifier given to evaluate()
-    kinds = {str(m.get("kind", "checkpoint")) for m in (provenance.get("models") or {}).values()} or {"checkpoint"}
+    kinds = {m.kind or "checkpoint" for m in provenance.models.values()} or {"checkpoint"}
     if not kinds & set(ours):
         return f"{PIXEL_UNITS} (the models receive [0, 1] images: eps is measured in their own input space)"
     if kinds <= set(ours):
@@ -155,14 +147,14 @@ def eps_unit(provenance: Mapping[str, Any]) -> str:
             "model-space step of 2*eps)")
 
 
-def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
-    order = eps_order(metrics, provenance.get("table_eps"))
+def _header(metrics: Metrics, provenance: Provenance) -> list[str]:
+    order = eps_order(metrics, provenance.table_eps)
     sweep = ", ".join(eps_text(e) for e in order[1:])
     eps_line = f"table eps = {eps_text(order[0])}" + (f", sweep {sweep}" if sweep else "") if order else "no eps"
-    seed = provenance.get("seed")
-    norm = report_norm(provenance)
+    seed = provenance.seed
+    norm = provenance.threat_norm
     threat = "" if norm == DEFAULT_NORM else f"Threat model: {NORM_LABELS[norm]}. "
-    return [f"{threat}Dataset: {provenance.get('dataset', 'unknown')}, split: {provenance.get('split', 'test')}, "
+    return [f"{threat}Dataset: {provenance.dataset or 'unknown'}, split: {provenance.split or 'test'}, "
             f"N = {metrics.n}. Attacks: {', '.join(metrics.attacks)}; {eps_line}, in {eps_unit(provenance)}. "
             f"Baseline: {metrics.baseline}." + (f" Evaluation seed: {seed}." if seed is not None else ""),
             "",
@@ -172,7 +164,7 @@ def _header(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
             "image or on at least one adversarial example at that eps (every attack, crafted on any model). "
             "Differences: method minus baseline in percentage points, 95% paired bootstrap interval over the images "
             "(2,000 resamples, seed 0)." + (" Accuracy = 1 - error, as RobustBench reports it (robust accuracy = "
-                                            "1 - robust error); table.csv holds both." if provenance.get("metric") ==
+                                            "1 - robust error); table.csv holds both." if provenance.metric ==
                                             "accuracy" else "")]
 
 
@@ -268,10 +260,10 @@ def run_table(metrics: Metrics, at_run: EpsMetrics, metric: str = "error", norm:
     return lines
 
 
-def cost_lines(metrics: Metrics, provenance: Mapping[str, Any]) -> list[str]:
+def cost_lines(metrics: Metrics, provenance: Provenance) -> list[str]:
     """The cost of training each model beside its errors at the table eps (empty when no model
     has a cost record: external models, runs of older versions)."""
-    eps = eps_order(metrics, provenance.get("table_eps"))[0]
+    eps = eps_order(metrics, provenance.table_eps)[0]
     attacks = [a for a in metrics.attacks if (a, eps) in metrics.by_run]
     errors: dict[str, dict[str, tuple[float, ...]]] = {}
     for name in metrics.models:
@@ -296,14 +288,13 @@ def _returns_clean_images(attack: str) -> bool:
     return bool(cls is not None and cls.returns_clean_when_failed)
 
 
-def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: Sequence[Indicator] = (),
+def table_markdown(metrics: Metrics, provenance: Provenance, indicators: Sequence[Indicator] = (),
                    unchanged_images: Mapping[tuple[str, float], Mapping[str, int]] | None = None,
                    attacks: Mapping[str, Mapping[str, Any]] | None = None, extra: Sequence[str] = ()) -> str:
     """The indicators, the attacks, Table 2 (clean error), then per eps (the table eps first) and
     attack a Table 3/4 with the robust error and the transfer matrix; `extra` lines (the
     minimum-norm curve's section) after Table 2."""
-    metric = str(provenance.get("metric") or "error")
-    norm = report_norm(provenance)
+    metric, norm = provenance.shown_metric, provenance.threat_norm
     lines = ["# Adversarial robustness report", "", *_header(metrics, provenance), "",
              *indicator_lines(indicators, metrics.models), *attack_lines(attacks or {}, metrics),
              f"## Table 2: clean test {metric}", "",
@@ -315,7 +306,7 @@ def table_markdown(metrics: Metrics, provenance: Mapping[str, Any], indicators: 
     if cost:
         lines += ["", *cost[:-1]]
     lines += list(extra)
-    table_eps = provenance.get("table_eps")
+    table_eps = provenance.table_eps
     for attack, eps in ordered_runs(metrics, table_eps):
         at_run = metrics.by_run[(attack, eps)]
         label = " (table eps)" if eps == eps_order(metrics, table_eps)[0] else ""

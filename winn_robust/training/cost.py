@@ -9,12 +9,44 @@ counts as the backward of the pass it belongs to). Validation and model selectio
 training cost: the trainer pauses the counter for them."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What a run's training cost, summed over its metrics.csv (a report's provenance records it
+    per model as `training_cost`). Seconds depend on the machine and on what ran beside it;
+    passes do not."""
+    epochs: int
+    train_seconds: float          # classification and synthesis passes; validation and selection excluded
+    forward_passes: int
+    backward_passes: int
+    train_images: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: Any) -> TrainingCost | None:
+        """The record results.json holds, or None where it holds none (or a damaged one)."""
+        if not isinstance(values, Mapping):
+            return None
+        try:
+            images = values.get("train_images")
+            return cls(int(values["epochs"]), float(values["train_seconds"]), int(values["forward_passes"]),
+                       int(values["backward_passes"]), None if images is None else int(images))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def passes(self) -> int:
+        return self.forward_passes + self.backward_passes
 
 
 class PassCounter:

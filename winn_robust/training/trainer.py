@@ -39,7 +39,7 @@ from winn_robust.images import save_class_grid
 from winn_robust.models import Classifier, build_model
 from winn_robust.storage import atomic_write_text
 from winn_robust.training.config import TrainConfig
-from winn_robust.training.cost import PassCounter
+from winn_robust.training.cost import PassCounter, TrainingCost
 from winn_robust.training.divergence import ADVICE, SynthesisDiverged, TrainingDiverged, check_finite
 from winn_robust.training.losses import LossTerms, Scorer, interpolation_coefficients
 from winn_robust.training.methods import StepContext
@@ -522,7 +522,7 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
     return rows
 
 
-def training_cost(run_dir: Path) -> dict[str, Any] | None:
+def training_cost(run_dir: Path, train_images: int | None = None) -> TrainingCost | None:
     """What training the run cost, summed over its metrics.csv: epochs, seconds of training
     (classification and synthesis passes; validation and model selection excluded) and forward
     and backward image-passes. None without a metrics.csv or, for runs of older versions, without
@@ -531,11 +531,11 @@ def training_cost(run_dir: Path) -> dict[str, Any] | None:
     if not rows or any(not row.get("forward_passes") for row in rows):
         return None
     try:
-        return {"epochs": len(rows),
-                "train_seconds": sum(float(r["seconds_classification"]) + float(r["seconds_synthesis"]) for r in rows),
-                "forward_passes": sum(int(r["forward_passes"]) for r in rows),
-                "backward_passes": sum(int(r["backward_passes"]) for r in rows),
-                "train_images": None}
+        return TrainingCost(
+            epochs=len(rows),
+            train_seconds=sum(float(r["seconds_classification"]) + float(r["seconds_synthesis"]) for r in rows),
+            forward_passes=sum(int(r["forward_passes"]) for r in rows),
+            backward_passes=sum(int(r["backward_passes"]) for r in rows), train_images=train_images)
     except (KeyError, ValueError):
         return None
 

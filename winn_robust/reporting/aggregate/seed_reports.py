@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from winn_robust.errors import UserError
+from winn_robust.evaluation.indicators import Indicator
 from winn_robust.reporting.files import report_files
 from winn_robust.reporting.per_example import read_per_example
+from winn_robust.reporting.provenance import Provenance
 from winn_robust.units import eps_text
 
 
@@ -27,8 +29,8 @@ class SeedReport:
     clean: dict[str, np.ndarray]
     adv: dict[tuple[str, float, str, str], np.ndarray]  # (attack, eps, source, target) -> predictions
     worst: dict[tuple[float, str], np.ndarray]  # (eps, model) -> 1 = robust error (from the file or computed)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    indicators: list[dict[str, Any]] = field(default_factory=list)
+    provenance: Provenance = field(default_factory=Provenance)
+    indicators: list[Indicator] = field(default_factory=list)
     has_results_json: bool = False
     label: str = ""
 
@@ -49,11 +51,9 @@ class SeedReport:
         return sorted({key[1] for key in self.adv} | {key[0] for key in self.worst})
 
     @property
-    def seed(self) -> Any:
-        """The training seed (winn-robust's reports record it as `training_seed`; `seed` is the
-        evaluation's attack seed in newer reports)."""
-        return self.provenance.get("training_seed", self.provenance.get("seed") if "evaluation" not in self.provenance
-                                   else None)
+    def seed(self) -> int | None:
+        """The training seed (Provenance.report_seed)."""
+        return self.provenance.report_seed
 
     @property
     def runs(self) -> list[tuple[str, float]]:
@@ -66,9 +66,9 @@ def read_seed_report(path: str | Path) -> SeedReport:
     owns the format); results.json beside it is optional (provenance, baseline, dataset, seed,
     failure indicators)."""
     csv_path, document = report_files(path, give="report folders")
-    provenance = dict(document.get("provenance") or {})
-    parsed = read_per_example(csv_path, attack=str(provenance.get("attack") or "unknown"))
-    indicators = [dict(r) for r in document.get("indicators") or [] if isinstance(r, Mapping)]
+    provenance = Provenance.from_dict(document.get("provenance"))
+    parsed = read_per_example(csv_path, attack=provenance.attack or "unknown")
+    indicators = [Indicator.from_dict(r) for r in document.get("indicators") or [] if isinstance(r, Mapping)]
     return SeedReport(folder=csv_path.parent, schema=parsed.schema, index=parsed.index, labels=parsed.labels,
                       clean=parsed.clean, adv=parsed.adv, worst=parsed.worst, provenance=provenance,
                       indicators=indicators, has_results_json=bool(document))
@@ -94,7 +94,7 @@ def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
     first = seeds[0]
     for other in seeds[1:]:
         a, b = first.folder, other.folder
-        data_a, data_b = first.provenance.get("dataset"), other.provenance.get("dataset")
+        data_a, data_b = first.provenance.dataset, other.provenance.dataset
         if data_a is not None and data_b is not None and data_a != data_b:
             raise UserError(f"report folders hold different datasets: {a} is {data_a}, {b} is {data_b}; "
                             "aggregate only seeds of one experiment")
@@ -110,7 +110,7 @@ def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
         if set(first.models) != set(other.models):
             raise UserError(f"report folders hold different models: {a} has {names_text(first.models)}, {b} has "
                             f"{names_text(other.models)}; give folders that evaluate the same models (same names)")
-        base_a, base_b = first.provenance.get("baseline"), other.provenance.get("baseline")
+        base_a, base_b = first.provenance.baseline, other.provenance.baseline
         if base_a is not None and base_b is not None and base_a != base_b:
             raise UserError(f"report folders name different baselines: {a} has {base_a}, {b} has {base_b}; "
                             "give folders with the same baseline, or name it with --baseline")

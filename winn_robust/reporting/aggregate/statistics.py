@@ -136,7 +136,7 @@ class Aggregate:
     @property
     def norm(self) -> str:
         """The seeds' threat model (their results.json provenance; L-inf when none says)."""
-        return str(next((s.provenance["norm"] for s in self.seeds if s.provenance.get("norm")), DEFAULT_NORM))
+        return next((s.provenance.norm for s in self.seeds if s.provenance.norm), DEFAULT_NORM)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -203,17 +203,17 @@ def _collect_warnings(seeds: Sequence[SeedReport], labels: Sequence[str]) -> lis
     grouped: dict[tuple[str, Any, Any, Any], dict[str, Any]] = {}
     for seed, label in zip(seeds, labels):
         for record in seed.indicators:
-            if str(record.get("status", "")).upper() != "WARN":
+            if str(record.status).upper() != "WARN":
                 continue
             try:
-                eps = None if record.get("eps") is None else float(record["eps"])
+                eps = None if record.eps is None else float(record.eps)
             except (TypeError, ValueError):
                 eps = None
-            key = (str(record.get("indicator", "unnamed indicator")), record.get("model"), eps, record.get("attack"))
-            entry = grouped.setdefault(key, {"seeds": [], "values": [], "threshold": record.get("threshold"),
-                                             "advice": str(record.get("advice") or "")})
+            key = (str(record.indicator), record.model, eps, record.attack)
+            entry = grouped.setdefault(key, {"seeds": [], "values": [], "threshold": record.threshold,
+                                             "advice": str(record.advice or "")})
             entry["seeds"].append(label)
-            entry["values"].append(record.get("value"))
+            entry["values"].append(record.value)
     return [IndicatorWarning(k[0], k[1], k[2], k[3], tuple(v["seeds"]), tuple(v["values"]), v["threshold"], v["advice"])
             for k, v in grouped.items()]
 
@@ -235,7 +235,7 @@ def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, ta
         seed.label = label
     first = seeds[0]
     names = first.models
-    baseline = default_baseline(names, [s.provenance.get("baseline") for s in seeds], baseline)
+    baseline = default_baseline(names, [s.provenance.baseline for s in seeds], baseline)
     if baseline not in names:
         raise UserError(f"baseline {baseline!r} is not a model of {first.folder}; its models are {names_text(names)}")
     models = (baseline, *[m for m in names if m != baseline])
@@ -245,8 +245,8 @@ def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, ta
         if missing:
             raise SettingError("eps", f"{eps_list(missing)} is not in the reports; they hold eps {eps_list(eps_values)}")
         chosen = tuple(sorted(set(table_eps)))
-    elif first.provenance.get("table_eps") in eps_values:
-        chosen = (float(first.provenance["table_eps"]),)
+    elif first.provenance.table_eps is not None and first.provenance.table_eps in eps_values:
+        chosen = (first.provenance.table_eps,)
     else:
         chosen = (max(eps_values),)
     attacks = tuple(first.attacks)
@@ -272,8 +272,8 @@ def aggregate_seeds(seeds: Sequence[SeedReport], baseline: str | None = None, ta
                                    for attack in attacks if (attack, eps) in runs]
                 reference_rows.append(_error_row(seeds, "robust_error", ROBUST_ATTACK, eps, m, reference, resamples,
                                                  bootstrap_seed))
-    datasets = [s.provenance.get("dataset") for s in seeds if s.provenance.get("dataset")]
-    return Aggregate(seeds=seeds, labels=labels, dataset=str(datasets[0]) if datasets else "unknown", n=first.n,
+    datasets = [s.provenance.dataset for s in seeds if s.provenance.dataset]
+    return Aggregate(seeds=seeds, labels=labels, dataset=datasets[0] if datasets else "unknown", n=first.n,
                      baseline=baseline, models=models, attacks=attacks, eps=eps_values, table_eps=chosen, rows=rows,
                      warnings=_collect_warnings(seeds, labels), resamples=int(resamples), bootstrap_seed=int(bootstrap_seed),
                      reference=reference, reference_rows=reference_rows)
