@@ -44,6 +44,20 @@ def test_checkpoint_meta_reads_old_files_and_keeps_unknown_keys(tmp_path):
     assert read_meta(tmp_path / "m.pt") == meta
     with pytest.raises(Exception, match="lacks arch"):
         CheckpointMeta.from_dict({k: v for k, v in OLD_META.items() if k != "arch"})
+    assert CheckpointMeta.from_dict({**OLD_META, "select_by": None, "cost": None}).select_by == "clean"  # null: the default
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [("image_shape", 5, "a list of integers"), ("num_classes", "ten", "an integer"),
+                                                    ("hparams", [1], "an object of named values"), ("seed", 1.5, "an integer or null")])
+def test_checkpoint_metadata_of_the_wrong_type_is_one_line_naming_file_and_field(tmp_path, key, value, said, capsys):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("vanilla", (1, 8, 8), 10), CheckpointMeta.from_dict(OLD_META))
+    payload = torch.load(path, weights_only=True)
+    payload["metadata"][key] = value
+    torch.save(payload, path)
+    assert main(["attack", "--baseline", str(path), "--eps", "0.1", "--limit", "5", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{path}: checkpoint metadata field {key} holds" in err and f"not {said};" in err
 
 
 def test_a_trained_run_writes_the_typed_record(tmp_path):
@@ -123,3 +137,22 @@ def test_indicator_records_read_back_and_older_ones_lacking_fields_still_read():
     assert Indicator.from_dict(record.to_dict()) == record
     older = Indicator.from_dict({k: v for k, v in record.to_dict().items() if k not in ("detail", "title")})
     assert older.detail == "" and older.title == "" and older.status == "WARN" and older.value == 0.5
+
+
+def test_advice_names_settings_by_field_in_the_library_and_by_flag_on_the_command_line(tmp_path, capsys):
+    from winn_robust.errors import UserError
+    from winn_robust.model_sources import parse_normalisation
+
+    with pytest.raises(UserError) as caught:
+        parse_normalisation("0.5", None)
+    assert "give `input_mean` and `input_std` together" in str(caught.value) and "--" not in str(caught.value)
+    assert cli_message(caught.value).startswith("give --input-mean and --input-std together")
+    with pytest.raises(SettingError, match=r"^options given for attack\(s\) fgsm that are not run; add them to `attacks`$") \
+            as unused:
+        EvalSpec.build((0.1,), ["pgd"], options={"fgsm": {"seed": 1}})
+    assert cli_message(unused.value) == "--attack-option given for attack(s) fgsm that are not run; add them to --attack"
+    # a training method's eps is --train-eps on the command line; the evaluation's is --eps
+    method = SettingError("eps", "must be in [0, 1] pixel units, got 2.0", method_setting=True)
+    assert cli_message(method).startswith("--train-eps must") and str(method).startswith("eps must")
+    assert main(["attack", "--data", "digits", "--baseline", "b.pt", "--eps", "abc", "--out", str(tmp_path / "r")]) == 2
+    assert "error: --eps 'abc' is not a number" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from winn_robust.cli import cli_message
 from winn_robust.errors import UserError
 from winn_robust.model_sources import load_model
 
@@ -39,8 +40,9 @@ def test_reproduce_refuses_a_changed_budget_unless_told_to_extend(tmp_path):
 
     _finished_study(tmp_path, 5)
     assert check_budget(resolve_settings("quick", {"epochs": 5, "seeds": "2"}, out=tmp_path / "R")) == []
-    with pytest.raises(UserError, match=r"--epochs 5, this run asks for --epochs 6; pass --extend to continue 4 run"):
+    with pytest.raises(UserError, match=r"`epochs` 5, this run asks for `epochs` 6; pass `extend` to continue 4 run") as caught:
         check_budget(resolve_settings("quick", {"epochs": 6, "seeds": "2"}, out=tmp_path / "R"))
+    assert "--epochs 5, this run asks for --epochs 6; pass --extend to continue 4 run" in cli_message(caught.value)
     lines = check_budget(resolve_settings("quick", {"epochs": 6, "seeds": "2"}, out=tmp_path / "R", extend=True))
     assert lines and "from epoch 5 to 6" in lines[0] and "winn seed 1" in lines[0]
 

@@ -12,7 +12,7 @@ import json
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,34 @@ from winn_robust.storage import atomic_write, atomic_write_bytes
 FORMAT = "winn-robust-checkpoint"
 FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.pt
 REQUIRED_METADATA = ("arch", "dataset", "image_shape", "num_classes", "method")
+
+
+def _holds(annotation: str, value: Any) -> bool:
+    """Whether a metadata value is of its field's type (the annotation's text: str, int, float,
+    tuples of them, Mapping, each optionally `| None`), so a damaged or edited file is refused
+    with one line instead of failing later inside a model or a report."""
+    if value is None:
+        return annotation.endswith("| None")
+    base = annotation.removesuffix(" | None")
+    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+    if isinstance(value, bool):
+        return False
+    if base in kinds:
+        return isinstance(value, kinds[base])
+    if base.startswith("tuple["):
+        item = kinds[base[6:].split(",")[0].split("]")[0]]
+        return isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+    if base.startswith("Mapping"):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _kind_text(annotation: str) -> str:
+    base = annotation.removesuffix(" | None")
+    words = {"str": "text", "int": "an integer", "float": "a number", "tuple[int, ...]": "a list of integers",
+             "tuple[str, ...]": "a list of text", "tuple[float, float]": "a pair of numbers"}
+    kind = words.get(base, "an object of named values" if base.startswith("Mapping") else base)
+    return kind + (" or null" if annotation.endswith("| None") else "")
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,15 @@ class CheckpointMeta:
             raise UserError(f"checkpoint metadata lacks {', '.join(missing)}; pass a .pt file written by `winn-robust train`")
         known = {f.name for f in fields(cls)} - {"extra"}
         given = {k: v for k, v in values.items() if k in known}
+        for f in fields(cls):
+            if f.name in given and given[f.name] is None and f.default is not MISSING:
+                given[f.name] = f.default  # null where an older file had nothing to say: the default
+            elif f.name in given and given[f.name] is None and f.default_factory is not MISSING:
+                given[f.name] = f.default_factory()
+            if f.name in given and not _holds(str(f.type), given[f.name]):
+                shown = repr(given[f.name])
+                raise UserError(f"checkpoint metadata field {f.name} holds {shown[:60]}, not {_kind_text(str(f.type))}; "
+                                "the file was damaged or edited: pass a .pt file written by `winn-robust train`")
         for name in ("image_shape", "class_names", "tau_range"):
             if name in given and given[name] is not None:
                 given[name] = tuple(given[name])
@@ -184,21 +221,24 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def payload_meta(payload: Mapping[str, Any]) -> CheckpointMeta:
-    """The typed metadata of a payload `read_checkpoint` returned."""
-    return CheckpointMeta.from_dict(payload.get("metadata") or {})
+def payload_meta(payload: Mapping[str, Any], path: str | Path | None = None) -> CheckpointMeta:
+    """The typed metadata of a payload `read_checkpoint` returned (from `path`, named in errors)."""
+    try:
+        return CheckpointMeta.from_dict(payload.get("metadata") or {})
+    except UserError as exc:
+        raise UserError(str(exc) if path is None else f"{path}: {exc}") from None
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
     """A checkpoint's metadata alone, typed."""
-    return payload_meta(read_checkpoint(path))
+    return payload_meta(read_checkpoint(path), path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, CheckpointMeta]:
     """Rebuild the model from a checkpoint: (model in eval mode taking [-1, 1] images and
     returning logits, metadata). Never executes pickled code."""
     payload = read_checkpoint(path)
-    meta = payload_meta(payload)
+    meta = payload_meta(payload, path)
     channels, height, width = (int(v) for v in meta.image_shape)
     model = build_model(meta.arch, (channels, height, width), int(meta.num_classes))
     try:

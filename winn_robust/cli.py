@@ -51,7 +51,9 @@ def cli_message(exc: UserError, text: str | None = None) -> str:
     field = getattr(exc, "field", None)  # a SettingError, or another rank's agreed report of one
     if isinstance(field, str) and field in text:
         at = text.index(field)
-        return text[:at] + flag_of(field) + text[at + len(field):]
+        text = text[:at] + flag_of(field, bool(getattr(exc, "method_setting", False))) + text[at + len(field):]
+    for name in getattr(exc, "mentions", ()):  # settings the advice names, each written `name`
+        text = text.replace(f"`{name}`", flag_of(name))
     return text
 
 

@@ -35,9 +35,14 @@ if TYPE_CHECKING:
 METHOD_SETTING_FLAGS = CLI_FLAGS
 
 
-def flag_of(field: str) -> str:
-    """The command-line flag of a setting named in a library error."""
-    return METHOD_SETTING_FLAGS.get(field, "--" + field.replace("_", "-"))
+FIELD_FLAGS = {"attacks": "--attack", "options": "--attack-option"}  # fields whose flag is not --FIELD
+
+
+def flag_of(field: str, method_setting: bool = False) -> str:
+    """The command-line flag of a setting named in a library error (a training method's own
+    settings have flags of their own: its eps is --train-eps)."""
+    flags = METHOD_SETTING_FLAGS if method_setting else FIELD_FLAGS
+    return flags.get(field, "--" + field.replace("_", "-"))
 
 
 
@@ -65,7 +70,7 @@ def method_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
         has = ["user"] if source is not None else []
         if name not in owners[setting] and not (source is not None and "user" in owners[setting]):
             holders = ", ".join(m for m in owners[setting] if m not in has)
-            raise UserError(f"{flag_of(setting)} is a setting of {holders}, not of {name}; drop it or choose one of "
+            raise UserError(f"{flag_of(setting, method_setting=True)} is a setting of {holders}, not of {name}; drop it or choose one of "
                             "those methods")
         given[setting] = value
     return given

@@ -18,14 +18,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SettingError("device", f"{name} asked for a GPU but torch sees none; use --device cpu or auto")
+            raise SettingError("device", f"{name} asked for a GPU but torch sees none; use `device` cpu or auto",
+                               mentions=("device",))
         if here.distributed:
             if name != "cuda":
                 raise SettingError("device", f"{name}: under torchrun every rank uses its own GPU, cuda:LOCAL_RANK; "
-                                "give --device auto or cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
+                                   "give `device` auto or cuda (CUDA_VISIBLE_DEVICES picks the GPUs)", mentions=("device",))
             return rank_gpu(here.local_rank)
         return torch.device(name)
-    raise UserError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+    raise SettingError("device", f"{name!r} is unknown; choose auto, cpu or cuda")
 
 
 def rank_gpu(local_rank: int) -> torch.device:
@@ -41,10 +42,10 @@ def rank_gpu(local_rank: int) -> torch.device:
 def devices_to_measure(choice: str) -> list[torch.device]:
     """For benchmarks: 'cpu', 'cuda', or 'all' (the CPU, plus CUDA when present)."""
     if choice not in ("cpu", "cuda", "all"):
-        raise UserError(f"unknown --device {choice!r}; choose cpu, cuda or all")
+        raise SettingError("device", f"{choice!r} is unknown; choose cpu, cuda or all")
     devices = [torch.device("cpu")] if choice in ("cpu", "all") else []
     if choice != "cpu" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     if not devices:
-        raise SettingError("device", "cuda: torch sees no GPU; use --device cpu or all")
+        raise SettingError("device", "cuda: torch sees no GPU; use `device` cpu or all", mentions=("device",))
     return devices

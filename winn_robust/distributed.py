@@ -181,8 +181,8 @@ def check_batch_split(batch_size: int, world_size: int | None = None) -> int:
     if batch_size % world_size:
         below, above = batch_size - batch_size % world_size, batch_size + world_size - batch_size % world_size
         options = f"{below} or {above}" if below > 0 else str(above)
-        raise AgreedError(f"--batch-size {batch_size} is the global batch, split evenly across {world_size} ranks; "
-                          f"choose a multiple of {world_size} (e.g. {options})")
+        raise AgreedError(f"`batch_size` {batch_size} is the global batch, split evenly across {world_size} ranks; "
+                          f"choose a multiple of {world_size} (e.g. {options})", mentions=("batch_size",))
     return batch_size // world_size
 
 
@@ -204,9 +204,11 @@ class ReportedError(UserError):
     """The failure `agree` chose this rank to report (the lowest rank that hit it); `field` is
     the setting a SettingError named, so the CLI can still name its flag."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, field: str | None = None, mentions: tuple[str, ...] = (),
+                 method_setting: bool = False) -> None:
+        super().__init__(message, mentions)
         self.field = field
+        self.method_setting = method_setting
 
 
 def _describe_ranks(ranks: list[int], size: int) -> str:
@@ -225,12 +227,15 @@ def agree(step: Callable[[], R]) -> R:
         return step()
     message: str | None = None
     field: str | None = None  # a SettingError's setting: the CLI names it by its flag
+    mentions: tuple[str, ...] = ()
+    method_setting = False
     unexpected: Exception | None = None
     result: R | None = None
     try:
         result = step()
     except UserError as exc:
-        message, field = str(exc), getattr(exc, "field", None)
+        message, field, mentions = str(exc), getattr(exc, "field", None), exc.mentions
+        method_setting = bool(getattr(exc, "method_setting", False))
     except Exception as exc:  # a bug on one rank must not leave the others waiting either
         message, unexpected = f"{type(exc).__name__}: {first_line(exc)}", exc
     messages = all_gather_object(message)
@@ -244,8 +249,8 @@ def agree(step: Callable[[], R]) -> R:
     if failed_alike[0] != here.rank:
         raise PeerFailed(message)
     if len(failed_alike) == here.world_size:
-        raise ReportedError(message, field)
-    raise ReportedError(f"{_describe_ranks(failed_alike, here.world_size)}: {message}", field)
+        raise ReportedError(message, field, mentions, method_setting)
+    raise ReportedError(f"{_describe_ranks(failed_alike, here.world_size)}: {message}", field, mentions, method_setting)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -87,17 +87,18 @@ def parse_normalisation(mean: str | None, std: str | None) -> Normalisation | No
     if mean is None and std is None:
         return None
     if mean is None or std is None:
-        raise UserError("give --input-mean and --input-std together (per-channel mean and std of [0, 1] pixels, e.g. "
-                        "--input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225)")
+        raise UserError("give `input_mean` and `input_std` together (per-channel mean and std of [0, 1] pixels, e.g. "
+                        "`input_mean` 0.485,0.456,0.406 and `input_std` 0.229,0.224,0.225)",
+                        mentions=("input_mean", "input_std"))
     try:
         means = tuple(float(v) for v in mean.split(","))
         stds = tuple(float(v) for v in std.split(","))
     except ValueError:
-        raise SettingError("input_mean", f"{mean!r} / --input-std {std!r} must be comma lists of numbers, "
-                        "e.g. 0.485,0.456,0.406") from None
+        raise SettingError("input_mean", f"{mean!r} / `input_std` {std!r} must be comma lists of numbers, "
+                           "e.g. 0.485,0.456,0.406", mentions=("input_std",)) from None
     if len(means) != len(stds) or any(s <= 0 for s in stds):
-        raise SettingError("input_mean", f"has {len(means)} values and --input-std {len(stds)}; give one per channel, "
-                        "every std positive")
+        raise SettingError("input_mean", f"has {len(means)} values and `input_std` {len(stds)}; give one per channel, "
+                           "every std positive", mentions=("input_std",))
     return means, stds
 
 

@@ -109,7 +109,7 @@ def parse_eps(values: Iterable[str | float], norm: str = DEFAULT_NORM) -> list[f
                                 f"fraction, e.g. --eps {PAPER_MNIST_EPS} or --eps 1/8 or --eps 8/255") from None
             eps.append(check_eps(value_, norm))
     if not eps:
-        raise UserError(f"give at least one --eps, in [0, 1] pixel units (e.g. --eps {PAPER_MNIST_EPS})")
+        raise SettingError("eps", f"needs at least one value, in [0, 1] pixel units (e.g. {PAPER_MNIST_EPS})")
     return sorted(set(eps), key=eps.index)
 
 

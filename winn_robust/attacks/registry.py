@@ -43,8 +43,8 @@ def attack_class(name: str, norm: str = DEFAULT_NORM) -> type[Attack]:
         raise UserError(f"unknown attack {name!r}; choose one of {', '.join(attacks_for(norm))}")
     if norm not in VARIANTS[key]:
         has = ", ".join(NORM_LABELS[n] for n in VARIANTS[key])
-        raise UserError(f"attack {key} has no {NORM_LABELS[norm]} version (it is {has} only); at --norm {norm} "
-                        f"choose from {', '.join(attacks_for(norm))}")
+        raise UserError(f"attack {key} has no {NORM_LABELS[norm]} version (it is {has} only); at `norm` {norm} "
+                        f"choose from {', '.join(attacks_for(norm))}", mentions=("norm",))
     return VARIANTS[key][norm]
 
 
@@ -69,7 +69,7 @@ def parse_attack_options(items: Iterable[str]) -> dict[str, dict[str, str]]:
         if not sep or not dot or not attack.strip() or not key.strip():
             raise SettingError("attack_option", f"{item!r} must look like ATTACK.KEY=VALUE, e.g. pgd.steps=100")
         if attack.strip().lower() not in VARIANTS:
-            raise UserError(f"unknown attack {attack.strip()!r} in --attack-option {item!r}; choose one of "
-                            f"{', '.join(VARIANTS)}")
+            raise UserError(f"unknown attack {attack.strip()!r} in `attack_option` {item!r}; choose one of "
+                            f"{', '.join(VARIANTS)}", mentions=("attack_option",))
         options.setdefault(attack.strip().lower(), {})[key.strip()] = value.strip()
     return options

@@ -106,7 +106,8 @@ class EvalSpec:
         used = [a if isinstance(a, str) else a.name for a in attacks] + ([curve_name] if curve_name else [])
         unknown = [name for name in options if name not in used]
         if unknown:
-            raise UserError(f"options given for attack(s) {', '.join(unknown)} that are not run; add them to --attack")
+            raise SettingError("options", f"given for attack(s) {', '.join(unknown)} that are not run; add them to `attacks`",
+                               mentions=("attacks",))
         built = tuple(a if not isinstance(a, str) else make_attack(a, options.get(a.strip().lower()), seed, norm)
                       for a in attacks)
         curve_attack = make_attack(curve_name, options.get(curve_name), seed, norm) if curve_name else \

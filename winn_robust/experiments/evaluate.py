@@ -196,9 +196,9 @@ def _prepare(sources: Sequence[str], spec: EvalSpec, out_dir: Path | None, data:
     signature = models.signature
     dataset_name = signature[0] if signature else data
     if dataset_name is None:
-        raise UserError("no winn-robust checkpoint among the models, so the dataset is unknown: pass --data")
+        raise UserError("no winn-robust checkpoint among the models, so the dataset is unknown: pass `data`", mentions=("data",))
     if data is not None and data.lower() not in DATASETS:
-        raise UserError(f"unknown dataset {data!r} in --data; choose one of {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {data!r} in `data`; choose one of {', '.join(DATASETS)}", mentions=("data",))
     if data is not None and signature and data.lower() != dataset_name:
         raise SettingError("data", f"{data} differs from the checkpoints' dataset {dataset_name} ({models.checkpoints[0].source}); "
                         "evaluate on the dataset the models were trained on")

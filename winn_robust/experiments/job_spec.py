@@ -78,8 +78,8 @@ class TrainJob:
         check_same_settings(last, meta, self.config)
         done = meta.epoch
         if done > self.config.epochs:
-            raise UserError(f"{self.out} already holds {done} epochs, more than --epochs {self.config.epochs}; use another "
-                            "--out or the run's own epochs")
+            raise UserError(f"{self.out} already holds {done} epochs, more than `epochs` {self.config.epochs}; use another "
+                            "`out` or the run's own epochs", mentions=("epochs", "out"))
         return "finished" if done == self.config.epochs and (self.out / BEST_NAME).is_file() else "resume"
 
     def run(self, runtime: Runtime) -> None:

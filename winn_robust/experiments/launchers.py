@@ -40,7 +40,7 @@ class LaunchSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in LAUNCHERS:
-            raise UserError(f"unknown --launcher {self.kind!r}; choose one of {', '.join(LAUNCHERS)}")
+            raise UserError(f"unknown `launcher` {self.kind!r}; choose one of {', '.join(LAUNCHERS)}", mentions=("launcher",))
         if self.jobs < 1:
             raise SettingError("jobs", f"must be at least 1, got {self.jobs}")
         for name in ("slurm_cpus_per_job", "slurm_time"):
@@ -58,7 +58,7 @@ class LaunchSettings:
         """Before any work: SLURM needs sbatch on this machine (a cluster's login node)."""
         if self.kind == "slurm" and shutil.which("sbatch") is None:
             raise SettingError("launcher", "slurm needs SLURM's sbatch, which is not on this machine's PATH; run on the "
-                            "cluster's login node, or try the set-up here with --launcher submitit-local")
+                            "cluster's login node, or try the set-up here with `launcher` submitit-local", mentions=("launcher",))
 
 
 def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:

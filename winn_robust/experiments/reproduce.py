@@ -42,7 +42,6 @@ from winn_robust.storage import atomic_write_bytes
 from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
-from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.trainer import BEST_NAME, LAST_NAME
 from winn_robust.units import check_norm, eps_text, parse_eps
 
@@ -188,7 +187,7 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
     eps = {key: parse_eps([values[key]] if isinstance(values.get(key), str) else values[key], norm)
            if values.get(key) else [] for key in ("eps", "sweep")}
     if not eps["eps"]:
-        raise UserError("give at least one --eps, in [0, 1] pixel units (e.g. --eps 0.125)")
+        raise SettingError("eps", "needs at least one value, in [0, 1] pixel units (e.g. 0.125)")
     specs = {split_method_spec(m)[0]: m.strip() for m in values["methods"]}
     methods = list(specs)
     if not methods or methods[0] != "baseline" or len(methods) < 2:
@@ -209,12 +208,13 @@ def resolve_settings(preset: str, overrides: Mapping[str, Any], *, out: Path | N
         raise SettingError("nproc_per_node", f"must be at least 1, got {nproc_per_node}")
     if launch.kind == "slurm" and 0 < launch.slurm_gpus_per_job < nproc_per_node:
         raise SettingError("nproc_per_node", f"{nproc_per_node} starts {nproc_per_node} processes, one GPU each, but "
-                        f"--slurm-gpus-per-job is {launch.slurm_gpus_per_job}; give --slurm-gpus-per-job {nproc_per_node}")
+                        f"`slurm_gpus_per_job` is {launch.slurm_gpus_per_job}; give `slurm_gpus_per_job` {nproc_per_node}",
+                           mentions=("slurm_gpus_per_job",))
     if nproc_per_node > 1 and launch.jobs > 1:
         raise SettingError("nproc_per_node", f"{nproc_per_node} runs each job on {nproc_per_node} processes (one GPU each); "
-                        "run the jobs one at a time: drop --jobs")
+                        "run the jobs one at a time: drop `jobs`", mentions=("jobs",))
     if overrides.get("seeds") is not None and overrides.get("seed") is not None:
-        raise UserError("give --seeds (several training seeds) or --seed (one), not both")
+        raise UserError("give `seeds` (several training seeds) or `seed` (one), not both", mentions=("seeds", "seed"))
     if overrides.get("seed") is not None:
         seeds = parse_seeds([int(overrides["seed"])])
     else:
@@ -253,7 +253,8 @@ def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], 
     for setting in shared:
         if not any(n in owners.get(setting, []) for n in names.values()):
             holders = ", ".join(owners.get(setting, [])) or "no method"
-            raise UserError(f"{CLI_FLAGS.get(setting, setting)} is a setting of {holders}, none of which is in --methods")
+            raise SettingError(setting, f"is a setting of {holders}, none of which is in `methods`", mentions=("methods",),
+                               method_setting=True)
     options: dict[str, dict[str, Any]] = {}
     for name, kind in names.items():
         mine = {k: v for k, v in shared.items() if kind in owners.get(k, [])}
@@ -269,7 +270,7 @@ def resolve_method_options(specs: Mapping[str, str], shared: Mapping[str, Any], 
         make_method(specs[name], mine)  # refuses bad values now, naming the setting
     if method_preset and not any(published_settings(method_preset)[0] == k for k in names.values()):
         raise SettingError("method_preset", f"{method_preset} is for {published_settings(method_preset)[0]}, which is not in "
-                        "--methods")
+                        "`methods`", mentions=("methods",))
     return options
 
 
@@ -307,8 +308,9 @@ def check_budget(settings: ReproduceSettings) -> list[str]:
     what = (f"{len(changed)} run(s) ({', '.join(c[0] for c in changed)}) from epoch {done_at} to "
             f"{settings.train.epochs}, then evaluate them again and replace the report")
     if not settings.extend:
-        raise UserError(f"{settings.out} holds a study trained with --epochs {budgets}, this run asks for --epochs "
-                        f"{settings.train.epochs}; pass --extend to continue {what}, or use another --out")
+        raise UserError(f"{settings.out} holds a study trained with `epochs` {budgets}, this run asks for `epochs` "
+                        f"{settings.train.epochs}; pass `extend` to continue {what}, or use another `out`",
+                        mentions=("epochs", "extend", "out"))
     return [f"--extend: continuing {what}"]
 
 

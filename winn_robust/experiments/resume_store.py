@@ -41,12 +41,12 @@ class FolderStore:
                         raise ValueError("not an object")
                 except ValueError:
                     raise SettingError("resume", f": {identity_path} is damaged (not the JSON winn-robust wrote), so what "
-                                    "the saved evaluation was cannot be checked; pass --force instead of --resume "
-                                    "to start over") from None
+                                    "the saved evaluation was cannot be checked; pass `force` instead of `resume` "
+                                    "to start over", mentions=("force", "resume")) from None
                 mine = json.loads(wanted)
                 what = next((k for k in mine if saved.get(k) != mine.get(k)), "settings")
                 raise SettingError("resume", f": {root} holds an evaluation with another {what}; run the same command "
-                                "again, or pass --force instead of --resume to start over")
+                                "again, or pass `force` instead of `resume` to start over", mentions=("force", "resume"))
         elif distributed.world().is_main:
             folder.clear_state()
             root.mkdir(parents=True, exist_ok=True)
@@ -85,11 +85,11 @@ def prepare_output(out: Path, force: bool, resume: bool) -> None:
     if resume:
         if not has_state and existing:
             raise SettingError("resume", f": {out} holds a finished report and no saved evaluation to continue; "
-                            "pass --force to replace it")
+                            "pass `force` to replace it", mentions=("force",))
         return
     if (existing or has_state) and not force:
-        raise UserError(f"{out} already holds a report ({', '.join(existing) or STATE_DIR}); pass --force to replace it, "
-                        "--resume to continue a killed evaluation, or choose another --out")
+        raise UserError(f"{out} already holds a report ({', '.join(existing) or STATE_DIR}); pass `force` to replace it, "
+                        "`resume` to continue a killed evaluation, or choose another `out`", mentions=("force", "resume", "out"))
     if not distributed.world().is_main:
         return
     folder.clear()

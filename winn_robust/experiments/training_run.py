@@ -29,13 +29,14 @@ def prepare_run_folder(out: Path, resume: bool, force: bool) -> None:
     """--resume continues, --force replaces (only the files winn-robust wrote), and nothing else
     overwrites a run."""
     if resume and force:
-        raise SettingError("resume", "and --force contradict each other: --resume continues the run, --force replaces it")
+        raise SettingError("resume", "and `force` contradict each other: `resume` continues the run, `force` replaces it",
+                           mentions=("force", "resume"))
     folder = RunFolder(out)
     folder.refuse_foreign("train into")
     if not resume and folder.holds_run():
         if not force:
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it, --force to replace "
-                            "it, or choose another --out")
+            raise UserError(f"{out} already holds a training run; pass `resume` to continue it, `force` to replace "
+                            "it, or choose another `out`", mentions=("resume", "force", "out"))
         if distributed.world().is_main:
             folder.clear()
 
@@ -45,7 +46,7 @@ def run_training(settings: Settings, out: Path, *, download: bool = False, devic
                  dist_timeout: float = distributed.DEFAULT_TIMEOUT_MINUTES) -> TrainResult | None:
     """Train one model into `out`; rank 0 returns the result (the other ranks None)."""
     if dist_timeout <= 0:
-        raise distributed.AgreedError(f"--dist-timeout must be positive, got {dist_timeout}")
+        raise distributed.AgreedError(f"`dist_timeout` must be positive, got {dist_timeout}", mentions=("dist_timeout",))
     started = time.perf_counter()
     dev = resolve_device(device)
     here = distributed.init_from_env(dev, dist_timeout)

@@ -149,8 +149,8 @@ def check_same_settings(path: Path, meta: CheckpointMeta, config: TrainConfig) -
     for name, value in config.to_dict().items():
         if name not in RESUMABLE_CHANGES and saved.get(name) != value:
             raise UserError(f"cannot resume: {path} was trained with {flag(name)} {saved.get(name)}, this run asks "
-                            f"for {flag(name)} {value}; resume with the run's own settings (only --epochs may change) "
-                            "or train into a new --out")
+                            f"for {flag(name)} {value}; resume with the run's own settings (only `epochs` may change) "
+                            "or train into a new `out`", mentions=("epochs", "out"))
 
 
 def check_same_run(path: Path, meta: CheckpointMeta, config: TrainConfig, data: TrainData) -> None:
@@ -161,7 +161,7 @@ def check_same_run(path: Path, meta: CheckpointMeta, config: TrainConfig, data: 
         what = next((k for k in ("dataset", "train_size", "val_size") if mine[k] != theirs[k]), "sha256")
         detail = f"{what} {theirs[what]} vs {mine[what]}" if what != "sha256" else "the same sizes but other images or labels"
         raise UserError(f"cannot resume: the training data differs from the data {path} was trained on ({detail}); "
-                        "point --data-dir at the run's own dataset or train into a new --out")
+                        "point `data_dir` at the run's own dataset or train into a new `out`", mentions=("data_dir", "out"))
 
 
 class Trainer:
@@ -462,12 +462,12 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         payload = read_checkpoint(path, map_location=self.device)
-        meta = payload_meta(payload)
+        meta = payload_meta(payload, path)
         if meta.role != "last" or "optimizer" not in payload:
             raise UserError(f"{path} holds no training state; resume from the run's last.pt")
         if payload.get("format_version", 1) < FORMAT_VERSION:
             raise UserError(f"cannot resume {path}: it was written by an older winn-robust whose pool format "
-                            "this version does not read; start the run afresh in a new --out")
+                            "this version does not read; start the run afresh in a new `out`", mentions=("out",))
         check_same_run(path, meta, self.config, self.data)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -478,7 +478,7 @@ class Trainer:
         if self.pool is not None:
             self.pool = load_pool(self.out_dir, self.pool_files, self.device)
         if meta.best_epoch is None or meta.best_val_error is None:
-            raise UserError(f"{path} does not record the run's best epoch; start the run afresh in a new --out")
+            raise UserError(f"{path} does not record the run's best epoch; start the run afresh in a new `out`", mentions=("out",))
         self.epoch = meta.epoch
         self.best_epoch, self.best_val_error = int(meta.best_epoch), float(meta.best_val_error)
         self.best_select_value = float(self.best_val_error if meta.best_select_value is None else meta.best_select_value)
@@ -560,14 +560,14 @@ def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.dev
     if resume:
         last = out_dir / LAST_NAME
         if not last.is_file():
-            raise SettingError("resume", f": no {last} to resume from; run without --resume to start fresh")
+            raise SettingError("resume", f": no {last} to resume from; run without `resume` to start fresh", mentions=("resume",))
         trainer.resume(last)
         # last.pt's rows are the record (older last.pt files have none: then metrics.csv, as far as it reads)
         rows = trainer.metric_rows or read_metrics(out_dir / METRICS_NAME, trainer.epoch)
         trainer.write_metrics(rows)  # a metrics.csv lost, cut or garbled since is rewritten from them
     if trainer.epoch >= config.epochs:
-        raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (--epochs {config.epochs}); "
-                        "raise --epochs to train on")
+        raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (`epochs` {config.epochs}); "
+                        "raise `epochs` to train on", mentions=("epochs",))
     return trainer, rows
 
 

@@ -48,12 +48,12 @@ class AdversarialMethod(TrainingMethod):
 
     def validate(self) -> None:
         if self.norm not in NORMS:
-            raise SettingError("norm", f"{self.norm!r} is not a threat model; choose one of {', '.join(NORMS)}")
+            raise SettingError("norm", f"{self.norm!r} is not a threat model; choose one of {', '.join(NORMS)}", method_setting=True)
         if self.eps is not None and self.norm == "l2" and not 0.0 <= self.eps <= L2_EPS_MAX:
             raise SettingError("eps", f"must be an L2 norm in [0, {L2_EPS_MAX:g}] pixel units, got {self.eps} "
-                                      "(MNIST's usual 1.5-2, CIFAR-10's 0.5)")
+                                      "(MNIST's usual 1.5-2, CIFAR-10's 0.5)", method_setting=True)
         if self.eps is not None and self.norm == "linf" and not 0.0 <= self.eps <= 1.0:
-            raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps} (8/255 = 0.0314; MNIST's 0.3)")
+            raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps} (8/255 = 0.0314; MNIST's 0.3)", method_setting=True)
         check_non_negative("ramp_epochs", self.ramp_epochs)
 
     @property
@@ -77,7 +77,7 @@ class AdversarialMethod(TrainingMethod):
     def eps_at(self, ctx: StepContext) -> float:
         """The training eps of this batch (the ramp's value while it lasts)."""
         if self.eps is None:
-            raise SettingError("eps", f"is not set for {self.name}; give the training eps in [0, 1] pixel units")
+            raise SettingError("eps", f"is not set for {self.name}; give the training eps in [0, 1] pixel units", method_setting=True)
         if self.ramp_epochs <= 0:
             return self.eps
         return self.eps * min(1.0, ctx.progress / self.ramp_epochs)

@@ -97,12 +97,12 @@ class TrainingMethod(ABC):
 
 def check_positive(name: str, value: float) -> None:
     if not value > 0:
-        raise SettingError(name, f"must be positive, got {value}")
+        raise SettingError(name, f"must be positive, got {value}", method_setting=True)
 
 
 def check_non_negative(name: str, value: float) -> None:
     if not value >= 0:  # NaN fails too
-        raise SettingError(name, f"must be >= 0, got {value}")
+        raise SettingError(name, f"must be >= 0, got {value}", method_setting=True)
 
 
 def coerce_settings(cls: type[TrainingMethod], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def coerce_settings(cls: type[TrainingMethod], values: Mapping[str, Any]) -> dic
     for key, raw in values.items():
         if key not in known:
             choices = ", ".join(sorted(known)) or "none"
-            raise SettingError(key, f"is not a setting of method {cls.name} (its settings: {choices})")
+            raise SettingError(key, f"is not a setting of method {cls.name} (its settings: {choices})", method_setting=True)
         kind = {"float": float, "int": int, "bool": bool, "str": str}.get(str(known[key].type).split(" ")[0])
         try:
             if raw is None or kind is None or isinstance(raw, kind):
@@ -127,8 +127,8 @@ def coerce_settings(cls: type[TrainingMethod], values: Mapping[str, Any]) -> dic
             else:
                 value = kind(raw)
         except (KeyError, ValueError, TypeError):
-            raise SettingError(key, f"{raw!r} is not a valid {kind.__name__ if kind else 'value'}") from None
+            raise SettingError(key, f"{raw!r} is not a valid {kind.__name__ if kind else 'value'}", method_setting=True) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise SettingError(key, f"must be a finite number, got {value}")
+            raise SettingError(key, f"must be a finite number, got {value}", method_setting=True)
         out[key] = value
     return out

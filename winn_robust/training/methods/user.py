@@ -58,7 +58,7 @@ class UserContext:
         built: Attack = make_attack(name, {k: v for k, v in options.items()})
         budget = self.eps if eps is None else eps
         if budget is None:
-            raise UserError(f"context.attack({name!r}) needs an eps: give --train-eps or eps=...")
+            raise UserError(f"context.attack({name!r}) needs an eps: give `train_eps` or eps=...", mentions=("train_eps",))
 
         def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             return built.run(self.model, images, labels, budget, self.generator).adversarial
@@ -87,7 +87,7 @@ class UserMethod(TrainingMethod):
             raise SettingError("method", f"{self.label}: {parts[0]} does not exist; give the Python file that "
                                          "defines your loss function")
         if self.eps is not None and not 0.0 <= self.eps <= 1.0:
-            raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps}")
+            raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps}", method_setting=True)
 
     @classmethod
     def from_spec(cls, label: str, source: str, options: Mapping[str, Any]) -> UserMethod:
