@@ -226,7 +226,7 @@ def payload_meta(payload: Mapping[str, Any], path: str | Path | None = None) -> 
     try:
         return CheckpointMeta.from_dict(payload.get("metadata") or {})
     except UserError as exc:
-        raise UserError(str(exc) if path is None else f"{path}: {exc}") from None
+        raise UserError(str(exc) if path is None else f"{path}: {exc}", exc.mentions) from None
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
