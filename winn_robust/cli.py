@@ -242,14 +242,23 @@ def add_report_parser(sub: Any) -> None:
 
 
 def add_sample_parser(sub: Any) -> None:
-    parser = sub.add_parser("sample", help="synthesize images from a trained WINN/ICN model",
-                            description="The classifier is also a generator: run the training-time synthesis.")
+    parser = sub.add_parser("sample", help="draw images from a generative run (winn-gen, wgan-gp), or per class from a "
+                                           "WINN/ICN classifier",
+                            description="A generative run (train --method winn-gen|wgan-gp): --count N images, seeded, "
+                                        "into FILE.npz (`images`, (N, C, H, W) float32 in [0, 1], with the seed and "
+                                        "checkpoint) or FILE.png (a grid). A WINN/ICN classifier: --per-class images of "
+                                        "every class by the training-time synthesis, as a PNG grid.")
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a WINN or ICN checkpoint (.pt), or its run folder (its best.pt is used)")
-    parser.add_argument("--per-class", type=int, default=10, help="images per class [default: 10]")
-    parser.add_argument("--out", type=Path, required=True, help="PNG grid to write (one row per class, class names left)")
-    parser.add_argument("--max-steps", type=int, help="synthesis step budget [default: the checkpoint's]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the start images and tau draws [default: 0]")
+                        help="a generative run folder (or a checkpoint in it), or a WINN/ICN checkpoint or run folder")
+    parser.add_argument("--count", type=int, help="generative runs: how many images [default: 100]")
+    parser.add_argument("--from-critic", action="store_true",
+                        help="wgan-gp: synthesize from its critic by the WINN procedure instead of its generator "
+                             "(the WINN paper's Figure 3 comparison)")
+    parser.add_argument("--per-class", type=int, default=None, help="classifiers: images per class [default: 10]")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="FILE.npz (generative runs) or FILE.png (a grid; classifiers: one row per class)")
+    parser.add_argument("--max-steps", type=int, help="classifiers: synthesis step budget [default: the checkpoint's]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the start images and thresholds [default: 0]")
     add_common_options(parser)
 
 

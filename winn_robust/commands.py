@@ -245,6 +245,15 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    from winn_robust.training.generative.sampling import open_run
+
+    if generative_run(args.checkpoint):
+        run_generative_sample(args, open_run(args.checkpoint))
+        return
+    if args.count is not None:
+        open_run(args.checkpoint)  # says in one line what the folder is and what to sample from instead
+    if args.per_class is None:
+        args.per_class = 10
     if args.per_class <= 0:
         raise UserError(f"--per-class must be positive, got {args.per_class}")
     device = resolve_device(args.device)
@@ -264,6 +273,36 @@ def run_sample(args: argparse.Namespace) -> None:
                     title=f"{meta.method} samples ({meta.dataset}, epoch {meta.epoch}), one row per class")
     print(f"{k} x {args.per_class} samples written to {args.out} (one row per class; "
           f"mean synthesis steps {result.steps.float().mean().item():.0f})")
+
+
+def generative_run(path: Path) -> bool:
+    """Whether `path` (a folder or a checkpoint in it) is a generative run: its last.pt names a
+    generative method."""
+    from winn_robust.training.generative import is_generative
+    from winn_robust.training.methods import METHOD_CLASSES
+
+    folder = path if path.is_dir() else path.parent
+    last = folder / LAST_NAME
+    if not last.is_file():
+        return False
+    cls = METHOD_CLASSES.get(read_meta(last).method)
+    return cls is not None and is_generative(cls)  # type: ignore[arg-type]
+
+
+def run_generative_sample(args: argparse.Namespace, run: Any) -> None:
+    from winn_robust.training.generative.sampling import sample_images, write_samples
+
+    if args.per_class is not None or args.max_steps is not None:
+        raise UserError(f"{args.checkpoint} is a generative run: give --count N (--per-class and --max-steps are for "
+                        "classifiers)")
+    count = 100 if args.count is None else args.count
+    device = resolve_device(args.device)
+    images = sample_images(run, count, args.seed, device, from_critic=args.from_critic, progress=progress_wanted(args))
+    source = "critic" if args.from_critic else "model"
+    out = write_samples(images, args.out, args.seed, str(run.folder.resolve()),
+                        {"method": run.meta.method, "dataset": run.meta.dataset, "source": source})
+    print(f"{count} samples of {run.meta.method} ({run.meta.dataset}, iteration {run.meta.epoch}, seed {args.seed}"
+          f"{', from its critic' if args.from_critic else ''}) written to {out}")
 
 
 def run_reproduce(args: argparse.Namespace) -> None:

@@ -18,6 +18,8 @@ from winn_robust import distributed
 from winn_robust.device import resolve_device
 from winn_robust.errors import SettingError, UserError
 from winn_robust.training import TrainConfig, train
+from winn_robust.training.generative import is_generative
+from winn_robust.training.generative.trainer import train_generative
 from winn_robust.training.inputs import load_train_data
 from winn_robust.training.run_folder import RunFolder
 from winn_robust.training.trainer import TrainData, TrainResult
@@ -78,8 +80,18 @@ def _train_prepared(out: Path, dev: torch.device, here: distributed.World, start
     say(f"training {config.method} {config.arch} on {config.data}: {len(data.train_images)} train / "
         f"{len(data.val_images)} validation images, seed {config.seed}, {where}", file=sys.stderr)
     extra = {"data_dir": str(Path(data_dir).resolve())} if data_dir else {}
-    result = train(config, data, out, dev, resume=resume, progress=progress, extra_metadata=extra)
-    if here.is_main:
+    generative = is_generative(config.training_method)
+    trainer = train_generative if generative else train
+    result = trainer(config, data, out, dev, resume=resume, progress=progress, extra_metadata=extra)
+    if here.is_main and generative:
+        from winn_robust.reporting.plots import plot_generative_metrics
+
+        plot = plot_generative_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")
+        print(f"seed {config.seed}: {config.method} trained {result.last_epoch} iterations; total "
+              f"{time.perf_counter() - started:.0f} s; checkpoints in {result.out_dir} (last.pt and each stage's), "
+              f"metrics in {result.out_dir / 'metrics.csv'} and {plot}; draw images with `winn-robust sample "
+              f"--checkpoint {result.out_dir} --count N --out FILE.npz`")
+    elif here.is_main:
         from winn_robust.reporting.plots import plot_training_metrics
 
         plot = plot_training_metrics(result.out_dir / "metrics.csv", result.out_dir / "metrics.png")

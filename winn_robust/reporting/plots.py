@@ -229,3 +229,37 @@ def plot_training_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
     fig.suptitle(f"{method} training, {len(frame)} epochs", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+GENERATIVE_SKIP = ("epoch", "method", "cascade", "bytes_written")
+
+
+def plot_generative_metrics(metrics_csv: str | Path, path: str | Path) -> Path:
+    """A generative run's metrics.csv: one small panel per numeric column against the iteration
+    (cascade boundaries dotted)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(metrics_csv)
+        frame["epoch"] = pd.to_numeric(frame["epoch"], errors="raise")
+    except (KeyError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{metrics_csv} is not a metrics.csv written by winn-robust ({' '.join(str(exc).split())[:100]}); "
+                        "`train --resume` rewrites it from last.pt") from None
+    columns = [c for c in frame.columns if c not in GENERATIVE_SKIP and pd.api.types.is_numeric_dtype(frame[c])
+               and not frame[c].isna().all()]
+    per_row = 4
+    rows = max(1, -(-len(columns) // per_row))
+    fig = Figure(figsize=(3.3 * per_row, 2.6 * rows))
+    method = str(frame["method"].iloc[0]) if len(frame) and "method" in frame else ""
+    for index, column in enumerate(columns):
+        ax = fig.add_subplot(rows, per_row, index + 1)
+        ax.plot(frame["epoch"], frame[column], marker="o", markersize=2, color=COLOURS[0])
+        if "cascade" in frame:
+            for boundary in frame["epoch"][frame["cascade"].diff().fillna(0) != 0]:
+                ax.axvline(boundary - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(column.replace("_", " "), fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{method} training metrics", fontsize=10)
+    fig.tight_layout()
+    return atomic_savefig(fig, path, dpi=110)

@@ -90,7 +90,7 @@ class TrainConfig:
             object.__setattr__(self, name, str(getattr(self, name)).strip().lower())
         object.__setattr__(self, "data", {"fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
                                           "cifar-10": "cifar10"}.get(self.data, self.data))
-        built = make_method(self.method, self.method_options)
+        built = make_method(self.method, self.method_options).resolved_for(self.data)
         object.__setattr__(self, "method", built.method_name)
         object.__setattr__(self, "method_options", built.settings())
         object.__setattr__(self, "_method", built)

@@ -84,6 +84,10 @@ class TrainingMethod(ABC):
         """The threat model of the training budget (and of PGD model selection): linf or l2."""
         return "linf"
 
+    def resolved_for(self, dataset: str) -> TrainingMethod:
+        """The method with settings left to the dataset's default filled in (most methods have none)."""
+        return self
+
     def settings(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -12,7 +12,14 @@ from winn_robust.training.methods.introspective import ICN, WINN, Baseline
 from winn_robust.training.methods.user import UserMethod
 
 METHOD_CLASSES: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (Baseline, ICN, WINN, PGDAT, TRADES, FastAT)}
-METHODS = tuple(METHOD_CLASSES)
+METHODS = tuple(METHOD_CLASSES)  # the supervised methods (`reproduce` trains these); METHOD_CLASSES has every one
+
+
+def register_method(cls: type[TrainingMethod]) -> type[TrainingMethod]:
+    """Add a method class to the registry (the generative methods register themselves this way, from
+    training/generative, which imports this package and not the other way round)."""
+    METHOD_CLASSES[cls.name] = cls
+    return cls
 
 
 def split_method_spec(text: str) -> tuple[str, str | None]:
@@ -26,7 +33,7 @@ def split_method_spec(text: str) -> tuple[str, str | None]:
 def method_class(name: str) -> type[TrainingMethod]:
     key = name.strip().lower()
     if key not in METHOD_CLASSES:
-        raise SettingError("method", f"{name!r} is unknown; choose one of {', '.join(METHODS)}, or give your own as "
+        raise SettingError("method", f"{name!r} is unknown; choose one of {', '.join(METHOD_CLASSES)}, or give your own as "
                                      "NAME=FILE.py:FUNCTION")
     return METHOD_CLASSES[key]
 
@@ -79,9 +86,26 @@ SETTING_HELP = {
             "perturbation of the [0, 1] image) [default: linf; in reproduce: --norm]",
     "beta": "weight of the KL term (official CIFAR-10 script: 6, the default; MNIST script: 1)",
     "step_factor": "the FGSM step in units of eps (paper: 1.25)",
+    "cascades": "number of cascaded critics K; 1 = WINN-single (paper: 4; digits: 1)",
+    "iterations": "iterations per cascade (winn-gen: critic passes then a synthesis; paper: 100; digits: 20)",
+    "critic_passes": "critic passes over the iteration's images (paper: 3)",
+    "positives": "positives per iteration, times min(iteration + 1, growth) (paper: 1000; digits: 250)",
+    "growth": "the positives' growth cap (paper: 5)",
+    "negatives": "pseudo-negatives synthesized per iteration (paper: 1000; digits: 250)",
+    "last_negatives": "pseudo-negatives synthesized in a cascade's last iteration (paper: 10000; digits: 1000)",
+    "initial_negatives": "starting images from the Appendix D noise network (paper: 10000; digits: 1000)",
+    "critic_lr": "critic Adam learning rate (paper: 1e-4)",
+    "ascent_lr": "synthesis Adam learning rate on the images (paper: 0.01)",
+    "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
+    "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
+    "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
 }
 
 # the flag of each method setting on the command line (the CLI and the jobs that rebuild one)
 CLI_FLAGS = {"alpha": "--alpha", "gp_lambda": "--gp-lambda", "eps": "--train-eps", "steps": "--train-steps",
              "step_size": "--train-step-size", "ramp_epochs": "--eps-ramp-epochs", "norm": "--train-norm",
-             "beta": "--beta", "step_factor": "--fast-step-factor"}
+             "beta": "--beta", "step_factor": "--fast-step-factor", "cascades": "--cascade", "iterations": "--iterations",
+             "critic_passes": "--critic-passes", "positives": "--positives", "growth": "--growth",
+             "negatives": "--negatives", "last_negatives": "--last-negatives", "initial_negatives": "--initial-negatives",
+             "critic_lr": "--critic-lr", "ascent_lr": "--ascent-lr", "ascent_beta1": "--ascent-beta1",
+             "ascent_beta2": "--ascent-beta2", "ascent_max_steps": "--ascent-max-steps"}
