@@ -22,6 +22,7 @@ from winn_robust.errors import UserError
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
 from winn_robust.training import TrainConfig
+from winn_robust.training.generative import is_generative
 from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
 from winn_robust.training.trainer import LAST_NAME, check_same_settings
@@ -76,6 +77,12 @@ def method_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return given
 
 
+# shared training settings a generative method does not use (it has its own; docs/generative.md)
+SUPERVISED_ONLY = ("epochs", "lr", "negatives_per_class", "initial_negatives_per_class", "synthesis_lr", "synthesis_beta1",
+                   "synthesis_beta2", "synthesis_max_steps", "synthesis_tolerance", "synthesis_ce_weight", "select_by",
+                   "select_eps", "select_limit", "generator_init", "amp")
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The settings given on the command line; with --resume, the run's saved settings with the
     given ones on top (the trainer then refuses any that differ from the run's)."""
@@ -92,10 +99,16 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         config = TrainConfig.from_dict({**saved, **given, "method_options": options})
         check_same_settings(last, meta, config)  # before loading any data
         done = meta.epoch
-        if done >= config.epochs:
+        if is_generative(config.training_method):
+            total = int(meta.extra.get("total_iterations", 0))
+            if done >= total:
+                raise UserError(f"nothing to do: {args.out} already holds all {total} iterations of {config.method}")
+            distributed.main_only(print)(f"resuming {config.method} from iteration {done} of {total}", file=sys.stderr)
+        elif done >= config.epochs:
             raise UserError(f"nothing to do: {args.out} already holds {done} epochs (--epochs {config.epochs}); "
                             "raise --epochs to train on")
-        distributed.main_only(print)(f"resuming {config.method} from epoch {done} to {config.epochs}", file=sys.stderr)
+        else:
+            distributed.main_only(print)(f"resuming {config.method} from epoch {done} to {config.epochs}", file=sys.stderr)
         if args.data_dir is None and meta.data_dir and Path(meta.data_dir).is_dir():
             args.data_dir = Path(meta.data_dir)
             print(f"--resume: reading {config.data} from {args.data_dir}, where the run read it", file=sys.stderr)
@@ -104,6 +117,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise UserError("train needs --data (mnist, svhn, fashion-mnist, cifar10 or digits)")
     method = given.get("method", TrainConfig.method)
     config = TrainConfig(**given, method_options=method_settings(args, method))
+    if is_generative(config.training_method):
+        unused = [f"--{name.replace('_', '-')}" for name in SUPERVISED_ONLY if name in given]
+        if unused:
+            raise UserError(f"{' '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by {config.method}: it counts "
+                            "iterations (--iterations, --cascade) and has its own critic and synthesis settings "
+                            "(--critic-lr, --ascent-lr, --ascent-max-steps; see train --help)")
     if config.training_method.train_eps is None and getattr(config.training_method, "eps", 0) is None \
             and config.training_method.name != "user":
         raise UserError(f"--method {config.method} trains against a budget: give --train-eps in [0, 1] pixel units "
@@ -308,6 +327,16 @@ def run_generative_sample(args: argparse.Namespace, run: Any) -> None:
 def run_reproduce(args: argparse.Namespace) -> None:
     if args.list_presets:
         print("\n".join(describe_presets()))
+        return
+    from winn_robust.experiments.presets import get_preset, is_generative_preset
+
+    if is_generative_preset(args.preset):
+        from winn_robust.experiments.generative_study import run_study, study_settings
+
+        overrides = {"train_limit": args.train_limit, "val_size": args.val_size, "seed": None,
+                     "data_dir": args.data_dir, "samples": args.test_limit}
+        run_study(study_settings(get_preset(args.preset), args.preset, args.out or Path("runs") / args.preset, overrides,
+                                 args.device, progress_wanted(args), args.command_line))
         return
     from winn_robust.attacks import parse_attack_options
     from winn_robust.experiments.launchers import LaunchSettings, parse_slurm_options

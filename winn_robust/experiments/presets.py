@@ -50,6 +50,60 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The generative side (`reproduce --preset generative-*` / `paper-gen-*`): generative runs of one data set, a
+# baseline classifier as the scorer, N seeded samples per run, scores against the real test images
+# (experiments/generative_study.py). The paper-gen presets keep the paper's schedules (GPU work); the two CPU
+# presets are sized for a 2-core machine and say so.
+CPU_WINN = {"iterations": 12, "positives": 500, "negatives": 500, "last_negatives": 1000, "initial_negatives": 1000,
+            "ascent_max_steps": 300}
+WINN_RUNS = [{"name": "winn-single", "method": "winn-gen", "options": {"cascades": 1}}]
+GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
+    "generative-digits": {
+        "description": "generative side on scikit-learn's embedded 8x8 digits (no download): WINN-single, WINN with 2 "
+                       "cascades and WGAN-GP, each with its digits schedule; 500 samples each, scored by a baseline "
+                       "classifier beside the real test digits; minutes on a 2-core CPU",
+        "kind": "generative", "data": "digits", "arch": "vanilla", "val_size": 143, "samples": 500,
+        "runs": [*WINN_RUNS, {"name": "winn-2", "method": "winn-gen", "options": {"cascades": 2}},
+                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "classifier": {"epochs": 30},
+    },
+    "generative-fashion-mnist": {
+        "description": "generative side on real Fashion-MNIST (IDX files from --data-dir), sized for a 2-core CPU: the "
+                       "first 10,000 training images, WINN-single and WINN with 2 cascades of 12 iterations (500 "
+                       "positives and negatives an iteration, 300 synthesis steps at most) and WGAN-GP on its CPU "
+                       "schedule; 500 samples each, scored by a baseline classifier beside the real test images",
+        "kind": "generative", "data": "fashion-mnist", "arch": "vanilla", "train_limit": 10000, "val_size": 500,
+        "samples": 500, "data_dir_candidates": ["/usr/share/datasets/fashion-mnist"],
+        "runs": [{"name": "winn-single", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 1}},
+                 {"name": "winn-2", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 2}},
+                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "classifier": {"epochs": 5},
+    },
+    "paper-gen-svhn": {
+        "description": "WINN section 5.4, unsupervised SVHN with ResNet-32 critics: WINN-single, WINN-4CNNs and WGAN-GP, "
+                       "the paper's schedules (GPU)",
+        "kind": "generative", "data": "svhn", "arch": "resnet32", "samples": 10000,
+        "runs": [*WINN_RUNS, {"name": "winn-4", "method": "winn-gen", "options": {"cascades": 4}},
+                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "classifier": {"epochs": 200},
+    },
+    "paper-gen-cifar10": {
+        "description": "WINN section 5.5 / Table 1, unsupervised CIFAR-10 with ResNet-32 critics: WINN-single, "
+                       "WINN-5CNNs and WGAN-GP, the paper's schedules and 50,000 samples each (GPU; the paper's "
+                       "Inception score needs an Inception-v3 file: `winn-robust score --classifier inception-v3=FILE`)",
+        "kind": "generative", "data": "cifar10", "arch": "resnet32", "samples": 50000,
+        "runs": [*WINN_RUNS, {"name": "winn-5", "method": "winn-gen", "options": {"cascades": 5}},
+                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "classifier": {"epochs": 200},
+    },
+}
+PRESETS.update(GENERATIVE_PRESETS)
+
+
+def is_generative_preset(name: str) -> bool:
+    return PRESETS.get(name, {}).get("kind") == "generative"
+
+
 def get_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

@@ -93,7 +93,9 @@ def write_samples(images: torch.Tensor, out: str | Path, seed: int, checkpoint: 
         from winn_robust.images import save_image_grid
 
         nrow = max(1, round(len(images) ** 0.5))
-        save_image_grid(images * 2 - 1, out, nrow=nrow)
+        scale = max(1, -(-32 // max(images.shape[-2:])))  # small images enlarged (nearest) to at least 32 px
+        big = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+        save_image_grid(big * 2 - 1, out, nrow=nrow)
     else:
         raise UserError(f"`out` {out} must end in .npz (the images as an array) or .png (a grid)", mentions=("out",))
     return out

@@ -105,7 +105,8 @@ class GenerativeTrainer:
             python_version=platform.python_version(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             torch_threads=torch.get_num_threads(), cost=dict(self.cost), data_dir=extra.pop("data_dir", None),
             best_epoch=self.iteration, data_fingerprint=self.data.fingerprint(), role=role,
-            extra={**extra, "generative": self.learner.summary(), "networks": list(self.learner.modules)})
+            extra={**extra, "generative": self.learner.summary(), "networks": list(self.learner.modules),
+                   "total_iterations": self.learner.total_iterations})
 
     def save(self, row: dict[str, Any]) -> int:
         """The iteration's new part files, its milestone checkpoint, then last.pt (in that order,
