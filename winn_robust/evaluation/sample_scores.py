@@ -61,6 +61,11 @@ def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     return gaussian_distance(*fit_gaussian(feat_a), *fit_gaussian(feat_b))
 
 
+def number(value: float) -> str:
+    """Three decimals, or four significant digits once that would be unreadable."""
+    return f"{value:.3f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
 @dataclass(frozen=True)
 class SampleScore:
     """One scoring of a sample file, with the real reference under the same classifier and N.
@@ -93,9 +98,9 @@ class SampleScore:
         """The printed table: samples and the real reference side by side, N on every row."""
         score_head = f"{self.score_name} ({self.splits} splits)"
         distance_head = f"{self.distance_name} to real test"
-        rows = [("samples", self.n, f"{self.score_mean:.3f} ± {self.score_sd:.3f}", f"{self.distance:.3f}"),
+        rows = [("samples", self.n, f"{self.score_mean:.3f} ± {self.score_sd:.3f}", number(self.distance)),
                 (f"real {self.dataset} test", self.n, f"{self.real_score_mean:.3f} ± {self.real_score_sd:.3f}",
-                 f"{self.real_distance:.3f} (real train, the floor)")]
+                 f"{number(self.real_distance)} (real train vs test: the floor at this N)")]
         widths = [max(len(str(r[i])) for r in [("", "N", score_head, distance_head), *rows]) for i in range(4)]
         head = ("", "N", score_head, distance_head)
 
