@@ -161,6 +161,7 @@ def test_score_real_digits_above_noise_end_to_end(baseline, sample_files, tmp_pa
     assert real["distance"] < noise["distance"]
     assert real["real_score_mean"] == noise["real_score_mean"]  # the same reference: same classifier, N, seed
     assert real["samples_seed"] == 3 and real["samples_checkpoint"] == "runs/x/best.pt"
+    assert len(real["classifier_sha256"]) == 64
 
 
 def test_more_samples_than_test_images_scores_at_the_test_count(baseline, tmp_path, capsys):

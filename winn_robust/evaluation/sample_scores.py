@@ -90,6 +90,7 @@ class SampleScore:
     samples: str = ""
     samples_seed: int | None = None
     samples_checkpoint: str | None = None
+    classifier_sha256: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

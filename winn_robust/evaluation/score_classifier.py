@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from winn_robust.checkpoint import CheckpointMeta
+from winn_robust.checkpoint import CheckpointMeta, file_sha256
 from winn_robust.errors import UserError
 from winn_robust.model_sources import PixelSpaceModel, load_model
 from winn_robust.models.base import Classifier
@@ -35,6 +35,7 @@ class ScoreClassifier:
     features: str
     is_inception: bool = False
     meta: CheckpointMeta | None = None   # our checkpoints': the dataset, the image shape
+    sha256: str | None = None            # of the classifier's file: the figures hold for this file only
 
     @property
     def score_name(self) -> str:
@@ -94,7 +95,8 @@ def load_inception(path: Path, device: torch.device | str = "cpu") -> ScoreClass
                         f"{str(exc).splitlines()[0][:140]}") from None
     model = InceptionFeatures(net).to(device).eval()
     return ScoreClassifier(model, net.fc, f"Inception-v3 (torchvision's architecture) from {path}",
-                           f"the pooled Inception-v3 features ({net.fc.in_features} values)", is_inception=True)
+                           f"the pooled Inception-v3 features ({net.fc.in_features} values)", is_inception=True,
+                           sha256=file_sha256(path))
 
 
 def last_linear(module: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -112,6 +114,7 @@ def load_score_classifier(spec: str, device: torch.device | str = "cpu") -> Scor
         return load_inception(Path(spec[len(INCEPTION_PREFIX):]), device)
     loaded = load_model(spec, device)
     model = loaded.model
+    digest = file_sha256(loaded.path) if loaded.path is not None and loaded.path.is_file() else None
     if isinstance(model, Classifier) and loaded.meta is not None:
         meta = loaded.meta
         layer = getattr(model, "classifier", None)
@@ -119,13 +122,15 @@ def load_score_classifier(spec: str, device: torch.device | str = "cpu") -> Scor
                 + (f", validation error {meta.reported_val_error:.2%}" if meta.reported_val_error is not None else "") + ")")
         if isinstance(layer, nn.Linear):
             return ScoreClassifier(model, layer, what, f"penultimate: the input of the final linear layer "
-                                                       f"({layer.in_features} values)", meta=meta)
-        return ScoreClassifier(model, None, what, "the logits (the architecture has no final linear layer)", meta=meta)
+                                                       f"({layer.in_features} values)", meta=meta, sha256=digest)
+        return ScoreClassifier(model, None, what, "the logits (the architecture has no final linear layer)", meta=meta,
+                               sha256=digest)
     inner = model.model if isinstance(model, PixelSpaceModel) else model
     what = f"{loaded.source} ({loaded.kind} model, [0, 1] images -> logits)"
     found = last_linear(inner)
     if found is None:
         kind = "a TorchScript model's layers cannot be hooked" if loaded.kind == "torchscript" else "it has no nn.Linear"
-        return ScoreClassifier(model, None, what, f"the logits ({kind})")
+        return ScoreClassifier(model, None, what, f"the logits ({kind})", sha256=digest)
     name, layer = found
-    return ScoreClassifier(model, layer, what, f"the input of its last nn.Linear `{name}` ({layer.in_features} values)")
+    return ScoreClassifier(model, layer, what, f"the input of its last nn.Linear `{name}` ({layer.in_features} values)",
+                           sha256=digest)

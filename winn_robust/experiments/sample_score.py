@@ -157,4 +157,5 @@ def score_samples(request: ScoreRequest) -> SampleScore:
     return SampleScore(classifier.score_name, classifier.distance_name, classifier.description, classifier.features,
                        dataset.name, n, len(samples.images), len(dataset.test_images), request.splits, request.seed,
                        score, score_sd, frechet_distance(f_samples, f_test), real, real_sd,
-                       frechet_distance(f_train, f_test), str(request.samples), samples.seed, samples.checkpoint)
+                       frechet_distance(f_train, f_test), str(request.samples), samples.seed, samples.checkpoint,
+                       classifier.sha256)
