@@ -247,3 +247,6 @@ def test_bad_input_is_one_line_and_exit_two(baseline, sample_files, tmp_path, ca
                    "--splits 201 is more than N = 200")
     one_line_error(capsys, ["score", "--samples", str(sample_files["real"]), *clf, "--out", str(tmp_path / "x.txt")],
                    ".json")
+    (tmp_path / "net.py").write_text("from torch import nn\ndef net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    one_line_error(capsys, ["score", "--samples", str(sample_files["real"]), "--classifier", f"{tmp_path / 'net.py'}:net"],
+                   "give --data")
