@@ -1,4 +1,4 @@
-"""The one entry point: `winn-robust train | attack | report | sample | plot | reproduce`.
+"""The one entry point: `winn-robust train | attack | report | sample | score | plot | reproduce`.
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
 (`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
@@ -262,6 +262,27 @@ def add_sample_parser(sub: Any) -> None:
     add_common_options(parser)
 
 
+def add_score_parser(sub: Any) -> None:
+    parser = sub.add_parser("score", help="score generated images offline: the Inception-score formula and the Frechet "
+                                          "distance under a classifier, beside the real test images'",
+                            description="Score a sample file (.npz with `images`, (N, C, H, W) floats in [0, 1]) with "
+                                        "exp(E KL(p(y|x) || p(y))) and the Frechet distance between Gaussians fitted to "
+                                        "the classifier's penultimate features, beside the same figures for the real "
+                                        "test images, all at one N (docs/scores.md). Only an Inception-v3 classifier "
+                                        "makes them the Inception score and FID.")
+    parser.add_argument("--samples", type=Path, required=True, help="the .npz to score (`images`: (N, C, H, W) in [0, 1])")
+    parser.add_argument("--classifier", required=True, metavar="RUN_OR_MODEL",
+                        help="a baseline trained by `train` on the same data (run folder or checkpoint; the documented "
+                             "default), a TorchScript file or FILE.py:FUNCTION ([0, 1] images -> logits), or "
+                             "inception-v3=FILE.pth (a torchvision inception_v3 state dict: the real Inception score and FID)")
+    add_data_options(parser, default="the classifier's dataset; required for models that are not winn-robust checkpoints")
+    parser.add_argument("--splits", type=int, default=10, help="splits of the score (mean and sd over them) [default: 10]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle and of the subsets of N images [default: 0]")
+    parser.add_argument("--out", type=Path, help="also write the figures to this .json (and a .csv beside it)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda [default: auto]")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads torch may use [default: torch's, all cores]")
+
+
 def add_plot_parser(sub: Any) -> None:
     parser = sub.add_parser("plot", help="draw a training run's metrics.csv (losses, Wasserstein estimate, gradient "
                                          "penalty, synthesis steps, errors per epoch)",
@@ -373,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attack_parser(sub)
     add_report_parser(sub)
     add_sample_parser(sub)
+    add_score_parser(sub)
     add_plot_parser(sub)
     add_reproduce_parser(sub)
     add_run_job_parser(sub)

@@ -7,6 +7,7 @@ rank) does not need."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from contextlib import ExitStack
 from dataclasses import fields
@@ -322,6 +323,29 @@ def run_generative_sample(args: argparse.Namespace, run: Any) -> None:
                         {"method": run.meta.method, "dataset": run.meta.dataset, "source": source})
     print(f"{count} samples of {run.meta.method} ({run.meta.dataset}, iteration {run.meta.epoch}, seed {args.seed}"
           f"{', from its critic' if args.from_critic else ''}) written to {out}")
+
+
+def run_score(args: argparse.Namespace) -> None:
+    """Score a sample file and the real reference under one classifier (experiments/sample_score.py)."""
+    import pandas as pd
+
+    from winn_robust.experiments.sample_score import ScoreRequest, score_samples
+    from winn_robust.storage import atomic_write_text
+
+    if args.out is not None and args.out.suffix.lower() != ".json":
+        raise UserError(f"--out {args.out} must name a .json file (a .csv is written beside it)")
+    request = ScoreRequest(args.samples, args.classifier, data=args.data, data_dir=args.data_dir, download=args.download,
+                           splits=args.splits, seed=args.seed, device=str(resolve_device(args.device)))
+    result = score_samples(request)
+    for note in request.notes:
+        print(note, file=sys.stderr)
+    print("\n".join(result.table_lines()))
+    if args.out is not None:
+        record = {**result.to_dict(), "command": args.command_line}
+        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+        csv = args.out.with_suffix(".csv")
+        atomic_write_text(csv, pd.DataFrame([record]).to_csv(index=False))
+        print(f"written to {args.out} and {csv}")
 
 
 def run_reproduce(args: argparse.Namespace) -> None:

@@ -65,7 +65,7 @@ GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
         "kind": "generative", "data": "digits", "arch": "vanilla", "val_size": 143, "samples": 500,
         "runs": [*WINN_RUNS, {"name": "winn-2", "method": "winn-gen", "options": {"cascades": 2}},
                  {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
-        "classifier": {"epochs": 30},
+        "classifier": {"epochs": 10},
     },
     "generative-fashion-mnist": {
         "description": "generative side on real Fashion-MNIST (IDX files from --data-dir), sized for a 2-core CPU: the "
