@@ -35,7 +35,7 @@ from winn_robust.training.methods.base import check_positive
 # Datasets small enough for a CPU get a smaller schedule of the same procedure (docs/generative.md):
 # scikit-learn's digits (1,437 images of 8x8) trains with these in a few minutes on one core.
 SMALL_SCHEDULES: dict[str, dict[str, Any]] = {
-    "digits": {"cascades": 1, "iterations": 20, "positives": 250, "negatives": 250, "last_negatives": 1000,
+    "digits": {"cascades": 2, "iterations": 20, "positives": 250, "negatives": 250, "last_negatives": 1000,
                "initial_negatives": 1000, "ascent_max_steps": 500},
 }
 

@@ -86,7 +86,7 @@ SETTING_HELP = {
             "perturbation of the [0, 1] image) [default: linf; in reproduce: --norm]",
     "beta": "weight of the KL term (official CIFAR-10 script: 6, the default; MNIST script: 1)",
     "step_factor": "the FGSM step in units of eps (paper: 1.25)",
-    "cascades": "number of cascaded critics K; 1 = WINN-single (paper: 4; digits: 1)",
+    "cascades": "number of cascaded critics K; 1 = WINN-single (paper: 4; digits: 2)",
     "iterations": "iterations per cascade (winn-gen: critic passes then a synthesis; paper: 100; digits: 20)",
     "critic_passes": "critic passes over the iteration's images (paper: 3)",
     "positives": "positives per iteration, times min(iteration + 1, growth) (paper: 1000; digits: 250)",
