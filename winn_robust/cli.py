@@ -294,6 +294,9 @@ def add_texture_parser(sub: Any) -> None:
                              "stage's threshold, at most --ascent-max-steps]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the training and the synthesis "
                                                             "[default: 0]")
+    parser.add_argument("--synthesis-seed", type=int, default=None,
+                        help="seed of the synthesis alone (start canvas, patches, thresholds): other textures from one "
+                             "kept --run [default: --seed]")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="critic and synthesis batch (half positives, half negatives) [default: 100]")
     parser.add_argument("--run", type=Path, default=None,

@@ -313,7 +313,7 @@ def run_texture(args: argparse.Namespace) -> None:
     if args.out.suffix.lower() != ".png":
         raise UserError(f"--out {args.out} must end in .png")
     settings = TextureSettings(size=args.size, patch=args.patch, patches_per_step=args.patches_per_step,
-                               steps=args.steps, seed=args.seed)
+                               steps=args.steps, seed=args.seed if args.synthesis_seed is None else args.synthesis_seed)
     options = {f.name: getattr(args, f"method_{f.name}") for f in fields(WinnGen)
                if getattr(args, f"method_{f.name}", None) is not None}
     config = texture_config(options, args.seed, args.batch_size)

@@ -81,7 +81,8 @@ def random_crops(image: torch.Tensor, count: int, patch: int, rng: torch.Generat
 class TextureSettings:
     """What `texture` does beside training: the output side, the patch side (the critic's input),
     patches scored per canvas step (paper: 200), the canvas step budget per stage (None: until the
-    stage's threshold, at most the method's ascent_max_steps) and the seed of everything random."""
+    stage's threshold, at most the method's ascent_max_steps) and the synthesis seed (the canvas's
+    start, the patch positions, the thresholds; the training's seed is the TrainConfig's)."""
     size: int = 256
     patch: int = 64
     patches_per_step: int = 200
@@ -98,7 +99,7 @@ class TextureSettings:
 
 def texture_config(method_options: dict[str, Any], seed: int, batch_size: int | None = None) -> TrainConfig:
     """The winn-gen training settings of a texture run (the paper's schedule unless given)."""
-    extra = {} if batch_size is None else {"batch_size": batch_size}
+    extra: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
     return TrainConfig(method="winn-gen", arch=ARCH, data=DATASET, seed=seed, method_options=method_options, **extra)
 
 
