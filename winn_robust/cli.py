@@ -290,8 +290,8 @@ def add_texture_parser(sub: Any) -> None:
     parser.add_argument("--patches-per-step", type=int, default=200,
                         help="random patches scored per synthesis step [default: 200, the paper's]")
     parser.add_argument("--steps", type=int, default=None,
-                        help="synthesis steps per cascade stage [default: until the mean patch score reaches the "
-                             "stage's threshold, at most --ascent-max-steps]")
+                        help="synthesis step budget per cascade stage; a stage stops earlier once the mean patch "
+                             "score reaches its critic's threshold [default: --ascent-max-steps]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the training and the synthesis "
                                                             "[default: 0]")
     parser.add_argument("--synthesis-seed", type=int, default=None,
@@ -454,6 +454,10 @@ def interrupted_hint(args: argparse.Namespace) -> str:
                 f"epoch {epoch}")
     if args.command == "attack" and out is not None:
         return f"finished batches are kept in {out}; the same command with --resume continues"
+    if args.command == "texture":
+        run = getattr(args, "run", None)
+        return (f"finished iterations are kept in {run}; the same command continues" if run is not None else
+                "the training run was in a temporary folder and is gone; give --run DIR to keep it")
     if args.command == "reproduce":
         return "finished epochs and evaluations are kept; the same command continues where it stopped"
     return "written files are kept"

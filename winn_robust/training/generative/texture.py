@@ -11,7 +11,7 @@ run an ordinary winn-gen run whose resume can check it sees the very same data.
 
 Synthesis runs the cascade checkpoints in turn, as `sample` does: stage k improves the canvas
 with critic k, until the mean patch score reaches a threshold drawn from U[low, high] of the
-range that critic recorded (or a fixed number of steps), starting from the Appendix D noise network
+range that critic recorded (or a step budget runs out), starting from the Appendix D noise network
 scaled to the canvas (each p x p window of the start has the structure of a p x p training start).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from winn_robust.training.generative.sampling import open_run
 from winn_robust.training.generative.trainer import train_generative
 from winn_robust.training.generative.winn_gen import WinnGen, need
 from winn_robust.training.run_folder import LAST_NAME
-from winn_robust.training.trainer import TrainData, check_same_settings
+from winn_robust.training.trainer import TrainData
 
 DATASET = "texture"
 ARCH = "winn64"
@@ -80,8 +80,9 @@ def random_crops(image: torch.Tensor, count: int, patch: int, rng: torch.Generat
 @dataclass(frozen=True)
 class TextureSettings:
     """What `texture` does beside training: the output side, the patch side (the critic's input),
-    patches scored per canvas step (paper: 200), the canvas step budget per stage (None: until the
-    stage's threshold, at most the method's ascent_max_steps) and the synthesis seed (the canvas's
+    patches scored per canvas step (paper: 200), the canvas step budget per stage (each stage stops
+    earlier once the mean patch score reaches its threshold; None: the method's ascent_max_steps)
+    and the synthesis seed (the canvas's
     start, the patch positions, the thresholds; the training's seed is the TrainConfig's)."""
     size: int = 256
     patch: int = 64
@@ -145,6 +146,16 @@ class TextureResult:
     stages: list[dict[str, float]] = field(default_factory=list)  # per cascade: steps, threshold, final mean
 
 
+def setting_differences(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """"NAME SAVED, not WANTED" for each training setting (a method's own ones by name) that differs."""
+    def flat(config: TrainConfig) -> dict[str, Any]:
+        values = config.to_dict()
+        return {**{k: v for k, v in values.items() if k != "method_options"}, **values["method_options"]}
+
+    old, new = flat(saved), flat(wanted)
+    return [f"{name} {old.get(name)}, not {value}" for name, value in new.items() if old.get(name) != value]
+
+
 def prepare_run(run_dir: Path, config: TrainConfig, data: TrainData) -> str:
     """What to do with `run_dir`: "new" (no run there), "resume" (an unfinished run of these same
     settings and crops) or "reuse" (a finished one); a run of other settings or another image is one line."""
@@ -159,7 +170,10 @@ def prepare_run(run_dir: Path, config: TrainConfig, data: TrainData) -> str:
         raise UserError(f"{run_dir} was trained on {meta.image_shape[1]}x{meta.image_shape[2]} patches of "
                         f"{meta.image_shape[0]} channel(s), not {data.image_shape[1]}x{data.image_shape[2]} of "
                         f"{data.image_shape[0]}; give the run's `patch` and image, or a new `run`", mentions=("patch", "run"))
-    check_same_settings(last, meta, config)
+    differences = setting_differences(TrainConfig.from_dict(meta.hparams), config)
+    if differences:
+        raise UserError(f"{run_dir} was trained with other settings ({'; '.join(differences)}); give the run's own "
+                        "settings, or a new `run`", mentions=("run",))
     if meta.data_fingerprint is not None and meta.data_fingerprint != data.fingerprint():
         raise UserError(f"{run_dir} was trained on crops of another image (or with another `seed`); give the run's "
                         "own image and seed, or a new `run`", mentions=("seed", "run"))
@@ -188,8 +202,9 @@ def synthesize_texture(run_dir: Path, settings: TextureSettings, device: torch.d
         meta = run.load_networks(file, {"critic": critic}, device)
         low, high = meta.extra.get("generative", {}).get("threshold_range", (0.0, 0.0))
         threshold = float(low) + (float(high) - float(low)) * float(torch.rand((), generator=rng, device=device))
-        result = ascend_canvas(critic_scores(critic), critic, canvas, patch, settings.patches_per_step, method.ascent,
-                               rng, threshold=threshold, steps=settings.steps)
+        ascent = method.ascent if settings.steps is None else replace(method.ascent, max_steps=settings.steps)
+        result = ascend_canvas(critic_scores(critic), critic, canvas, patch, settings.patches_per_step, ascent, rng,
+                               threshold=threshold)
         if result.final_mean != result.final_mean:
             from winn_robust.training.divergence import TrainingDiverged
 
