@@ -191,3 +191,28 @@ def test_bad_texture_inputs_are_one_line_exit_2(tmp_path, capsys):
     one_line_error(capsys, ["texture", "--image", str(source), "--out", out, *TINY, "--patch", "0"], "--patch")
     one_line_error(capsys, ["texture", "--image", str(source), "--out", str(tmp_path / "o.jpg"), *TINY], ".png")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_killed_run_is_resumed_to_the_same_texture(made, tmp_path):
+    from winn_robust.training.generative.texture import texture_config, texture_data
+    from winn_robust.training.generative.trainer import train_generative
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(iteration: int, row: dict) -> None:
+        if iteration == 2:
+            raise Killed
+
+    options = {"cascades": 2, "iterations": 2, "positives": 8, "negatives": 8, "last_negatives": 8,
+               "initial_negatives": 16, "ascent_max_steps": 5}
+    config = texture_config(options, seed=0, batch_size=8)
+    data = texture_data(load_texture(made["source"]), config, 16, torch.device("cpu"))
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_generative(config, data, run, progress=False, on_epoch_end=kill_after_two)
+    argv = ["texture", "--image", str(made["source"]), "--size", "40", "--out", str(tmp_path / "resumed.png"), *TINY,
+            "--run", str(run)]
+    assert main(argv) == 0
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2, 3, 4]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "resumed.png")), np.asarray(Image.open(made["root"] / "a.png")))

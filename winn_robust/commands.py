@@ -322,8 +322,8 @@ def run_texture(args: argparse.Namespace) -> None:
     out = save_texture(result.image, args.out)
     stages = "; ".join(f"stage {int(s['stage'])}: {int(s['steps'])} steps, mean patch score {s['final_mean']:.3g} "
                        f"(threshold {s['threshold']:.3g})" for s in result.stages)
-    trained = f"trained {result.iterations} iterations in {result.train_seconds:.0f} s" if result.train_seconds else \
-        f"reused the finished run in {args.run} ({result.iterations} iterations)"
+    trained = f"reused the finished run in {args.run} ({result.iterations} iterations)" if result.reused else \
+        f"trained {result.iterations} iterations in {result.train_seconds:.0f} s"
     kept = f"; the run is kept in {args.run}" if args.run is not None else ""
     print(f"{settings.size}x{settings.size} texture written to {out}: {trained}, synthesized in "
           f"{result.synth_seconds:.0f} s ({stages}){kept}")

@@ -140,7 +140,8 @@ def noise_canvas(channels: int, side: int, patch: int, seed: int, rng: torch.Gen
 @dataclass
 class TextureResult:
     image: torch.Tensor                          # (C, size, size) in [-1, 1]
-    train_seconds: float                         # 0 when a finished --run was reused
+    reused: bool                                 # a finished run was reused: synthesis only
+    train_seconds: float                         # training (or resuming) now; 0 when reused
     synth_seconds: float
     iterations: int                              # training iterations the run holds
     stages: list[dict[str, float]] = field(default_factory=list)  # per cascade: steps, threshold, final mean
@@ -235,7 +236,7 @@ def make_texture(image_path: str | Path, settings: TextureSettings, config: Trai
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             out, stages = synthesize_texture(folder, settings, device, progress)
-        return TextureResult(out.detach().cpu(), trained if state != "reuse" else 0.0,
+        return TextureResult(out.detach().cpu(), state == "reuse", trained if state != "reuse" else 0.0,
                              time.perf_counter() - started, iterations, stages)
 
 
