@@ -1,4 +1,4 @@
-"""The one entry point: `winn-robust train | attack | report | sample | score | plot | reproduce`.
+"""The one entry point: `winn-robust train | attack | report | sample | score | plot | reproduce | texture`.
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
 (`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
@@ -291,6 +291,48 @@ def add_plot_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, help="PNG to write [default: RUN/metrics.png]")
 
 
+def add_texture_parser(sub: Any) -> None:
+    from dataclasses import fields as dataclass_fields
+
+    from winn_robust.training.generative import WinnGen
+
+    parser = sub.add_parser("texture", help="train unsupervised WINN on patches of one image and synthesize a texture "
+                                            "of any size (WINN paper section 5.2)",
+                            description="Train winn-gen with Appendix C's critic (winn64) on random PATCH x PATCH "
+                                        "crops of one image, then synthesize a SIZE x SIZE texture by anysize "
+                                        "synthesis: a working image one patch larger, random patches each step, "
+                                        "overlapping gradients averaged, the centre cut out (docs/textures.md). Every "
+                                        "default is the paper's: a GPU's work; for a CPU see docs/textures.md.")
+    parser.add_argument("--image", type=Path, required=True, help="the texture: a PNG or JPEG (grey or colour)")
+    parser.add_argument("--size", type=int, default=256, help="side of the output texture in pixels [default: 256]")
+    parser.add_argument("--out", type=Path, required=True, help="the output PNG")
+    parser.add_argument("--patch", type=int, default=64,
+                        help="side of the training crops, the critic's input [default: 64, the paper's]")
+    parser.add_argument("--patches-per-step", type=int, default=200,
+                        help="random patches scored per synthesis step [default: 200, the paper's]")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="synthesis step budget per cascade stage; a stage stops earlier once the mean patch "
+                             "score reaches its critic's threshold [default: --ascent-max-steps]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the training and the synthesis "
+                                                            "[default: 0]")
+    parser.add_argument("--synthesis-seed", type=int, default=None,
+                        help="seed of the synthesis alone (start canvas, patches, thresholds): other textures from one "
+                             "kept --run [default: --seed]")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="critic and synthesis batch (half positives, half negatives) [default: 100]")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="keep the training run in this folder: an unfinished run there is resumed, a finished "
+                             "one is reused (synthesis only) [default: a temporary folder, deleted]")
+    group = parser.add_argument_group("winn-gen settings", "the training schedule (WINN paper section 5.1; "
+                                                           "[default: the paper's])")
+    for f in dataclass_fields(WinnGen):
+        flag = METHOD_SETTING_FLAGS[f.name]
+        kind = finite_float if isinstance(WinnGen.__dataclass_fields__[f.name].default, float) else int
+        group.add_argument(flag, dest=f"method_{f.name}", type=kind, default=None, metavar="VALUE",
+                           help=SETTING_HELP[f.name])
+    add_common_options(parser)
+
+
 def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -398,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_parser(sub)
     add_reproduce_parser(sub)
     add_run_job_parser(sub)
+    add_texture_parser(sub)
     return parser
 
 
@@ -433,6 +476,10 @@ def interrupted_hint(args: argparse.Namespace) -> str:
                 f"epoch {epoch}")
     if args.command == "attack" and out is not None:
         return f"finished batches are kept in {out}; the same command with --resume continues"
+    if args.command == "texture":
+        run = getattr(args, "run", None)
+        return (f"finished iterations are kept in {run}; the same command continues" if run is not None else
+                "the training run was in a temporary folder and is gone; give --run DIR to keep it")
     if args.command == "reproduce":
         return "finished epochs and evaluations are kept; the same command continues where it stopped"
     return "written files are kept"

@@ -348,6 +348,30 @@ def run_score(args: argparse.Namespace) -> None:
         print(f"written to {args.out} and {csv}")
 
 
+def run_texture(args: argparse.Namespace) -> None:
+    """Train winn-gen on crops of one image (or resume or reuse --run), then anysize synthesis."""
+    from winn_robust.training.generative import WinnGen
+    from winn_robust.training.generative.texture import TextureSettings, make_texture, save_texture, texture_config
+
+    if args.out.suffix.lower() != ".png":
+        raise UserError(f"--out {args.out} must end in .png")
+    settings = TextureSettings(size=args.size, patch=args.patch, patches_per_step=args.patches_per_step,
+                               steps=args.steps, seed=args.seed if args.synthesis_seed is None else args.synthesis_seed)
+    options = {f.name: getattr(args, f"method_{f.name}") for f in fields(WinnGen)
+               if getattr(args, f"method_{f.name}", None) is not None}
+    config = texture_config(options, args.seed, args.batch_size)
+    device = resolve_device(args.device)
+    result = make_texture(args.image, settings, config, device, run_dir=args.run, progress=progress_wanted(args))
+    out = save_texture(result.image, args.out)
+    stages = "; ".join(f"stage {int(s['stage'])}: {int(s['steps'])} steps, mean patch score {s['final_mean']:.3g} "
+                       f"(threshold {s['threshold']:.3g})" for s in result.stages)
+    trained = f"reused the finished run in {args.run} ({result.iterations} iterations)" if result.reused else \
+        f"trained {result.iterations} iterations in {result.train_seconds:.0f} s"
+    kept = f"; the run is kept in {args.run}" if args.run is not None else ""
+    print(f"{settings.size}x{settings.size} texture written to {out}: {trained}, synthesized in "
+          f"{result.synth_seconds:.0f} s ({stages}){kept}")
+
+
 def run_reproduce(args: argparse.Namespace) -> None:
     if args.list_presets:
         print("\n".join(describe_presets()))

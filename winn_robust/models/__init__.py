@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from winn_robust.errors import UserError
+from winn_robust.models.appendix_c import AppendixC
 from winn_robust.models.base import Classifier
 from winn_robust.models.generator import RandomGenerator
 from winn_robust.models.resnet import ResNet
@@ -16,6 +17,7 @@ ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
     "resnet32": lambda **kw: ResNet(depth=32, **kw),
     "resnet44": lambda **kw: ResNet(depth=44, **kw),
     "resnet56": lambda **kw: ResNet(depth=56, **kw),
+    "winn64": AppendixC,  # the WINN paper's Appendix C critic for 64x64 textures and faces
 }
 
 

@@ -17,7 +17,7 @@ from winn_robust.units import L2_EPS_MAX
 FIELD_HELP = {
     "method": "baseline (CE only), icn (logistic introspective loss), winn (Wasserstein), pgd-at (Madry et al.), "
               "trades (Zhang et al.), fast-at (Wong et al.), or your own as NAME=FILE.py:FUNCTION",
-    "arch": "vanilla, resnet20, resnet32, resnet44 or resnet56",
+    "arch": "vanilla, resnet20, resnet32, resnet44, resnet56 or winn64 (Appendix C's critic for 64x64 textures)",
     "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download)",
     "epochs": "training epochs (paper: 200)",
     "batch_size": "positives per batch; WINN pairs each with a same-label negative (paper: 100)",
