@@ -18,6 +18,9 @@ ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
     "resnet56": lambda **kw: ResNet(depth=56, **kw),
 }
 
+#: architectures for 2-D points (the toy mixtures of the generative methods), built by the method itself
+POINT_ARCHITECTURES = ("mlp",)
+
 
 def build_model(arch: str, image_shape: tuple[int, int, int], num_classes: int) -> Classifier:
     """Build an architecture by name for images of shape (C, H, W)."""
@@ -26,4 +29,4 @@ def build_model(arch: str, image_shape: tuple[int, int, int], num_classes: int) 
     return ARCHITECTURES[arch](image_shape=tuple(image_shape), num_classes=num_classes)
 
 
-__all__ = ["ARCHITECTURES", "Classifier", "RandomGenerator", "build_model"]
+__all__ = ["ARCHITECTURES", "POINT_ARCHITECTURES", "Classifier", "RandomGenerator", "build_model"]

@@ -99,6 +99,17 @@ SETTING_HELP = {
     "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
     "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
     "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
+    "latent_dim": "latent dimension of z ~ N(0, I) (iwgan paper: 5 for the toys, 8 for MNIST; digits: 8; else 64)",
+    "steps_per_iteration": "iwgan: Algorithm-1 outer loops per metrics row (toys: 75; digits: 50; else 1000)",
+    "n_critic": "critic steps, then as many generator (and encoder) steps, per outer loop (default 5)",
+    "generator_lr": "Adam learning rate of the generator and encoder (default 1e-4)",
+    "mmd_lambda": "iwgan: weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
+    "gap_steps": "iwgan: inner Adam steps of each duality-gap probe on held-out batches (default 10)",
+    "gap_lr": "iwgan: learning rate of the duality-gap probes (default: the training ones)",
+    "gap_batch": "iwgan: held-out points of the batch the primal value and the gap are measured on (default 512)",
+    "stop_gap": "iwgan: stop once the duality gap stayed below this for stop_patience rows (default: none, full budget)",
+    "stop_patience": "iwgan: rows in a row the gap must stay below --stop-gap (default 3)",
+    "generator_width": "iwgan on images: width of the DCGAN-style generator (default 64)",
 }
 
 # the flag of each method setting on the command line (the CLI and the jobs that rebuild one)
@@ -108,4 +119,8 @@ CLI_FLAGS = {"alpha": "--alpha", "gp_lambda": "--gp-lambda", "eps": "--train-eps
              "critic_passes": "--critic-passes", "positives": "--positives", "growth": "--growth",
              "negatives": "--negatives", "last_negatives": "--last-negatives", "initial_negatives": "--initial-negatives",
              "critic_lr": "--critic-lr", "ascent_lr": "--ascent-lr", "ascent_beta1": "--ascent-beta1",
-             "ascent_beta2": "--ascent-beta2", "ascent_max_steps": "--ascent-max-steps"}
+             "ascent_beta2": "--ascent-beta2", "ascent_max_steps": "--ascent-max-steps",
+             "latent_dim": "--latent-dim", "steps_per_iteration": "--steps-per-iteration", "n_critic": "--n-critic",
+             "generator_lr": "--generator-lr", "mmd_lambda": "--mmd-lambda", "gap_steps": "--gap-steps",
+             "gap_lr": "--gap-lr", "gap_batch": "--gap-batch", "stop_gap": "--stop-gap",
+             "stop_patience": "--stop-patience", "generator_width": "--generator-width"}
