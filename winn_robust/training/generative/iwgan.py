@@ -62,9 +62,9 @@ NETWORKS = ("generator", "encoder", "critic")
 # Defaults per dataset; None in the method means "the dataset's" (resolved_for). The toys follow
 # the paper's 5.1 (latent 5) and gan_toy.py (gp_lambda 0.1); MNIST-like the paper's D2 (latent 8);
 # digits a CPU-sized schedule of the same procedure.
-TOY_SCHEDULE: dict[str, Any] = {"latent_dim": 5, "iterations": 20, "steps_per_iteration": 75, "gp_lambda": 0.1}
+TOY_SCHEDULE: dict[str, Any] = {"latent_dim": 5, "iterations": 10, "steps_per_iteration": 70, "gp_lambda": 0.1}
 SCHEDULES: dict[str, dict[str, Any]] = {
-    "digits": {"latent_dim": 8, "iterations": 20, "steps_per_iteration": 50, "gp_lambda": 10.0},
+    "digits": {"latent_dim": 8, "iterations": 15, "steps_per_iteration": 30, "gp_lambda": 10.0},
     "mnist": {"latent_dim": 8, "iterations": 100, "steps_per_iteration": 1000, "gp_lambda": 10.0},
     "fashion-mnist": {"latent_dim": 8, "iterations": 100, "steps_per_iteration": 1000, "gp_lambda": 10.0},
 }

@@ -110,7 +110,8 @@ SETTING_HELP = {
     "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
     "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
     "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
-    "steps_per_iteration": "iwgan: Algorithm-1 outer loops per metrics row (toys: 75; digits: 50; else 1000)",
+    "steps_per_iteration": "iwgan: Algorithm-1 outer loops per metrics row (toys: 70 x 10 rows; digits: 30 x 15 "
+                           "rows; else 1000 x 100 rows)",
     "mmd_lambda": "iwgan: weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
     "gap_steps": "iwgan: inner Adam steps of each duality-gap probe on held-out batches (default 10)",
     "gap_lr": "iwgan: learning rate of the duality-gap probes (default: the training ones)",
