@@ -244,9 +244,11 @@ def add_report_parser(sub: Any) -> None:
 def add_sample_parser(sub: Any) -> None:
     parser = sub.add_parser("sample", help="draw images from a generative run (winn-gen, wgan-gp), or per class from a "
                                            "WINN/ICN classifier",
-                            description="A generative run (train --method winn-gen|wgan-gp): --count N images, seeded, "
-                                        "into FILE.npz (`images`, (N, C, H, W) float32 in [0, 1], with the seed and "
-                                        "checkpoint) or FILE.png (a grid). A WINN/ICN classifier: --per-class images of "
+                            description="A generative run (train --method winn-gen|wgan-gp|iwgan): --count N images, "
+                                        "seeded, into FILE.npz (`images`, (N, C, H, W) float32 in [0, 1], with the seed "
+                                        "and checkpoint) or FILE.png (a grid); a run on 2-D points (--data ring8, ...) "
+                                        "writes `points` (N, 2), or a scatter plot beside the real mixture. A WINN/ICN classifier: "
+                                        "--per-class images of "
                                         "every class by the training-time synthesis, as a PNG grid.")
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="a generative run folder (or a checkpoint in it), or a WINN/ICN checkpoint or run folder")
