@@ -110,14 +110,14 @@ SETTING_HELP = {
     "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
     "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
     "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
-    "steps_per_iteration": "iwgan: Algorithm-1 outer loops per metrics row (toys: 70 x 10 rows; digits: 30 x 15 "
+    "steps_per_iteration": "Algorithm-1 outer loops per metrics row (toys: 70 x 10 rows; digits: 30 x 15 "
                            "rows; else 1000 x 100 rows)",
-    "mmd_lambda": "iwgan: weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
-    "gap_steps": "iwgan: inner Adam steps of each duality-gap probe on held-out batches (default 10)",
-    "gap_lr": "iwgan: learning rate of the duality-gap probes (default: the training ones)",
-    "gap_batch": "iwgan: held-out points of the batch the primal value and the gap are measured on (default 512)",
-    "stop_gap": "iwgan: stop once the duality gap stayed below this for stop_patience rows (default: none, full budget)",
-    "stop_patience": "iwgan: rows in a row the gap must stay below --stop-gap (default 3)",
+    "mmd_lambda": "weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
+    "gap_steps": "inner Adam steps of each duality-gap probe on held-out batches (default 10)",
+    "gap_lr": "learning rate of the duality-gap probes (default: the training ones)",
+    "gap_batch": "held-out points of the batch the primal value and the gap are measured on (default 512)",
+    "stop_gap": "stop once the duality gap stayed below this for stop_patience rows (default: none, full budget)",
+    "stop_patience": "rows in a row the gap must stay below --stop-gap (default 3)",
 }
 
 # the flag of each method setting on the command line (the CLI and the jobs that rebuild one)
