@@ -1,4 +1,4 @@
-"""The one entry point: `winn-robust train | attack | report | sample | score | plot | reproduce | texture`.
+"""The one entry point: `winn-robust train | attack | report | sample | score | quality | reconstruct | plot | reproduce | texture`.
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
 (`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
@@ -244,9 +244,11 @@ def add_report_parser(sub: Any) -> None:
 def add_sample_parser(sub: Any) -> None:
     parser = sub.add_parser("sample", help="draw images from a generative run (winn-gen, wgan-gp), or per class from a "
                                            "WINN/ICN classifier",
-                            description="A generative run (train --method winn-gen|wgan-gp): --count N images, seeded, "
-                                        "into FILE.npz (`images`, (N, C, H, W) float32 in [0, 1], with the seed and "
-                                        "checkpoint) or FILE.png (a grid). A WINN/ICN classifier: --per-class images of "
+                            description="A generative run (train --method winn-gen|wgan-gp|iwgan): --count N images, "
+                                        "seeded, into FILE.npz (`images`, (N, C, H, W) float32 in [0, 1], with the seed "
+                                        "and checkpoint) or FILE.png (a grid); a run on 2-D points (--data ring8, ...) "
+                                        "writes `points` (N, 2), or a scatter plot beside the real mixture. A WINN/ICN classifier: "
+                                        "--per-class images of "
                                         "every class by the training-time synthesis, as a PNG grid.")
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="a generative run folder (or a checkpoint in it), or a WINN/ICN checkpoint or run folder")
@@ -281,6 +283,35 @@ def add_score_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, help="also write the figures to this .json (and a .csv beside it)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda [default: auto]")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads torch may use [default: torch's, all cores]")
+
+
+def add_quality_parser(sub: Any) -> None:
+    parser = sub.add_parser("quality", help="iWGAN quality score exp(-||x - G(Q(x))||) of every input",
+                            description="The iWGAN paper's quality score and reconstruction error of every input of "
+                                        "--input (a .npz with `images` (N, C, H, W) in [0, 1] or `points` (N, 2)), "
+                                        "written to --out (CSV: index, quality, reconstruction_error), with a plot of "
+                                        "the highest and lowest scoring inputs beside it (OUT with .png).")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a `train --method iwgan` run folder")
+    parser.add_argument("--input", type=Path, required=True, help="FILE.npz with `images` in [0, 1] or `points`")
+    parser.add_argument("--out", type=Path, required=True, help="scores.csv (the plot goes to scores.png)")
+    parser.add_argument("--show", type=int, default=16, help="inputs shown at each end of the plot [default: 16]")
+    add_common_options(parser)
+
+
+def add_reconstruct_parser(sub: Any) -> None:
+    parser = sub.add_parser("reconstruct", help="iWGAN: inputs beside G(Q(x)), or latent interpolations",
+                            description="Rows of inputs (a .npz with `images` in [0, 1] or `points`), each followed by "
+                                        "its reconstruction G(Q(x)); with --interpolate N, one row per pair of inputs "
+                                        "(0-1, 2-3, ...): G of N codes evenly between Q(x1) and Q(x2), framed by the "
+                                        "two inputs (the paper's Figure 5c).")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a `train --method iwgan` run folder")
+    parser.add_argument("--input", type=Path, required=True, help="FILE.npz with `images` in [0, 1] or `points`")
+    parser.add_argument("--out", type=Path, required=True, help="FILE.png")
+    parser.add_argument("--count", type=int, default=50, help="inputs reconstructed (the first N) [default: 50]")
+    parser.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
+                        help="draw latent interpolations with STEPS images per pair instead of reconstructions")
+    parser.add_argument("--pairs", type=int, default=8, help="--interpolate: pairs of inputs [default: 8]")
+    add_common_options(parser)
 
 
 def add_plot_parser(sub: Any) -> None:
@@ -437,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_sample_parser(sub)
     add_score_parser(sub)
+    add_quality_parser(sub)
+    add_reconstruct_parser(sub)
     add_plot_parser(sub)
     add_reproduce_parser(sub)
     add_run_job_parser(sub)

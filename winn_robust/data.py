@@ -26,6 +26,7 @@ naming the dataset, the files expected, the folder searched, and the fix.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import shutil
@@ -42,6 +43,7 @@ from winn_robust.errors import SettingError, UserError
 from winn_robust.units import MODEL_LOW, MODEL_SCALE
 
 DATASETS = ("mnist", "svhn", "fashion-mnist", "cifar10", "digits")
+TOY_DATASETS = ("ring8", "grid25", "spiral20")  # 2-D Gaussian mixtures (iWGAN paper 5.1): points, not images
 
 DATA_ENV_VAR = "WINN_ROBUST_DATA"
 
@@ -112,6 +114,94 @@ def load_digits_dataset() -> ImageDataset:
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target, random_state=0)
     return ImageDataset("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
                         _DIGIT_CLASSES)
+
+
+# --------------------------------------------------------------------------- 2-D toy mixtures
+
+TOY_TRAIN, TOY_TEST = 100_000, 10_000
+TOY_SEED = 20190101  # one fixed draw per mixture: every run (and every resume) sees the same points
+
+
+@dataclass(frozen=True)
+class ToyMixture:
+    """An equal-weight mixture of isotropic 2-D Gaussians: its centres (K, 2) and standard deviation.
+
+    - ring8: 8 Gaussians on a circle of radius 2 (angles 2 pi k / 8), sd 0.02;
+    - grid25: 5 x 5 Gaussians at {-4, -2, 0, 2, 4}^2, sd 0.05;
+    - spiral20 (the project's choice; the paper does not give it): 20 Gaussians along an
+      Archimedean-like spiral, centre k (k = 0..19) at radius 0.5 + 3.5 k / 19 and angle
+      3 pi k / 19 (1.5 turns), sd 0.05 (neighbouring centres are >= 0.3 apart, 6 sd).
+    A mode counts as covered when at least `cover_share` of the samples (0.8%: PacGAN's 20 of
+    2,500) lie within 3 sd of it; a sample is high-quality when it lies within 3 sd of some mode
+    (VEEGAN, PacGAN)."""
+    name: str
+    centers: tuple[tuple[float, float], ...]
+    sd: float
+    cover_share: float = 0.008
+
+    def centres(self) -> torch.Tensor:
+        return torch.tensor(self.centers, dtype=torch.float32)
+
+    def draw(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """count points (N, 2) and their mode index (N,), seeded by `generator`."""
+        modes = torch.randint(0, len(self.centers), (count,), generator=generator)
+        noise = torch.randn(count, 2, generator=generator) * self.sd
+        return self.centres()[modes] + noise, modes
+
+    def bounds(self, margin: float = 1.0) -> tuple[float, float]:
+        """The square [low, high]^2 around the centres, `margin` beyond the outermost ones."""
+        c = self.centres()
+        return float(c.min()) - margin, float(c.max()) + margin
+
+    def coverage(self, points: torch.Tensor | np.ndarray) -> dict[str, float]:
+        """modes_covered, the share of samples within 3 sd of some mode (high_quality_share), and
+        the per-mode counts' minimum, for points (N, 2)."""
+        x = torch.as_tensor(np.asarray(points), dtype=torch.float32).reshape(-1, 2)
+        distance = torch.cdist(x, self.centres())
+        nearest, mode = distance.min(dim=1)
+        close = nearest <= 3 * self.sd
+        counts = torch.bincount(mode[close], minlength=len(self.centers))
+        need = max(1, math.ceil(self.cover_share * len(x)))
+        return {"modes": len(self.centers), "modes_covered": int((counts >= need).sum()),
+                "high_quality_share": float(close.float().mean()) if len(x) else float("nan"),
+                "samples": len(x), "cover_threshold": need, "min_mode_count": int(counts.min())}
+
+
+def _spiral(count: int = 20) -> tuple[tuple[float, float], ...]:
+    out = []
+    for k in range(count):
+        radius, angle = 0.5 + 3.5 * k / (count - 1), 3 * math.pi * k / (count - 1)
+        out.append((round(radius * math.cos(angle), 6), round(radius * math.sin(angle), 6)))
+    return tuple(out)
+
+
+TOY_MIXTURES: dict[str, ToyMixture] = {
+    "ring8": ToyMixture("ring8", tuple((round(2 * math.cos(2 * math.pi * k / 8), 6), round(2 * math.sin(2 * math.pi * k / 8), 6))
+                                       for k in range(8)), 0.02),
+    "grid25": ToyMixture("grid25", tuple((float(a), float(b)) for a in (-4, -2, 0, 2, 4) for b in (-4, -2, 0, 2, 4)), 0.05),
+    "spiral20": ToyMixture("spiral20", _spiral(), 0.05),
+}
+
+
+def toy_mixture(name: str) -> ToyMixture:
+    key = str(name).strip().lower()
+    if key not in TOY_MIXTURES:
+        raise UserError(f"unknown toy mixture {name!r}; choose one of {', '.join(TOY_MIXTURES)}")
+    return TOY_MIXTURES[key]
+
+
+def load_toy_dataset(name: str) -> ImageDataset:
+    """A 2-D mixture as a dataset of points: 'images' of shape (N, 2) (not rescaled: the points
+    are the data), labels the mode index; a fixed seeded draw of TOY_TRAIN + TOY_TEST points."""
+    mixture = toy_mixture(name)
+    generator = torch.Generator().manual_seed(TOY_SEED + sum(map(ord, mixture.name)))
+    points, modes = mixture.draw(TOY_TRAIN + TOY_TEST, generator)
+    return ImageDataset(mixture.name, points[:TOY_TRAIN], modes[:TOY_TRAIN], points[TOY_TRAIN:], modes[TOY_TRAIN:],
+                        tuple(f"mode-{k}" for k in range(len(mixture.centers))))
+
+
+def is_toy(name: str) -> bool:
+    return str(name).strip().lower() in TOY_DATASETS
 
 
 # --------------------------------------------------------------------------- file discovery
@@ -413,8 +503,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
     if key == "digits":
         return load_digits_dataset()
+    if key in TOY_DATASETS:
+        return load_toy_dataset(key)
     if key not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS + TOY_DATASETS)}")
     source = _sources()[key]
     explicit = data_dir is not None
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_root()

@@ -20,6 +20,9 @@ ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
     "winn64": AppendixC,  # the WINN paper's Appendix C critic for 64x64 textures and faces
 }
 
+#: architectures for 2-D points (the toy mixtures of the generative methods), built by the method itself
+POINT_ARCHITECTURES = ("mlp",)
+
 
 def build_model(arch: str, image_shape: tuple[int, int, int], num_classes: int) -> Classifier:
     """Build an architecture by name for images of shape (C, H, W)."""
@@ -28,4 +31,4 @@ def build_model(arch: str, image_shape: tuple[int, int, int], num_classes: int) 
     return ARCHITECTURES[arch](image_shape=tuple(image_shape), num_classes=num_classes)
 
 
-__all__ = ["ARCHITECTURES", "Classifier", "RandomGenerator", "build_model"]
+__all__ = ["ARCHITECTURES", "POINT_ARCHITECTURES", "Classifier", "RandomGenerator", "build_model"]

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from winn_robust.data import TOY_DATASETS, is_toy
 from winn_robust.errors import SettingError
-from winn_robust.models import ARCHITECTURES
+from winn_robust.models import ARCHITECTURES, POINT_ARCHITECTURES
 from winn_robust.models.generator import GENERATOR_INITS
 from winn_robust.training.methods import TrainingMethod, make_method, settings_owners
 from winn_robust.units import L2_EPS_MAX
@@ -17,8 +18,9 @@ from winn_robust.units import L2_EPS_MAX
 FIELD_HELP = {
     "method": "baseline (CE only), icn (logistic introspective loss), winn (Wasserstein), pgd-at (Madry et al.), "
               "trades (Zhang et al.), fast-at (Wong et al.), or your own as NAME=FILE.py:FUNCTION",
-    "arch": "vanilla, resnet20, resnet32, resnet44, resnet56 or winn64 (Appendix C's critic for 64x64 textures)",
-    "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download)",
+    "arch": "vanilla, resnet20, resnet32, resnet44, resnet56, winn64 (Appendix C, textures); mlp for the 2-D toys",
+    "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download); generative methods also "
+            "ring8, grid25, spiral20 (2-D Gaussian mixtures)",
     "epochs": "training epochs (paper: 200)",
     "batch_size": "positives per batch; WINN pairs each with a same-label negative (paper: 100)",
     "lr": "Adam learning rate (paper: 1e-3)",
@@ -49,6 +51,20 @@ FIELD_HELP = {
 
 
 SELECT_RULES = ("clean", "pgd", "last")
+
+
+def check_arch_for_data(arch: str, data: str, method: TrainingMethod) -> None:
+    """2-D toy mixtures train only generative methods with the point MLPs; images never with them."""
+    if is_toy(data):
+        if not getattr(method, "generative", False):
+            raise SettingError("data", f"{data} is a 2-D toy mixture of points for the generative methods (iwgan, "
+                                       "wgan-gp); supervised training needs images (mnist, digits, ...)")
+        if arch not in POINT_ARCHITECTURES:
+            raise SettingError("arch", f"{arch!r} is an image architecture and {data} is 2-D points; use "
+                                       f"{' or '.join(POINT_ARCHITECTURES)} (the default for {', '.join(TOY_DATASETS)})")
+    elif arch in POINT_ARCHITECTURES:
+        raise SettingError("arch", f"{arch!r} is for 2-D points ({', '.join(TOY_DATASETS)}), not the images of {data}; "
+                                   f"use one of {', '.join(ARCHITECTURES)}")
 
 
 @dataclass(frozen=True)
@@ -94,8 +110,10 @@ class TrainConfig:
         object.__setattr__(self, "method", built.method_name)
         object.__setattr__(self, "method_options", built.settings())
         object.__setattr__(self, "_method", built)
-        if self.arch not in ARCHITECTURES:
-            raise SettingError("arch", f"{self.arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+        if self.arch not in ARCHITECTURES and self.arch not in POINT_ARCHITECTURES:
+            raise SettingError("arch", f"{self.arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)} (images) "
+                                       f"or {', '.join(POINT_ARCHITECTURES)} (2-D points)")
+        check_arch_for_data(self.arch, self.data, built)
         if self.generator_init not in GENERATOR_INITS:
             raise SettingError("generator_init", f"{self.generator_init!r} is unknown; choose one of "
                                                  f"{', '.join(GENERATOR_INITS)}")

@@ -34,6 +34,8 @@ class LearnerSetup:
     device: torch.device
     rng: torch.Generator
     progress: bool = False
+    #: the validation images (or points), never trained on: for held-out measures such as iWGAN's duality gap
+    held_out: torch.Tensor | None = None
 
 
 class Learner(ABC):
@@ -45,11 +47,18 @@ class Learner(ABC):
     optimizers: dict[str, torch.optim.Optimizer]
     #: metrics.csv's columns of this method, after `epoch` (the iteration) and `method`
     columns: ClassVar[tuple[str, ...]] = ()
+    #: networks whose passes count in the run's cost but that are not saved (e.g. throw-away probes)
+    auxiliary: dict[str, nn.Module] = {}  # noqa: RUF012  (replaced per instance, never mutated)
 
     @property
     @abstractmethod
     def total_iterations(self) -> int:
         """How many iterations (metrics.csv rows, resumable checkpoints) the run has."""
+
+    @property
+    def finished(self) -> bool:
+        """True once the method's own stopping rule ended the run before total_iterations."""
+        return False
 
     @abstractmethod
     def iterate(self, iteration: int) -> dict[str, float]:

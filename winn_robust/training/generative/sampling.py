@@ -30,6 +30,11 @@ class GenerativeRun:
     method: GenerativeMethod
 
     @property
+    def points(self) -> bool:
+        """A run on 2-D points (the toy mixtures): its samples are points, not images."""
+        return len(self.meta.image_shape) == 1
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = (int(v) for v in self.meta.image_shape)
         return c, h, w
@@ -69,24 +74,32 @@ def open_run(path: str | Path) -> GenerativeRun:
 
 def sample_images(run: GenerativeRun, count: int, seed: int, device: torch.device, from_critic: bool = False,
                   progress: bool = False) -> torch.Tensor:
-    """count images in [0, 1], (N, C, H, W) float32 on the CPU."""
+    """count images in [0, 1], (N, C, H, W) float32 on the CPU; a run on points: (N, 2) points."""
     if count <= 0:
         raise UserError(f"`count` must be positive, got {count}", mentions=("count",))
     rng = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         images = run.method.sample(run, count, seed, rng, device, from_critic=from_critic, progress=progress)
+    if run.points:
+        return images.detach().float().cpu()
     return to_pixel_range(images.detach().float().cpu()).clamp(0.0, 1.0)
 
 
 def write_samples(images: torch.Tensor, out: str | Path, seed: int, checkpoint: str, extra: dict[str, Any]) -> Path:
-    """`.npz`: images (N, C, H, W) float32 in [0, 1], seed, checkpoint; `.png`: a grid."""
+    """`.npz`: images (N, C, H, W) float32 in [0, 1] (points (N, 2): `points`), seed, checkpoint;
+    `.png`: a grid (points: a scatter plot beside the real mixture's, `extra["dataset"]`)."""
     from winn_robust.storage import atomic_write
 
     out = Path(out)
     suffix = out.suffix.lower()
+    points = images.dim() == 2
+    if suffix == ".png" and points:
+        return scatter_points(images, str(extra.get("dataset", "")), out,
+                              title=f"{len(images)} samples of {extra.get('method', '')} (seed {seed})")
     if suffix == ".npz":
-        arrays = {"images": images.numpy().astype(np.float32), "seed": np.int64(seed), "checkpoint": np.str_(checkpoint),
+        arrays = {("points" if points else "images"): images.numpy().astype(np.float32), "seed": np.int64(seed),
+                  "checkpoint": np.str_(checkpoint),
                   **{k: np.asarray(v) for k, v in extra.items()}}
         atomic_write(out, lambda handle: np.savez(handle, **arrays))
     elif suffix == ".png":
@@ -99,3 +112,30 @@ def write_samples(images: torch.Tensor, out: str | Path, seed: int, checkpoint: 
     else:
         raise UserError(f"`out` {out} must end in .npz (the images as an array) or .png (a grid)", mentions=("out",))
     return out
+
+
+def scatter_points(points: torch.Tensor, dataset: str, out: Path, title: str, max_real: int = 2000) -> Path:
+    """Samples (N, 2) in a scatter plot beside as many points of the real mixture (same axes)."""
+    from matplotlib.figure import Figure
+
+    from winn_robust.data import is_toy, toy_mixture
+    from winn_robust.storage import atomic_savefig
+
+    panels = [(title, points.numpy())]
+    if is_toy(dataset):
+        mixture = toy_mixture(dataset)
+        real, _ = mixture.draw(min(max_real, max(1, len(points))), torch.Generator().manual_seed(0))
+        panels.insert(0, (f"{dataset}: {len(real)} points of the real mixture", real.numpy()))
+        low, high = mixture.bounds()
+    else:
+        low, high = float(points.min()) - 0.5, float(points.max()) + 0.5
+    fig = Figure(figsize=(4.2 * len(panels), 4.2))
+    for k, (name, xy) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5, color="C0" if k or len(panels) == 1 else "C1")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return atomic_savefig(fig, out, dpi=110)

@@ -61,8 +61,10 @@ class GenerativeTrainer:
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
         torch.manual_seed(config.seed)
         self.rng = torch.Generator(device=device).manual_seed(config.seed)
-        self.learner: Learner = method.learner(LearnerSetup(config, data.train_images, device, self.rng, progress))
-        self.counters = [PassCounter(module) for module in self.learner.modules.values()]
+        self.learner: Learner = method.learner(LearnerSetup(config, data.train_images, device, self.rng, progress,
+                                                            held_out=data.val_images))
+        self.counters = [PassCounter(module) for module in (*self.learner.modules.values(),
+                                                            *self.learner.auxiliary.values())]
         self.iteration = 0
         self.rows: list[dict[str, Any]] = []
         self.part_files: list[dict[str, Any]] = []
@@ -200,10 +202,13 @@ def train_generative(config: TrainConfig, data: TrainData, out_dir: str | Path, 
         total = trainer.learner.total_iterations
         if trainer.iteration >= total:
             raise UserError(f"nothing to do: {out_dir} already holds all {total} iterations of {config.method}")
+        if trainer.learner.finished:
+            raise UserError(f"nothing to do: {out_dir} stopped by its own rule after {trainer.iteration} iterations "
+                            f"of {config.method}")
         bar = tqdm(total=total, initial=trainer.iteration, desc=f"{config.method} {config.arch}",
                    disable=not progress, unit="iteration")
         try:
-            while trainer.iteration < total:
+            while trainer.iteration < total and not trainer.learner.finished:
                 row = trainer.run_iteration()
                 trainer.rows.append(row)
                 trainer.save(row)

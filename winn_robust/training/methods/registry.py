@@ -87,7 +87,8 @@ SETTING_HELP = {
     "beta": "weight of the KL term (official CIFAR-10 script: 6, the default; MNIST script: 1)",
     "step_factor": "the FGSM step in units of eps (paper: 1.25)",
     "cascades": "number of cascaded critics K; 1 = WINN-single (paper: 4; digits: 2)",
-    "iterations": "iterations per cascade (winn-gen: critic passes then a synthesis; paper: 100; digits: 20)",
+    "iterations": "winn-gen: iterations per cascade (critic passes then a synthesis; paper: 100; digits: 20); "
+                  "wgan-gp: generator iterations (reference: 200000; digits: 2000; fashion-mnist: 5000)",
     "critic_passes": "critic passes over the iteration's images (paper: 3)",
     "positives": "positives per iteration, times min(iteration + 1, growth) (paper: 1000; digits: 250)",
     "growth": "the positives' growth cap (paper: 5)",
@@ -95,10 +96,28 @@ SETTING_HELP = {
     "last_negatives": "pseudo-negatives synthesized in a cascade's last iteration (paper: 10000; digits: 1000)",
     "initial_negatives": "starting images from the Appendix D noise network (paper: 10000; digits: 1000)",
     "critic_lr": "critic Adam learning rate (paper: 1e-4)",
+    "generator_lr": "generator Adam learning rate (reference: 1e-4; iwgan: the generator's and encoder's)",
+    "log_every": "generator iterations per metrics.csv row and last.pt checkpoint (default: 100)",
+    "n_critic": "critic steps per generator iteration (reference: 5; iwgan: then as many generator and encoder steps)",
+    "gan_beta1": "Adam beta1 of the generator and critic (reference: 0.5)",
+    "gan_beta2": "Adam beta2 of the generator and critic (reference: 0.9)",
+    "gan_batch": "real images (and fakes) per critic and generator step (reference: 64)",
+    "latent_dim": "generator latent dimension, z ~ N(0, I) (reference: 128; iwgan: the paper's 5 for the toys, 8 for "
+                  "MNIST-like and digits, else 64)",
+    "generator_width": "the generator's last hidden width W, doubled per layer towards 4x4 (reference DIM: 64; "
+                       "CIFAR-10: 128)",
     "ascent_lr": "synthesis Adam learning rate on the images (paper: 0.01)",
     "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
     "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
     "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
+    "steps_per_iteration": "Algorithm-1 outer loops per metrics row (toys: 70 x 10 rows; digits: 30 x 15 "
+                           "rows; else 1000 x 100 rows)",
+    "mmd_lambda": "weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
+    "gap_steps": "inner Adam steps of each duality-gap probe on held-out batches (default 10)",
+    "gap_lr": "learning rate of the duality-gap probes (default: the training ones)",
+    "gap_batch": "held-out points of the batch the primal value and the gap are measured on (default 512)",
+    "stop_gap": "stop once the duality gap stayed below this for stop_patience rows (default: none, full budget)",
+    "stop_patience": "rows in a row the gap must stay below --stop-gap (default 3)",
 }
 
 # the flag of each method setting on the command line (the CLI and the jobs that rebuild one)
@@ -108,4 +127,10 @@ CLI_FLAGS = {"alpha": "--alpha", "gp_lambda": "--gp-lambda", "eps": "--train-eps
              "critic_passes": "--critic-passes", "positives": "--positives", "growth": "--growth",
              "negatives": "--negatives", "last_negatives": "--last-negatives", "initial_negatives": "--initial-negatives",
              "critic_lr": "--critic-lr", "ascent_lr": "--ascent-lr", "ascent_beta1": "--ascent-beta1",
-             "ascent_beta2": "--ascent-beta2", "ascent_max_steps": "--ascent-max-steps"}
+             "ascent_beta2": "--ascent-beta2", "ascent_max_steps": "--ascent-max-steps",
+             "generator_lr": "--generator-lr", "log_every": "--log-every", "n_critic": "--n-critic",
+             "gan_beta1": "--gan-beta1", "gan_beta2": "--gan-beta2", "gan_batch": "--gan-batch",
+             "latent_dim": "--latent-dim", "generator_width": "--generator-width",
+             "steps_per_iteration": "--steps-per-iteration", "mmd_lambda": "--mmd-lambda", "gap_steps": "--gap-steps",
+             "gap_lr": "--gap-lr", "gap_batch": "--gap-batch", "stop_gap": "--stop-gap",
+             "stop_patience": "--stop-patience"}
