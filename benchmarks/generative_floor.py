@@ -1,0 +1,359 @@
+"""The generative trainer at its floor: one iteration of `train --method winn-gen` through
+GenerativeTrainer.run_iteration against the same passes done in a bare PyTorch loop.
+
+winn-gen (training/generative/winn_gen.py): the trainer is run for --warm-iterations (so the
+critic is trained a little and the synthesis runs in its usual regime), then one iteration is
+recorded: every critic batch (positives, negatives, interpolation weights) and every synthesis
+batch (its start images and the Adam steps it took), by wrapping `critic_loss` and `ascend`.
+Floor, from the same critic weights and optimizer state:
+  critic     per batch one forward of positives and negatives together, the gradient penalty's
+             forward and double backward at the same interpolates, backward, Adam step;
+  synthesis  per batch from the same start images the trainer's step count of
+             [forward, mean, backward, Adam, clamp], then one forward of the result: the stop
+             test the trainer cannot skip (it learns that a batch has reached its threshold by
+             scoring it), done here without building a graph.
+No bookkeeping: no loss terms, finiteness checks, threshold draws, pool growth, pass counting.
+
+Both sides are reset to the same state before each timed run and timed round-robin, best of
+--repeats (critic, synthesis and total each the best of their own). Passes: the trainer's
+PassCounter numbers for the iteration beside the floor's own count of its forward and backward
+image-passes (they must agree). Agreement: the largest difference of the critic weights after the
+iteration and of the synthesized images. "x floor speed" = floor seconds / trainer seconds
+(1.0 = at the floor; the aim: >= 0.91, i.e. within 1.1x).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.generative_floor --threads 1 --json generative.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    FASHION_DIR,
+    Column,
+    Pipeline,
+    add_json_option,
+    finish,
+    load_fashion_mnist,
+    run_main,
+    runtime_note,
+    table,
+    time_pipelines,
+)
+from winn_robust.data import ImageDataset, load_dataset
+from winn_robust.errors import UserError
+from winn_robust.models.base import frozen_eval
+from winn_robust.training import TrainConfig
+from winn_robust.training.generative import critic as critic_module
+from winn_robust.training.generative import winn_gen
+from winn_robust.training.generative.trainer import GenerativeTrainer
+from winn_robust.training.inputs import make_train_data
+from winn_robust.units import MODEL_HIGH, MODEL_LOW
+
+METHODS = ("winn-gen",)
+PARTS = ("critic", "synthesis", "total")
+
+
+# ----------------------------------------------------------------------------- recording the trainer
+@dataclass
+class Recording:
+    """What one trainer iteration did: its critic batches and its synthesis batches."""
+    critic_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    ascents: list[tuple[torch.Tensor, int]] = field(default_factory=list)   # (start images, Adam steps)
+    images: list[torch.Tensor] = field(default_factory=list)                # the trainer's synthesized batches
+
+
+@contextmanager
+def recording() -> Iterator[Recording]:
+    """Wrap the critic loss and the ascent (the names winn_gen and synthesize_from look up) to
+    record every batch of the iterations run meanwhile; the originals are put back after."""
+    record = Recording()
+    loss, ascend = winn_gen.critic_loss, critic_module.ascend
+
+    def logged_loss(f: Any, pos: torch.Tensor, neg: torch.Tensor, a: torch.Tensor, gp_lambda: float) -> Any:
+        record.critic_batches.append((pos.clone(), neg.clone(), a.clone()))
+        return loss(f, pos, neg, a, gp_lambda)
+
+    def logged_ascend(f: Any, start: torch.Tensor, threshold: float, settings: Any, modules: Any = ()) -> Any:
+        result = ascend(f, start, threshold, settings, modules)
+        record.ascents.append((start.clone(), result.steps))
+        record.images.append(result.images.clone())
+        return result
+
+    winn_gen.critic_loss, critic_module.ascend = logged_loss, logged_ascend  # type: ignore[assignment]
+    try:
+        yield record
+    finally:
+        winn_gen.critic_loss, critic_module.ascend = loss, ascend  # type: ignore[assignment]
+
+
+@dataclass
+class Snapshot:
+    """A winn-gen trainer's whole state between iterations, to put it back before every timed run."""
+    iteration: int
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: torch.Tensor
+    parts: list[torch.Tensor]
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, trainer: GenerativeTrainer) -> Snapshot:
+        learner: Any = trainer.learner
+        return cls(trainer.iteration, copy.deepcopy(learner.critic.state_dict()),
+                   copy.deepcopy(learner.optimizers["critic"].state_dict()), trainer.rng.get_state(),
+                   list(learner.parts), copy.deepcopy(learner.state()))
+
+    def restore(self, trainer: GenerativeTrainer) -> None:
+        learner: Any = trainer.learner
+        trainer.iteration = self.iteration
+        learner.critic.load_state_dict(self.weights)
+        learner.optimizers["critic"].load_state_dict(copy.deepcopy(self.optimizer))  # it may alias the tensors
+        trainer.rng.set_state(self.rng)
+        learner.restore_parts({"negatives": self.parts})
+        learner.load_state(copy.deepcopy(self.state))
+
+
+# ----------------------------------------------------------------------------- the floor
+@dataclass
+class FloorRun:
+    critic_s: float
+    synthesis_s: float
+    forward: int
+    backward: int
+    images: torch.Tensor
+
+
+def scores(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return critic(x).reshape(len(x), -1)[:, 0]
+
+
+def floor_critic(critic: nn.Module, optimizer: torch.optim.Optimizer,
+                 batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gp_lambda: float) -> tuple[int, int]:
+    """The critic's batches bare; returns the (forward, backward) image-passes made."""
+    forward = backward = 0
+    critic.train()
+    for pos, neg, a in batches:
+        n = len(pos)
+        f = scores(critic, torch.cat([pos, neg]))
+        x_hat = (a * pos + (1 - a) * neg).requires_grad_(True)
+        (grad,) = torch.autograd.grad(scores(critic, x_hat).sum(), x_hat, create_graph=True)
+        penalty = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        loss = f[n:].mean() - f[:n].mean() + gp_lambda * penalty
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        forward += 3 * n      # positives and negatives, then the interpolates
+        backward += 3 * n     # the interpolates' input gradient (its double backward belongs to it), the loss's
+    return forward, backward
+
+
+def floor_synthesis(critic: nn.Module, ascents: list[tuple[torch.Tensor, int]], lr: float,
+                    betas: tuple[float, float]) -> tuple[torch.Tensor, int, int]:
+    """Every synthesis batch bare, for the trainer's step count; returns (images, forward, backward)."""
+    forward = backward = 0
+    out = []
+    with frozen_eval(critic):
+        for start, steps in ascents:
+            x = start.clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([x], lr=lr, betas=betas)
+            for _ in range(steps):
+                loss = -scores(critic, x).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    x.clamp_(MODEL_LOW, MODEL_HIGH)
+            with torch.no_grad():
+                scores(critic, x)  # the stop test
+            forward += (steps + 1) * len(x)
+            backward += steps * len(x)
+            out.append(x.detach())
+    return torch.cat(out), forward, backward
+
+
+def floor_iteration(critic: nn.Module, optimizer: torch.optim.Optimizer, record: Recording, method: Any) -> FloorRun:
+    t0 = time.perf_counter()
+    critic_forward, critic_backward = floor_critic(critic, optimizer, record.critic_batches, method.gp_lambda)
+    t1 = time.perf_counter()
+    images, forward, backward = floor_synthesis(critic, record.ascents, method.ascent_lr,
+                                                (method.ascent_beta1, method.ascent_beta2))
+    t2 = time.perf_counter()
+    return FloorRun(t1 - t0, t2 - t1, critic_forward + forward, critic_backward + backward, images)
+
+
+# ----------------------------------------------------------------------------- winn-gen
+def winn_gen_config(args: argparse.Namespace, dataset: str) -> TrainConfig:
+    options = {"cascades": 1, "iterations": args.warm_iterations + 1, "positives": args.positives,
+               "negatives": args.negatives, "last_negatives": args.negatives, "initial_negatives": args.initial_negatives,
+               "critic_passes": args.critic_passes, "ascent_max_steps": args.ascent_max_steps}
+    return TrainConfig(method="winn-gen", arch=args.arch, data=dataset, batch_size=args.batch_size, seed=args.seed,
+                       method_options=options)
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path) -> dict[str, Any]:
+    data = make_train_data(dataset, 100, args.seed, args.train_limit, device)  # validation is unused
+    config = winn_gen_config(args, data.dataset)
+    trainer = GenerativeTrainer(config, data, out / "winn-gen", device, progress=False)
+    for _ in range(args.warm_iterations):
+        trainer.run_iteration()
+    learner: Any = trainer.learner
+    method = learner.method
+    start = Snapshot.of(trainer)
+    with recording() as record:
+        row = trainer.run_iteration()
+    trainer_weights = copy.deepcopy(learner.critic.state_dict())
+    if not record.ascents or len(record.critic_batches) == 0:
+        raise RuntimeError("the recorded iteration made no critic batch or no synthesis batch")
+
+    critic = copy.deepcopy(learner.critic)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=method.critic_lr, betas=(config.beta1, config.beta2))
+
+    def reset_floor() -> None:
+        critic.load_state_dict(start.weights)
+        optimizer.load_state_dict(copy.deepcopy(start.optimizer))
+
+    reset_floor()
+    check = floor_iteration(critic, optimizer, record, method)
+    weight_diff = max_diff(trainer_weights, critic.state_dict())
+    image_diff = (check.images - torch.cat(record.images)).abs().max().item()
+
+    splits: dict[str, list[tuple[float, float]]] = {"trainer": [], "floor": []}
+    rows: list[dict[str, Any]] = []
+
+    def trainer_run() -> None:
+        start.restore(trainer)
+        result = trainer.run_iteration()
+        rows.append(result)
+        splits["trainer"].append((result["seconds_critic"], result["seconds_synthesis"]))
+
+    def floor_run() -> FloorRun:
+        reset_floor()
+        result = floor_iteration(critic, optimizer, record, method)
+        splits["floor"].append((result.critic_s, result.synthesis_s))
+        return result
+
+    timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
+    repeat_same = all(r["forward_passes"] == row["forward_passes"] and r["synthesis_steps_mean"] == row["synthesis_steps_mean"]
+                      for r in rows)
+    floor_out: FloorRun = timings.outputs["floor"]
+    seconds = {}
+    for side in ("trainer", "floor"):
+        runs = splits[side][1:]  # the warm-up's are not timed runs
+        seconds[side] = {"critic": min(c for c, _ in runs), "synthesis": min(s for _, s in runs),
+                         "total": timings.best[side]}
+    steps = [s for _, s in record.ascents]
+    return {"method": "winn-gen", "dataset": data.dataset, "image_shape": list(data.image_shape),
+            "train_images": len(data.train_images), "timed_iteration": row["epoch"], "critic_batches": len(record.critic_batches),
+            "batch_size": config.batch_size, "synthesis_batches": len(steps), "synthesis_steps": steps,
+            "seconds": seconds, "seconds_all": timings.seconds,
+            "x_floor_speed": {p: seconds["floor"][p] / seconds["trainer"][p] for p in PARTS},
+            "passes": {"trainer": {"forward": int(row["forward_passes"]), "backward": int(row["backward_passes"])},
+                       "floor": {"forward": floor_out.forward, "backward": floor_out.backward}},
+            "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff,
+                          "timed_repeats_same_work": repeat_same}}
+
+
+# ----------------------------------------------------------------------------- output
+def passes_agree(result: dict[str, Any]) -> bool:
+    return bool(result["passes"]["trainer"] == result["passes"]["floor"])
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    columns = [Column("method", 8, align="<"), Column("side", 7, align="<"), Column("critic s", 8, ".3f"),
+               Column("synthesis s", 11, ".3f"), Column("total s", 8, ".3f"), Column("fwd passes", 10, "d"),
+               Column("bwd passes", 10, "d"), Column("x floor speed (critic/synth/total)", 34, align=">")]
+    rows: list[list[Any]] = []
+    notes = []
+    for r in results:
+        speed = r["x_floor_speed"]
+        for side in ("trainer", "floor"):
+            s, p = r["seconds"][side], r["passes"][side]
+            ratio = f"{speed['critic']:.2f} / {speed['synthesis']:.2f} / {speed['total']:.2f}" if side == "trainer" else ""
+            rows.append([r["method"], side, s["critic"], s["synthesis"], s["total"], p["forward"], p["backward"], ratio])
+        steps, agree = r["synthesis_steps"], r["agreement"]
+        notes.append(f"  {r['method']}: iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
+                     f"{r['critic_batches']} critic batches of {r['batch_size']}, {r['synthesis_batches']} synthesis batches, "
+                     f"Adam steps {min(steps)}..{max(steps)} (mean {sum(steps) / len(steps):.1f}); passes "
+                     f"{'AGREE' if passes_agree(r) else 'DIFFER'}; after the iteration the critic weights differ by at most "
+                     f"{agree['max_abs_weight_diff']:.3g}, the synthesized images by {agree['max_abs_image_diff']:.3g}")
+    return table(columns, rows, indent="  ") + "\n" + "\n".join(notes)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--data", choices=("digits", "fashion-mnist"), default="digits",
+                    help=f"digits (embedded) or fashion-mnist (from --data-dir, default {FASHION_DIR}; else digits)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-limit", type=int, default=1000, help="training images (default 1000)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--arch", default="vanilla", help="the critic's architecture")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warm-iterations", type=int, default=2, help="winn-gen iterations run before the timed one")
+    ap.add_argument("--positives", type=int, default=100, help="winn-gen positives P (the timed iteration sees "
+                    "min(warm + 1, 5) x P)")
+    ap.add_argument("--negatives", type=int, default=200, help="winn-gen negatives synthesized per iteration")
+    ap.add_argument("--initial-negatives", type=int, default=200)
+    ap.add_argument("--critic-passes", type=int, default=3)
+    ap.add_argument("--ascent-max-steps", type=int, default=500)
+    ap.add_argument("--repeats", type=int, default=3)
+    add_json_option(ap)
+    args = ap.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        raise UserError(f"--methods {','.join(args.methods) or repr('')}: choose from {', '.join(METHODS)}")
+    for name in ("repeats", "train_limit", "batch_size", "positives", "negatives", "initial_negatives",
+                 "critic_passes", "ascent_max_steps"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warm_iterations < 0:
+        raise UserError(f"--warm-iterations must be >= 0, got {args.warm_iterations}")
+    return args
+
+
+MEASURES: dict[str, Callable[[argparse.Namespace, ImageDataset, torch.device, Path], dict[str, Any]]] = {
+    "winn-gen": measure_winn_gen,
+}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    begin = time.perf_counter()
+    device = torch.device(args.device)
+    if args.data == "fashion-mnist":
+        dataset, source = load_fashion_mnist(args.data_dir, "digits") or (load_dataset("digits"), "embedded")
+    else:
+        dataset, source = load_dataset("digits"), "embedded"
+    print(f"generative trainer at its floor: {dataset.name} ({source}), critic {args.arch}, batch {args.batch_size}, "
+          f"{args.repeats} timed repeats (best shown); {runtime_note()}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="winn-gen-floor-") as tmp:
+        for method in args.methods:
+            results.append(MEASURES[method](args, dataset, device, Path(tmp)))
+    print(format_results(results))
+    return finish(args, begin, [device], {"dataset": dataset.name, "results": results})
+
+
+if __name__ == "__main__":
+    run_main(main)
