@@ -90,11 +90,11 @@ def recording() -> Iterator[Recording]:
         record.images.append(result.images.clone())
         return result
 
-    winn_gen.critic_loss, critic_module.ascend = logged_loss, logged_ascend  # type: ignore[assignment]
+    winn_gen.critic_loss, critic_module.ascend = logged_loss, logged_ascend
     try:
         yield record
     finally:
-        winn_gen.critic_loss, critic_module.ascend = loss, ascend  # type: ignore[assignment]
+        winn_gen.critic_loss, critic_module.ascend = loss, ascend
 
 
 @dataclass
@@ -320,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown or not args.methods:
-        raise UserError(f"--methods {','.join(args.methods) or repr('')}: choose from {', '.join(METHODS)}")
+        raise UserError(f"--methods {','.join(args.methods)!r}: choose from {', '.join(METHODS)}")
     for name in ("repeats", "train_limit", "batch_size", "positives", "negatives", "initial_negatives",
                  "critic_passes", "ascent_max_steps"):
         if getattr(args, name) < 1:
