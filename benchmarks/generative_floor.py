@@ -99,28 +99,33 @@ def recording() -> Iterator[Recording]:
 
 @dataclass
 class Snapshot:
-    """A winn-gen trainer's whole state between iterations, to put it back before every timed run."""
+    """A generative trainer's whole state between iterations (every network and optimizer, the
+    random stream, the learner's pool and small state), to put it back before every timed run."""
     iteration: int
-    weights: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]]
+    optimizers: dict[str, dict[str, Any]]
     rng: torch.Tensor
-    parts: list[torch.Tensor]
+    parts: list[torch.Tensor] | None
     state: dict[str, Any]
 
     @classmethod
     def of(cls, trainer: GenerativeTrainer) -> Snapshot:
         learner: Any = trainer.learner
-        return cls(trainer.iteration, copy.deepcopy(learner.critic.state_dict()),
-                   copy.deepcopy(learner.optimizers["critic"].state_dict()), trainer.rng.get_state(),
-                   list(learner.parts), copy.deepcopy(learner.state()))
+        parts = getattr(learner, "parts", None)
+        return cls(trainer.iteration, {k: copy.deepcopy(m.state_dict()) for k, m in learner.modules.items()},
+                   {k: copy.deepcopy(o.state_dict()) for k, o in learner.optimizers.items()}, trainer.rng.get_state(),
+                   None if parts is None else list(parts), copy.deepcopy(learner.state()))
 
     def restore(self, trainer: GenerativeTrainer) -> None:
         learner: Any = trainer.learner
         trainer.iteration = self.iteration
-        learner.critic.load_state_dict(self.weights)
-        learner.optimizers["critic"].load_state_dict(copy.deepcopy(self.optimizer))  # it may alias the tensors
+        for name, module in learner.modules.items():
+            module.load_state_dict(self.weights[name])
+        for name, optimizer in learner.optimizers.items():
+            optimizer.load_state_dict(copy.deepcopy(self.optimizers[name]))  # it may alias the tensors
         trainer.rng.set_state(self.rng)
-        learner.restore_parts({"negatives": self.parts})
+        if self.parts is not None:
+            learner.restore_parts({"negatives": self.parts})
         learner.load_state(copy.deepcopy(self.state))
 
 
@@ -224,8 +229,8 @@ def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: to
     optimizer = torch.optim.Adam(critic.parameters(), lr=method.critic_lr, betas=(config.beta1, config.beta2))
 
     def reset_floor() -> None:
-        critic.load_state_dict(start.weights)
-        optimizer.load_state_dict(copy.deepcopy(start.optimizer))
+        critic.load_state_dict(start.weights["critic"])
+        optimizer.load_state_dict(copy.deepcopy(start.optimizers["critic"]))
 
     reset_floor()
     check = floor_iteration(critic, optimizer, record, method)
