@@ -62,6 +62,50 @@ from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
 METHODS = ("winn-gen",)
 PARTS = ("critic", "synthesis", "total")
+CLOCKS = ("wall", "cpu")
+
+
+# ----------------------------------------------------------------------------- clocks
+class Clock:
+    """Wall and CPU seconds of one run's named parts. CPU time (the process's: with one torch
+    thread, the work itself) is what other users' load on a shared machine disturbs least; wall
+    time is what a user waits."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {clock: {} for clock in CLOCKS}
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds["wall"][name] = time.perf_counter() - wall
+            self.seconds["cpu"][name] = time.process_time() - cpu
+
+
+@contextmanager
+def clocked_methods(obj: Any, parts: dict[str, str], current: list[Clock]) -> Iterator[None]:
+    """Time `obj`'s methods (part name -> method name) on the clock last appended to `current`
+    meanwhile (instance attributes shadowing the class's, removed after)."""
+    def wrap(part: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_method(*args: Any, **kwargs: Any) -> Any:
+            with current[-1].part(part):
+                return method(*args, **kwargs)
+        return timed_method
+
+    for part, name in parts.items():
+        setattr(obj, name, wrap(part, getattr(obj, name)))
+    try:
+        yield
+    finally:
+        for name in parts.values():
+            delattr(obj, name)
+
+
+def best_seconds(runs: list[Clock]) -> dict[str, dict[str, float]]:
+    """Per clock and part, the best (least disturbed) of the runs."""
+    return {clock: {part: min(r.seconds[clock][part] for r in runs) for part in PARTS} for clock in CLOCKS}
 
 
 # ----------------------------------------------------------------------------- recording the trainer
@@ -132,8 +176,6 @@ class Snapshot:
 # ----------------------------------------------------------------------------- the floor
 @dataclass
 class FloorRun:
-    critic_s: float
-    synthesis_s: float
     forward: int
     backward: int
     images: torch.Tensor
@@ -187,14 +229,14 @@ def floor_synthesis(critic: nn.Module, ascents: list[tuple[torch.Tensor, int]], 
     return torch.cat(out), forward, backward
 
 
-def floor_iteration(critic: nn.Module, optimizer: torch.optim.Optimizer, record: Recording, method: Any) -> FloorRun:
-    t0 = time.perf_counter()
-    critic_forward, critic_backward = floor_critic(critic, optimizer, record.critic_batches, method.gp_lambda)
-    t1 = time.perf_counter()
-    images, forward, backward = floor_synthesis(critic, record.ascents, method.ascent_lr,
-                                                (method.ascent_beta1, method.ascent_beta2))
-    t2 = time.perf_counter()
-    return FloorRun(t1 - t0, t2 - t1, critic_forward + forward, critic_backward + backward, images)
+def floor_iteration(critic: nn.Module, optimizer: torch.optim.Optimizer, record: Recording, method: Any,
+                    clock: Clock) -> FloorRun:
+    with clock.part("critic"):
+        critic_forward, critic_backward = floor_critic(critic, optimizer, record.critic_batches, method.gp_lambda)
+    with clock.part("synthesis"):
+        images, forward, backward = floor_synthesis(critic, record.ascents, method.ascent_lr,
+                                                    (method.ascent_beta1, method.ascent_beta2))
+    return FloorRun(critic_forward + forward, critic_backward + backward, images)
 
 
 # ----------------------------------------------------------------------------- winn-gen
@@ -233,40 +275,39 @@ def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: to
         optimizer.load_state_dict(copy.deepcopy(start.optimizers["critic"]))
 
     reset_floor()
-    check = floor_iteration(critic, optimizer, record, method)
+    check = floor_iteration(critic, optimizer, record, method, Clock())
     weight_diff = max_diff(trainer_weights, critic.state_dict())
     image_diff = (check.images - torch.cat(record.images)).abs().max().item()
 
-    splits: dict[str, list[tuple[float, float]]] = {"trainer": [], "floor": []}
+    clocks: dict[str, list[Clock]] = {"trainer": [], "floor": []}
     rows: list[dict[str, Any]] = []
 
     def trainer_run() -> None:
-        start.restore(trainer)
-        result = trainer.run_iteration()
-        rows.append(result)
-        splits["trainer"].append((result["seconds_critic"], result["seconds_synthesis"]))
+        clocks["trainer"].append(Clock())
+        with clocks["trainer"][-1].part("total"):
+            start.restore(trainer)
+            rows.append(trainer.run_iteration())
 
     def floor_run() -> FloorRun:
-        reset_floor()
-        result = floor_iteration(critic, optimizer, record, method)
-        splits["floor"].append((result.critic_s, result.synthesis_s))
-        return result
+        clock = Clock()
+        clocks["floor"].append(clock)
+        with clock.part("total"):
+            reset_floor()
+            return floor_iteration(critic, optimizer, record, method, clock)
 
-    timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
+    with clocked_methods(learner, {"critic": "critic_step", "synthesis": "synthesize"}, clocks["trainer"]):
+        timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
     repeat_same = all(r["forward_passes"] == row["forward_passes"] and r["synthesis_steps_mean"] == row["synthesis_steps_mean"]
                       for r in rows)
     floor_out: FloorRun = timings.outputs["floor"]
-    seconds = {}
-    for side in ("trainer", "floor"):
-        runs = splits[side][1:]  # the warm-up's are not timed runs
-        seconds[side] = {"critic": min(c for c, _ in runs), "synthesis": min(s for _, s in runs),
-                         "total": timings.best[side]}
+    # the first run of each side is time_pipelines' warm-up
+    seconds = {side: best_seconds(runs[1:]) for side, runs in clocks.items()}
     steps = [s for _, s in record.ascents]
     return {"method": "winn-gen", "dataset": data.dataset, "image_shape": list(data.image_shape),
             "train_images": len(data.train_images), "timed_iteration": row["epoch"], "critic_batches": len(record.critic_batches),
             "batch_size": config.batch_size, "synthesis_batches": len(steps), "synthesis_steps": steps,
-            "seconds": seconds, "seconds_all": timings.seconds,
-            "x_floor_speed": {p: seconds["floor"][p] / seconds["trainer"][p] for p in PARTS},
+            "seconds": seconds, "seconds_all": {side: [r.seconds for r in runs[1:]] for side, runs in clocks.items()},
+            "x_floor_speed": {c: {p: seconds["floor"][c][p] / seconds["trainer"][c][p] for p in PARTS} for c in CLOCKS},
             "passes": {"trainer": {"forward": int(row["forward_passes"]), "backward": int(row["backward_passes"])},
                        "floor": {"forward": floor_out.forward, "backward": floor_out.backward}},
             "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff,
@@ -279,17 +320,20 @@ def passes_agree(result: dict[str, Any]) -> bool:
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
-    columns = [Column("method", 8, align="<"), Column("side", 7, align="<"), Column("critic s", 8, ".3f"),
-               Column("synthesis s", 11, ".3f"), Column("total s", 8, ".3f"), Column("fwd passes", 10, "d"),
-               Column("bwd passes", 10, "d"), Column("x floor speed (critic/synth/total)", 34, align=">")]
+    columns = [Column("method", 8, align="<"), Column("side", 7, align="<"), Column("clock", 5, align="<"),
+               Column("critic s", 8, ".3f"), Column("synthesis s", 11, ".3f"), Column("total s", 8, ".3f"),
+               Column("fwd passes", 10, "d"), Column("bwd passes", 10, "d"),
+               Column("x floor speed (critic/synth/total)", 34, align=">")]
     rows: list[list[Any]] = []
     notes = []
     for r in results:
-        speed = r["x_floor_speed"]
-        for side in ("trainer", "floor"):
-            s, p = r["seconds"][side], r["passes"][side]
-            ratio = f"{speed['critic']:.2f} / {speed['synthesis']:.2f} / {speed['total']:.2f}" if side == "trainer" else ""
-            rows.append([r["method"], side, s["critic"], s["synthesis"], s["total"], p["forward"], p["backward"], ratio])
+        for clock in CLOCKS:
+            speed = r["x_floor_speed"][clock]
+            for side in ("trainer", "floor"):
+                s, p = r["seconds"][side][clock], r["passes"][side]
+                passes = [p["forward"], p["backward"]] if clock == "wall" else ["", ""]
+                ratio = f"{speed['critic']:.2f} / {speed['synthesis']:.2f} / {speed['total']:.2f}" if side == "trainer" else ""
+                rows.append([r["method"], side, clock, s["critic"], s["synthesis"], s["total"], *passes, ratio])
         steps, agree = r["synthesis_steps"], r["agreement"]
         notes.append(f"  {r['method']}: iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
                      f"{r['critic_batches']} critic batches of {r['batch_size']}, {r['synthesis_batches']} synthesis batches, "

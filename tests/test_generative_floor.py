@@ -19,8 +19,8 @@ def test_generative_floor_smoke(capsys, tmp_path):
     out_json = tmp_path / "generative.json"
     report = generative_floor.main([*TINY, "--json", str(out_json)])
     text = capsys.readouterr().out
-    rows = [line.split()[:2] for line in text.splitlines() if line.split()[:1] == ["winn-gen"]]
-    assert rows == [["winn-gen", "trainer"], ["winn-gen", "floor"]]
+    rows = [line.split()[:3] for line in text.splitlines() if line.split()[:1] == ["winn-gen"]]
+    assert rows == [["winn-gen", side, clock] for clock in ("wall", "cpu") for side in ("trainer", "floor")]
     assert "x floor speed" in text and "passes AGREE" in text
     (result,) = report["results"]
     # iteration 2 sees min(2, 5) x 20 positives and as many negatives, 2 passes, 10 of each per batch
@@ -34,7 +34,8 @@ def test_generative_floor_smoke(capsys, tmp_path):
     agree = result["agreement"]
     assert agree["max_abs_weight_diff"] <= 1e-6 and agree["max_abs_image_diff"] <= 1e-5
     assert agree["timed_repeats_same_work"]
-    assert all(result["seconds"][side][part] > 0 for side in ("trainer", "floor") for part in generative_floor.PARTS)
+    assert all(result["seconds"][side][clock][part] > 0 for side in ("trainer", "floor") for clock in generative_floor.CLOCKS
+               for part in generative_floor.PARTS)
     saved = json.loads(out_json.read_text())
     assert saved["results"][0]["passes"] == result["passes"] and saved["config"]["threads"] == 1
 
