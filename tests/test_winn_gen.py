@@ -11,8 +11,7 @@ from winn_robust.checkpoint import read_checkpoint
 from winn_robust.cli import main
 from winn_robust.training import TrainConfig
 from winn_robust.training.generative import winn_gen
-from winn_robust.training.generative.critic import AscentSettings, ascend, critic_loss, gradient_penalty, \
-    wasserstein_term
+from winn_robust.training.generative.critic import AscentSettings, ascend, critic_loss, gradient_penalty, wasserstein_term
 from winn_robust.training.generative.sampling import open_run, sample_images
 from winn_robust.training.generative.trainer import train_generative
 

@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.base import Attack, AttackOutput, draw_seed, forked_global_rng, option
 from winn_robust.attacks.pgd_l2 import l2_project
-from winn_robust.errors import UserError
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW, eps_to_model, to_model_range, to_pixel_range
 
@@ -53,9 +52,10 @@ class AutoAttackBase(Attack):
     """One AutoAttack run; subclasses name the attacks and their knobs."""
 
     randomized = True
+    iterative = True
     returns_clean_when_failed = True  # AutoAttack keeps the clean image wherever it finds no adversarial example
     norms = ("linf", "l2")
-    aa_attacks: ClassVar[tuple[str, ...] | None] = None  # None = the standard ensemble
+    ensemble: ClassVar[bool] = False  # the standard version; otherwise the one attack AutoAttack calls `name`
 
     def configure(self, adversary: Any, num_classes: int) -> None:
         """Set the standard version's settings (and this attack's options) on AutoAttack's objects."""
@@ -70,12 +70,12 @@ class AutoAttackBase(Attack):
             generator: torch.Generator) -> AttackOutput:
         from pyautoattack import AutoAttack
 
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+        seed = draw_seed(generator)
         wrapped = PixelInputs(model).eval()
         with frozen_eval(model), torch.no_grad():
             num_classes = int(model(images[:1]).shape[-1])
-        version = "standard" if self.aa_attacks is None else "custom"
-        attacks = None if self.aa_attacks is None else list(self.aa_attacks)
+        version = "standard" if self.ensemble else "custom"
+        attacks = None if self.ensemble else [self.name]
         adversary = AutoAttack(wrapped, attacks=attacks, device=images.device, eps=eps, norm=AUTOATTACK_NORMS[self.norm], seed=seed,
                                version=version)
         adversary.verbose = False
@@ -85,8 +85,7 @@ class AutoAttackBase(Attack):
         propagate, logger.propagate = logger.propagate, False
         try:
             # AutoAttack seeds torch's global generators itself: keep the caller's RNG state intact
-            devices = [images.device] if images.device.type == "cuda" else []
-            with frozen_eval(model), torch.random.fork_rng(devices=devices):
+            with frozen_eval(model), forked_global_rng(images.device):
                 adv01, _ = adversary.run_standard_evaluation(to_pixel_range(images.detach()), labels,
                                                             batch_size=len(images))
         finally:
@@ -107,17 +106,11 @@ class AutoAttackBase(Attack):
 
 @dataclass(frozen=True)
 class APGDCE(AutoAttackBase):
-    steps: int = 100
-    restarts: int = 1
+    steps: int = option(100, at_least=1)
+    restarts: int = option(1, at_least=1)
 
     name = "apgd-ce"
     summary = "APGD on the cross-entropy (AutoAttack; step-size free PGD)"
-    iterative = True
-    aa_attacks = ("apgd-ce",)
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.restarts < 1:
-            raise UserError(f"apgd-ce needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}")
 
     def configure(self, adversary: Any, num_classes: int) -> None:
         super().configure(adversary, num_classes)
@@ -125,59 +118,43 @@ class APGDCE(AutoAttackBase):
 
 
 @dataclass(frozen=True)
-class APGDT(AutoAttackBase):
-    steps: int = 100
-    target_classes: int = STANDARD_TARGET_CLASSES
+class TargetedAutoAttack(AutoAttackBase):
+    """APGD-T and FAB-T: the same two options on different AutoAttack components."""
 
-    name = "apgd-t"
-    summary = "targeted APGD on the DLR loss (AutoAttack)"
-    iterative = True
-    aa_attacks = ("apgd-t",)
+    steps: int = option(100, at_least=1)
+    target_classes: int = option(STANDARD_TARGET_CLASSES, at_least=1)
 
-    def validate(self) -> None:
-        if self.steps < 1 or self.target_classes < 1:
-            raise UserError(f"apgd-t needs steps >= 1 and target_classes >= 1, got {self.steps}, {self.target_classes}")
+    component: ClassVar[str] = ""  # the attribute of AutoAttack holding this attack
 
     def configure(self, adversary: Any, num_classes: int) -> None:
         super().configure(adversary, num_classes)
-        adversary.apgd_targeted.n_iter = self.steps
-        adversary.apgd_targeted.n_target_classes = max(1, min(self.target_classes, num_classes - 1))
+        part = getattr(adversary, self.component)
+        part.n_iter = self.steps
+        part.n_target_classes = max(1, min(self.target_classes, num_classes - 1))
 
 
 @dataclass(frozen=True)
-class FABT(AutoAttackBase):
-    steps: int = 100
-    target_classes: int = STANDARD_TARGET_CLASSES
+class APGDT(TargetedAutoAttack):
+    name = "apgd-t"
+    summary = "targeted APGD on the DLR loss (AutoAttack)"
+    component = "apgd_targeted"
 
+
+@dataclass(frozen=True)
+class FABT(TargetedAutoAttack):
     name = "fab-t"
     summary = "targeted FAB, a minimum-norm attack (AutoAttack)"
-    iterative = True
-    aa_attacks = ("fab-t",)
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.target_classes < 1:
-            raise UserError(f"fab-t needs steps >= 1 and target_classes >= 1, got {self.steps}, {self.target_classes}")
-
-    def configure(self, adversary: Any, num_classes: int) -> None:
-        super().configure(adversary, num_classes)
-        adversary.fab.n_iter = self.steps
-        adversary.fab.n_target_classes = max(1, min(self.target_classes, num_classes - 1))
+    component = "fab"
 
 
 @dataclass(frozen=True)
 class Square(AutoAttackBase):
-    queries: int = 5000
+    queries: int = option(5000, at_least=1)
 
     name = "square"
     summary = "Square Attack, gradient-free random search (AutoAttack)"
     gradient_based = False
     gradient_free = True
-    iterative = True
-    aa_attacks = ("square",)
-
-    def validate(self) -> None:
-        if self.queries < 1:
-            raise UserError(f"square needs queries >= 1, got {self.queries}")
 
     def configure(self, adversary: Any, num_classes: int) -> None:
         super().configure(adversary, num_classes)
@@ -188,5 +165,4 @@ class Square(AutoAttackBase):
 class StandardAutoAttack(AutoAttackBase):
     name = "autoattack"
     summary = "AutoAttack's standard ensemble: APGD-CE, APGD-T, FAB-T, Square"
-    iterative = True
-    aa_attacks = None
+    ensemble = True

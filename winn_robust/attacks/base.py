@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -61,8 +62,23 @@ class Attack(ABC):
         object.__setattr__(self, "norm", norm)
         self.validate()
 
-    def validate(self) -> None:  # noqa: B027  (optional hook: most attacks have no options to check)
-        """Raise UserError for options out of range (called once, when built)."""
+    def validate(self) -> None:
+        """Raise UserError for options out of the range their `option(...)` declares (called once,
+        when built), naming every declared rule and value in one line; attacks with other rules
+        override it."""
+        rules: list[str] = []
+        values: list[str] = []
+        ok = True
+        for f in fields(self):
+            if "range" in f.metadata:
+                value = getattr(self, f.name)
+                rule, holds = _check_range(f.name, value, *f.metadata["range"])
+                rules.append(rule)
+                values.append(str(value))
+                ok = ok and holds
+        if not ok:
+            wording = rules[0] if len(rules) == 1 else f"{', '.join(rules[:-1])} and {rules[-1]}"
+            raise UserError(f"{self.name} needs {wording}, got {', '.join(values)}")
 
     def settings(self) -> dict[str, Any]:
         """Every option, `seed` included; `norm` only when it is not the default L-inf, so L-inf
@@ -92,6 +108,42 @@ class Attack(ABC):
         if generator is None:
             generator = torch.Generator(device=images.device).manual_seed(self.seed)
         return self.run(model, images, labels, eps, generator).adversarial
+
+
+def option(default: Any, *, at_least: float | None = None, above: float | None = None,
+           below: float | None = None) -> Any:
+    """An attack option with its valid range declared beside it, so `Attack.validate` checks it
+    (and words the error) the same way for every attack."""
+    return field(default=default, metadata={"range": (at_least, above, below)})
+
+
+def _check_range(name: str, value: float, at_least: float | None, above: float | None,
+                 below: float | None) -> tuple[str, bool]:
+    """The rule as the error states it ("steps >= 1", "0 < gamma < 1") and whether `value` keeps
+    it (NaN never does)."""
+    if at_least is not None:
+        return f"{name} >= {at_least:g}", value >= at_least
+    assert above is not None, "an option's range needs at_least or above"
+    if below is None:
+        return f"{name} > {above:g}", value > above
+    return f"{above:g} < {name} < {below:g}", above < value < below
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A seed for a library that draws from torch's global generators, taken from the attack's
+    own generator so the run stays a function of the evaluation seed."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+
+
+@contextmanager
+def forked_global_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """Torch's global generators (CPU, and `device`'s when it is a GPU) saved, seeded with `seed`
+    when one is given, and restored afterwards: a library that draws from them or seeds them
+    itself (foolbox, AutoAttack) leaves the caller's random state alone."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -7,14 +7,13 @@ random starts from torch's global generator: we seed it from the attack's genera
 `fork_rng`, so a foolbox run is repeatable and leaves the caller's RNG state alone."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
-from winn_robust.attacks.base import Attack, AttackOutput
+from winn_robust.attacks.base import Attack, AttackOutput, draw_seed, forked_global_rng, option
 from winn_robust.attacks.pgd_l2 import l2_norms, l2_project
-from winn_robust.errors import UserError
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_BOUNDS, MODEL_HIGH, MODEL_LOW, MODEL_SCALE, eps_to_model
 
@@ -28,17 +27,25 @@ def foolbox_model(model: torch.nn.Module, device: torch.device) -> Any:
 
 @dataclass(frozen=True)
 class FoolboxAttack(Attack):
-    """Subclasses say which foolbox class to build and with which of their options."""
+    """Subclasses name the foolbox class they build at each norm (`foolbox_classes`, which also
+    gives their `norms`); their fields other than seed and norm are that class's keyword options."""
+
+    foolbox_classes: ClassVar[dict[str, str]] = {}  # norm -> class name in foolbox.attacks
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.norms = tuple(cls.foolbox_classes)
 
     def make(self) -> Any:
-        raise NotImplementedError
+        """The foolbox attack of this norm, built with this attack's options."""
+        import foolbox
+
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seed", "norm")}
+        return getattr(foolbox.attacks, self.foolbox_classes[self.norm])(**options)
 
     def run(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
             generator: torch.Generator) -> AttackOutput:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
-        devices = [images.device] if images.device.type == "cuda" else []
-        with frozen_eval(model), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with frozen_eval(model), forked_global_rng(images.device, draw_seed(generator)):
             _, clipped, _ = self.make()(foolbox_model(model, images.device), images.detach(), labels,
                                         epsilons=eps_to_model(eps))
         clipped = clipped.detach()
@@ -52,11 +59,8 @@ class FoolboxAttack(Attack):
         """A minimum-norm attack run unbounded: per image the norm (this attack's, in [0, 1] pixel
         units) of the smallest adversarial perturbation it found; 0 where the clean image is
         already wrong, inf where it found none."""
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
-        devices = [images.device] if images.device.type == "cuda" else []
         x = images.detach()
-        with frozen_eval(model), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with frozen_eval(model), forked_global_rng(images.device, draw_seed(generator)):
             raw, _, _ = self.make()(foolbox_model(model, images.device), x, labels, epsilons=None)
             with torch.no_grad():
                 clean_wrong = model(x).argmax(1) != labels
@@ -71,127 +75,75 @@ class FoolboxAttack(Attack):
 class FoolboxFGSM(FoolboxAttack):
     name = "foolbox-fgsm"
     summary = "foolbox's FGSM (LinfFastGradientAttack)"
-
-    def make(self) -> Any:
-        import foolbox
-        return foolbox.attacks.FGSM()
+    foolbox_classes: ClassVar[dict[str, str]] = {"linf": "FGSM"}
 
 
 @dataclass(frozen=True)
 class FoolboxPGD(FoolboxAttack):
-    steps: int = 50
-    rel_stepsize: float = 0.025     # foolbox's default: step = 0.025 * epsilon (2.5 * eps / 100 steps)
+    steps: int = option(50, at_least=1)
+    rel_stepsize: float = option(0.025, above=0)  # foolbox's default: step = 0.025 * epsilon (2.5 * eps / 100 steps)
     random_start: bool = True
 
     name = "foolbox-pgd"
     summary = "foolbox's PGD (LinfProjectedGradientDescentAttack, or L2ProjectedGradientDescentAttack at L2)"
     iterative = True
-    norms = ("linf", "l2")
+    foolbox_classes: ClassVar[dict[str, str]] = {"linf": "LinfPGD", "l2": "L2PGD"}
 
     @property
     def randomized(self) -> bool:  # type: ignore[override]
         return self.random_start
 
-    def validate(self) -> None:
-        if self.steps < 1 or self.rel_stepsize <= 0:
-            raise UserError(f"foolbox-pgd needs steps >= 1 and rel_stepsize > 0, got {self.steps}, {self.rel_stepsize}")
-
-    def make(self) -> Any:
-        import foolbox
-        cls = foolbox.attacks.L2PGD if self.norm == "l2" else foolbox.attacks.LinfPGD
-        return cls(steps=self.steps, rel_stepsize=self.rel_stepsize, random_start=self.random_start)
-
 
 @dataclass(frozen=True)
 class FoolboxBIM(FoolboxAttack):
-    steps: int = 10
-    rel_stepsize: float = 0.2
+    steps: int = option(10, at_least=1)
+    rel_stepsize: float = option(0.2, above=0)
 
     name = "foolbox-bim"
     summary = "foolbox's basic iterative method (PGD without random start), L-inf or L2"
     iterative = True
-    norms = ("linf", "l2")
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.rel_stepsize <= 0:
-            raise UserError(f"foolbox-bim needs steps >= 1 and rel_stepsize > 0, got {self.steps}, {self.rel_stepsize}")
-
-    def make(self) -> Any:
-        import foolbox
-        cls = foolbox.attacks.L2BasicIterativeAttack if self.norm == "l2" else foolbox.attacks.LinfBasicIterativeAttack
-        return cls(steps=self.steps, rel_stepsize=self.rel_stepsize)
+    foolbox_classes: ClassVar[dict[str, str]] = {"linf": "LinfBasicIterativeAttack", "l2": "L2BasicIterativeAttack"}
 
 
 @dataclass(frozen=True)
 class FoolboxDeepFool(FoolboxAttack):
-    steps: int = 50
-    overshoot: float = 0.02
+    steps: int = option(50, at_least=1)
+    overshoot: float = option(0.02, at_least=0)
 
     name = "foolbox-deepfool"
     summary = "foolbox's DeepFool, L-inf or L2 (a minimum-norm attack, clipped to eps)"
     iterative = True
     minimum_norm = True
-    norms = ("linf", "l2")
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.overshoot < 0:
-            raise UserError(f"foolbox-deepfool needs steps >= 1 and overshoot >= 0, got {self.steps}, {self.overshoot}")
-
-    def make(self) -> Any:
-        import foolbox
-        cls = foolbox.attacks.L2DeepFoolAttack if self.norm == "l2" else foolbox.attacks.LinfDeepFoolAttack
-        return cls(steps=self.steps, overshoot=self.overshoot)
+    foolbox_classes: ClassVar[dict[str, str]] = {"linf": "LinfDeepFoolAttack", "l2": "L2DeepFoolAttack"}
 
 
 @dataclass(frozen=True)
 class FoolboxFGM(FoolboxAttack):
     name = "foolbox-fgm"
     summary = "foolbox's L2 fast gradient method (L2FastGradientAttack)"
-    norms = ("l2",)
-
-    def make(self) -> Any:
-        import foolbox
-        return foolbox.attacks.L2FastGradientAttack()
+    foolbox_classes: ClassVar[dict[str, str]] = {"l2": "L2FastGradientAttack"}
 
 
 @dataclass(frozen=True)
 class FoolboxFMN(FoolboxAttack):
-    steps: int = 100
-    max_stepsize: float = 1.0
-    gamma: float = 0.05
+    steps: int = option(100, at_least=1)
+    max_stepsize: float = option(1.0, above=0)
+    gamma: float = option(0.05, above=0, below=1)
 
     name = "foolbox-fmn"
     summary = "foolbox's fast minimum-norm attack (L2FMNAttack / LInfFMNAttack; Pintor et al. 2021)"
     iterative = True
     minimum_norm = True
-    norms = ("linf", "l2")
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.max_stepsize <= 0 or not 0 < self.gamma < 1:
-            raise UserError(f"foolbox-fmn needs steps >= 1, max_stepsize > 0 and 0 < gamma < 1, got {self.steps}, "
-                            f"{self.max_stepsize}, {self.gamma}")
-
-    def make(self) -> Any:
-        import foolbox
-        cls = foolbox.attacks.L2FMNAttack if self.norm == "l2" else foolbox.attacks.LInfFMNAttack
-        return cls(steps=self.steps, max_stepsize=self.max_stepsize, gamma=self.gamma)
+    foolbox_classes: ClassVar[dict[str, str]] = {"linf": "LInfFMNAttack", "l2": "L2FMNAttack"}
 
 
 @dataclass(frozen=True)
 class FoolboxDDN(FoolboxAttack):
-    steps: int = 100
-    gamma: float = 0.05
+    steps: int = option(100, at_least=1)
+    gamma: float = option(0.05, above=0, below=1)
 
     name = "foolbox-ddn"
     summary = "foolbox's decoupled direction and norm attack (DDNAttack; Rony et al. 2019), L2 minimum norm"
     iterative = True
     minimum_norm = True
-    norms = ("l2",)
-
-    def validate(self) -> None:
-        if self.steps < 1 or not 0 < self.gamma < 1:
-            raise UserError(f"foolbox-ddn needs steps >= 1 and 0 < gamma < 1, got {self.steps}, {self.gamma}")
-
-    def make(self) -> Any:
-        import foolbox
-        return foolbox.attacks.DDNAttack(steps=self.steps, gamma=self.gamma)
+    foolbox_classes: ClassVar[dict[str, str]] = {"l2": "DDNAttack"}

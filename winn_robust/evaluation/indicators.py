@@ -137,6 +137,15 @@ class Evidence:
         n = self.n(eps)
         return np.any([_fooled(self.result, a, eps, s, model, n) for a in attacks for s in sources or [model]], axis=0)
 
+    def fooled_only_by(self, eps: float, model: str, by: list[str], not_by: list[str], by_text: str, not_by_text: str,
+                       sources: list[str] | None = None) -> tuple[float, str]:
+        """The comparison behind the attack-against-attack checks: the share of the first n images
+        that `by` (crafted on `sources`, default the model) fools and `not_by` (crafted on the
+        model) does not, and the detail line that counts them."""
+        n = self.n(eps)
+        extra = self.fooled(by, eps, model, sources) & ~self.fooled(not_by, eps, model)
+        return _share(extra, n), f"{int(extra.sum())} of {n} images fooled by {by_text} and by {not_by_text}"
+
     @cached_property
     def worst(self) -> dict[float, dict[str, np.ndarray]]:
         return worst_case_wrong(self.result.labels, self.result.clean_preds, self.result.adv_preds)
@@ -275,13 +284,11 @@ def gradient_free_beats_gradient(ev: Evidence, at: Target) -> list[Indicator]:
     mean the gradient misleads. Every gradient-free attack at eps against every gradient-based one;
     WARN above 0.002 of the images."""
     eps = _eps(at)
-    n = ev.n(eps)
     free, gradient = ev.runs(eps, gradient_free=True), ev.runs(eps, gradient_based=True)
     value: float | None = None
     detail = f"needs {GRADIENT_FREE_TO_RUN} and a gradient attack at this eps"
     if free and gradient:
-        extra = ev.fooled(free, eps, at.model) & ~ev.fooled(gradient, eps, at.model)
-        value, detail = _share(extra, n), f"{int(extra.sum())} of {n} images fooled by {'/'.join(free)} and by no gradient attack"
+        value, detail = ev.fooled_only_by(eps, at.model, free, gradient, "/".join(free), "no gradient attack")
     return [Indicator("gradient-free-beats-gradient", "gradient-free beats gradient-based", at.model, eps,
                       "/".join(free) or GRADIENT_FREE_TO_RUN, value, GRADIENT_FREE_MAX,
                       _status(value, GRADIENT_FREE_MAX),
@@ -299,10 +306,9 @@ def transfer_beats_white_box(ev: Evidence, at: Target) -> list[Indicator]:
     value: float | None = None
     detail = "needs a second model"
     if others:
-        attacks, n = ev.runs(eps), ev.n(eps)
-        extra = ev.fooled(attacks, eps, at.model, others) & ~ev.fooled(attacks, eps, at.model)
-        value = _share(extra, n)
-        detail = f"{int(extra.sum())} of {n} images fooled by another model's examples and by none of its own"
+        attacks = ev.runs(eps)
+        value, detail = ev.fooled_only_by(eps, at.model, attacks, attacks, "another model's examples", "none of its own",
+                                          sources=others)
     return [Indicator("transfer-beats-white-box", "transfer beats white-box", at.model, eps, None, value,
                       TRANSFER_MAX, _status(value, TRANSFER_MAX),
                       "white-box attacks should be the strongest: they fail on this model, so use stronger "
@@ -319,10 +325,7 @@ def single_step_beats_iterative(ev: Evidence, at: Target) -> list[Indicator]:
     detail = (f"needs {'fgsm' if ev.result.norm == DEFAULT_NORM else 'fgm'} and an iterative "
               "gradient attack (pgd, apgd-ce) at this eps")
     if single and iterative:
-        n = ev.n(eps)
-        extra = ev.fooled(single, eps, at.model) & ~ev.fooled(iterative, eps, at.model)
-        value = _share(extra, n)
-        detail = f"{int(extra.sum())} of {n} images fooled by {'/'.join(single)} and by no iterative attack"
+        value, detail = ev.fooled_only_by(eps, at.model, single, iterative, "/".join(single), "no iterative attack")
     return [Indicator("single-step-beats-iterative", "single-step beats iterative", at.model, eps, None, value,
                       SINGLE_STEP_MAX, _status(value, SINGLE_STEP_MAX),
                       "an iterative attack should find everything one step finds: its optimisation fails "
@@ -347,16 +350,12 @@ def single_step_far_weaker(ev: Evidence, at: Target) -> list[Indicator]:
     iterative = ev.runs(eps, gradient_based=True, iterative=True)
     if not single or not iterative:
         return []
-    n = ev.n(eps)
-    extra = ev.fooled(iterative, eps, at.model) & ~ev.fooled(single, eps, at.model)
-    value = _share(extra, n)
+    value, detail = ev.fooled_only_by(eps, at.model, iterative, single, "/".join(iterative), f"no {'/'.join(single)}")
     return [Indicator("single-step-far-weaker", "single-step far weaker than iterative", at.model, eps, None,
                       value, SINGLE_STEP_GAP_MAX, _status(value, SINGLE_STEP_GAP_MAX),
                       "the input gradient at the image misleads a single step (gradient masking; after "
                       "FGSM or Fast-AT training, catastrophic overfitting): quote PGD or AutoAttack, not "
-                      "FGSM, and for Fast-AT lower the step or eps, or stop before the collapse",
-                      f"{int(extra.sum())} of {n} images fooled by {'/'.join(iterative)} and by no "
-                      f"{'/'.join(single)}")]
+                      "FGSM, and for Fast-AT lower the step or eps, or stop before the collapse", detail)]
 
 
 # ----------------------------------------------------------------------------- across eps and steps

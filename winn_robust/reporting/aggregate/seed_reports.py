@@ -82,6 +82,18 @@ def eps_list(values: Sequence[float]) -> str:
     return ", ".join(eps_text(e) for e in values) or "none"
 
 
+def test_set_difference(first: SeedReport, other: SeedReport) -> str:
+    """How two folders' test images differ (their number, index or label columns); "" when they
+    are the same images."""
+    a, b = first.folder, other.folder
+    if first.n != other.n:
+        return f"{a} has N = {first.n} test images, {b} has N = {other.n}"
+    for column, ours, theirs in (("index", first.index, other.index), ("label", first.labels, other.labels)):
+        if not np.array_equal(ours, theirs):
+            return f"the {column} columns of {a} and {b} differ"
+    return ""
+
+
 def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
     """Refuse folders that cannot be paired: the same folder twice, or another dataset, test
     set, model set, baseline, attack set or eps set than the first folder's."""
@@ -98,15 +110,10 @@ def check_same_experiment(seeds: Sequence[SeedReport]) -> None:
         if data_a is not None and data_b is not None and data_a != data_b:
             raise UserError(f"report folders hold different datasets: {a} is {data_a}, {b} is {data_b}; "
                             "aggregate only seeds of one experiment")
-        if first.n != other.n:
-            raise UserError(f"report folders use different test sets: {a} has N = {first.n} test images, {b} has "
-                            f"N = {other.n}; evaluate every seed on the same test images (same --data and --limit)")
-        if not np.array_equal(first.index, other.index):
-            raise UserError(f"report folders use different test sets: the index columns of {a} and {b} differ; "
-                            "evaluate every seed on the same test images (same --data and --limit)")
-        if not np.array_equal(first.labels, other.labels):
-            raise UserError(f"report folders use different test sets: the label columns of {a} and {b} differ; "
-                            "evaluate every seed on the same test images (same --data and --limit)")
+        test_sets = test_set_difference(first, other)
+        if test_sets:
+            raise UserError(f"report folders use different test sets: {test_sets}; evaluate every seed on the same test "
+                            "images (same --data and --limit)")
         if set(first.models) != set(other.models):
             raise UserError(f"report folders hold different models: {a} has {names_text(first.models)}, {b} has "
                             f"{names_text(other.models)}; give folders that evaluate the same models (same names)")

@@ -32,7 +32,7 @@ from winn_robust.attacks.pgd_l2 import l2_ball_start, l2_step_rule, pgd_at_norm
 from winn_robust.errors import SettingError
 from winn_robust.models.base import frozen_eval
 from winn_robust.training.losses import LossTerms, adversarial_loss, trades_kl, trades_loss
-from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative, check_positive
+from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative, check_positive, setting
 from winn_robust.units import L2_EPS_MAX, MODEL_HIGH, MODEL_LOW, MODEL_SCALE, NORMS, eps_to_model
 
 TRADES_START_STD = 0.001  # pixel units, the official code's
@@ -43,8 +43,10 @@ class AdversarialMethod(TrainingMethod):
     """Shared settings: eps (None until the run's table eps or --train-eps fills it), the linear
     ramp and the threat model."""
     eps: float | None = None
-    ramp_epochs: float = 0.0
+    ramp_epochs: float = setting(0.0, check_non_negative)
     norm: str = "linf"
+
+    term_columns = ("", "")  # no critic terms to log (TRADES logs its KL term)
 
     def validate(self) -> None:
         if self.norm not in NORMS:
@@ -54,7 +56,6 @@ class AdversarialMethod(TrainingMethod):
                                       "(MNIST's usual 1.5-2, CIFAR-10's 0.5)", method_setting=True)
         if self.eps is not None and self.norm == "linf" and not 0.0 <= self.eps <= 1.0:
             raise SettingError("eps", f"must be in [0, 1] pixel units, got {self.eps} (8/255 = 0.0314; MNIST's 0.3)", method_setting=True)
-        check_non_negative("ramp_epochs", self.ramp_epochs)
 
     @property
     def threat_norm(self) -> str:
@@ -74,6 +75,11 @@ class AdversarialMethod(TrainingMethod):
     def train_eps(self) -> float | None:
         return self.eps
 
+    def ramped_step(self, step_size: float, eps_now: float) -> float:
+        """An inner step size given in pixel units at the full training eps, scaled with the
+        ramped eps; 0 when it is unset (0: the method's default rule)."""
+        return step_size * (eps_now / self.eps) if step_size > 0 and self.eps else 0.0
+
     def eps_at(self, ctx: StepContext) -> float:
         """The training eps of this batch (the ramp's value while it lasts)."""
         if self.eps is None:
@@ -85,23 +91,17 @@ class AdversarialMethod(TrainingMethod):
 
 @dataclass(frozen=True)
 class PGDAT(AdversarialMethod):
-    steps: int = 10
-    step_size: float = 0.0   # pixel units; 0 = 2.5 * eps / steps
+    steps: int = setting(10, check_positive)
+    step_size: float = setting(0.0, check_non_negative)   # pixel units; 0 = 2.5 * eps / steps
 
     name = "pgd-at"
     summary = "Madry et al. 2018: CE on PGD examples from a uniform random start"
-    term_columns = ("", "")
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive("steps", self.steps)
-        check_non_negative("step_size", self.step_size)
 
     def inner_attack(self, eps_now: float) -> PGD:
         """The harness's PGD at this norm: one restart from a random start in the ball, the step
         scaled with a ramped eps."""
-        step = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else 0.0
-        return pgd_at_norm(self.norm, steps=self.steps, step_size=step, restarts=1, random_start=True)
+        return pgd_at_norm(self.norm, steps=self.steps, step_size=self.ramped_step(self.step_size, eps_now), restarts=1,
+                           random_start=True)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         eps_now = self.eps_at(ctx)
@@ -113,27 +113,20 @@ class PGDAT(AdversarialMethod):
 
 @dataclass(frozen=True)
 class TRADES(AdversarialMethod):
-    beta: float = 6.0
-    steps: int = 10
-    step_size: float = 0.0   # pixel units; 0 = 2.5 * eps / steps
+    beta: float = setting(6.0, check_non_negative)
+    steps: int = setting(10, check_positive)
+    step_size: float = setting(0.0, check_non_negative)   # pixel units; 0 = 2.5 * eps / steps
 
     name = "trades"
     summary = "Zhang et al. 2019: CE(f(x)) + beta * KL(p(x) || p(x')), x' maximising that KL"
     term_names = ("total loss", "cross-entropy", "TRADES KL term", "unused")
     term_columns = ("robust_term", "")
 
-    def validate(self) -> None:
-        super().validate()
-        check_non_negative("beta", self.beta)
-        check_positive("steps", self.steps)
-        check_non_negative("step_size", self.step_size)
-
     def perturb(self, model: torch.nn.Module, x: torch.Tensor, eps_now: float, start_noise: torch.Tensor) -> torch.Tensor:
         """TRADES' inner maximisation: K steps (sign steps at L-inf, normalised-gradient steps at
         L2) on KL(p(x) || p(x')) from x + 0.001 N(0, 1)."""
         radius = eps_to_model(eps_now)
-        step_pixels = self.step_size * (eps_now / self.eps) if self.step_size > 0 and self.eps else \
-            2.5 * eps_now / self.steps
+        step_pixels = self.ramped_step(self.step_size, eps_now) or 2.5 * eps_now / self.steps
         with frozen_eval(model):
             with torch.no_grad():
                 probs = F.softmax(model(x), dim=1)
@@ -152,15 +145,10 @@ class TRADES(AdversarialMethod):
 
 @dataclass(frozen=True)
 class FastAT(AdversarialMethod):
-    step_factor: float = 1.25   # the FGSM step, in units of eps
+    step_factor: float = setting(1.25, check_positive)   # the FGSM step, in units of eps
 
     name = "fast-at"
     summary = "Wong et al. 2020: one FGSM step of 1.25 eps from a uniform random start"
-    term_columns = ("", "")
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive("step_factor", self.step_factor)
 
     def perturb(self, model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, eps_now: float,
                 start: torch.Tensor) -> torch.Tensor:

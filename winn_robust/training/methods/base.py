@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -65,9 +65,13 @@ class TrainingMethod(ABC):
 
     def __post_init__(self) -> None:
         self.validate()
+        for f in fields(self):
+            if "check" in f.metadata:
+                f.metadata["check"](f.name, getattr(self, f.name))
 
     def validate(self) -> None:  # noqa: B027  (optional hook)
-        """Raise SettingError for settings out of range (called once, when built)."""
+        """Raise SettingError for settings out of range (called once, when built, before the
+        range checks each `setting(...)` declares)."""
 
     @property
     def method_name(self) -> str:
@@ -97,6 +101,12 @@ class TrainingMethod(ABC):
     @abstractmethod
     def loss(self, ctx: StepContext) -> LossTerms:
         """The loss of one batch, with its logged terms."""
+
+
+def setting(default: Any, check: Callable[[str, Any], None]) -> Any:
+    """A method setting with its range check (`check_positive`, `check_non_negative`) declared
+    beside it: every method checks its settings, and words the error, the same way."""
+    return field(default=default, metadata={"check": check})
 
 
 def check_positive(name: str, value: float) -> None:

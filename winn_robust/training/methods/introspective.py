@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from winn_robust.training.losses import LossTerms, baseline_loss, icn_loss, winn_loss
-from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative
+from winn_robust.training.methods.base import StepContext, TrainingMethod, check_non_negative, setting
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,11 @@ class Baseline(TrainingMethod):
 
 @dataclass(frozen=True)
 class ICN(TrainingMethod):
-    alpha: float = 0.01   # weight of the introspective term (paper: 0.01)
+    alpha: float = setting(0.01, check_non_negative)   # weight of the introspective term (paper: 0.01)
 
     name = "icn"
     summary = "CE + alpha * logistic loss of the critic separating positives from pseudo-negatives"
     uses_negatives = True
-
-    def validate(self) -> None:
-        check_non_negative("alpha", self.alpha)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         assert ctx.neg is not None
@@ -35,17 +32,13 @@ class ICN(TrainingMethod):
 
 @dataclass(frozen=True)
 class WINN(TrainingMethod):
-    alpha: float = 0.01      # weight of the introspective term (paper: 0.01)
-    gp_lambda: float = 10.0  # weight of the gradient penalty (paper: 10)
+    alpha: float = setting(0.01, check_non_negative)      # weight of the introspective term (paper: 0.01)
+    gp_lambda: float = setting(10.0, check_non_negative)  # weight of the gradient penalty (paper: 10)
 
     name = "winn"
     summary = "CE + alpha * (Wasserstein critic gap + lambda * gradient penalty) against pseudo-negatives"
     uses_negatives = True
     uses_interpolation = True
-
-    def validate(self) -> None:
-        check_non_negative("alpha", self.alpha)
-        check_non_negative("gp_lambda", self.gp_lambda)
 
     def loss(self, ctx: StepContext) -> LossTerms:
         assert ctx.neg is not None
