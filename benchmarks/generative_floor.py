@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ from winn_robust.training.generative.trainer import GenerativeTrainer
 from winn_robust.training.inputs import make_train_data
 from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
-METHODS = ("winn-gen",)
+METHODS = ("winn-gen", "wgan-gp")
 PARTS = ("critic", "synthesis", "total")
 CLOCKS = ("wall", "cpu")
 
@@ -79,9 +80,9 @@ class Clock:
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             yield
-        finally:
-            self.seconds["wall"][name] = time.perf_counter() - wall
-            self.seconds["cpu"][name] = time.process_time() - cpu
+        finally:  # summed over the calls: the wgan-gp steps of a row are many
+            self.seconds["wall"][name] = self.seconds["wall"].get(name, 0.0) + time.perf_counter() - wall
+            self.seconds["cpu"][name] = self.seconds["cpu"].get(name, 0.0) + time.process_time() - cpu
 
 
 @contextmanager
@@ -314,14 +315,211 @@ def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: to
                           "timed_repeats_same_work": repeat_same}}
 
 
+# ----------------------------------------------------------------------------- wgan-gp
+def wgan_gp_module() -> Any:
+    """training/generative/wgan_gp.py (imported when measured, so the winn-gen half runs without it)."""
+    try:
+        return importlib.import_module("winn_robust.training.generative.wgan_gp")
+    except ModuleNotFoundError:
+        raise UserError("this winn_robust has no wgan-gp; measure --methods winn-gen") from None
+
+
+@dataclass
+class GanRecording:
+    """What one wgan-gp row did: every real batch, latent code and interpolation weight in the
+    order drawn, and the random state its threshold range drew its real batches from."""
+    reals: list[torch.Tensor] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)
+    weights: list[torch.Tensor] = field(default_factory=list)
+    threshold_rng: list[torch.Tensor] = field(default_factory=list)
+
+
+@contextmanager
+def gan_recording(learner: Any, rng: torch.Generator) -> Iterator[GanRecording]:
+    """Record a wgan-gp learner's draws meanwhile (instance attributes shadowing its methods, and
+    the name wgan_gp looks interpolation weights up by)."""
+    record = GanRecording()
+    wgan_gp = wgan_gp_module()
+    real_batch, latent, range_ = learner.real_batch, learner.latent, learner.real_score_range
+    weights = wgan_gp.interpolation_weights
+
+    def logged_real() -> torch.Tensor:
+        record.reals.append(real_batch().clone())
+        return record.reals[-1]
+
+    def logged_latent(n: int) -> torch.Tensor:
+        record.latents.append(latent(n).clone())
+        return record.latents[-1]
+
+    def logged_weights(n: int, like: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        record.weights.append(weights(n, like, rng).clone())
+        return record.weights[-1]
+
+    def logged_range() -> tuple[float, float]:
+        record.threshold_rng.append(rng.get_state())
+        return range_()
+
+    learner.real_batch, learner.latent, learner.real_score_range = logged_real, logged_latent, logged_range
+    wgan_gp.interpolation_weights = logged_weights
+    try:
+        yield record
+    finally:
+        del learner.real_batch, learner.latent, learner.real_score_range
+        wgan_gp.interpolation_weights = weights
+
+
+@dataclass
+class GanFloorRun:
+    forward: int
+    backward: int
+    threshold_range: tuple[float, float]
+
+
+def floor_gan(critic: nn.Module, generator: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+              record: GanRecording, images: torch.Tensor, method: Any, clock: Clock) -> GanFloorRun:
+    """The row's generator iterations bare: n_critic critic steps (the generator's forward on the
+    latent codes without a graph, the critic loss as winn-gen's floor, Adam), then a generator
+    step (-mean f(G(z)), backward through the frozen critic, Adam); then the real batches' mean
+    scores of the threshold range."""
+    forward = backward = 0
+    critic.train()
+    generator.train()
+    latents = iter(record.latents)
+    reals, weights = iter(record.reals), iter(record.weights)
+    for _ in range(len(record.reals) // method.n_critic):
+        with clock.part("critic"):
+            for _ in range(method.n_critic):
+                real, z, a = next(reals), next(latents), next(weights)
+                with torch.no_grad():
+                    fake = generator(z)
+                n = len(real)
+                f = scores(critic, torch.cat([real, fake]))
+                x_hat = (a * real + (1 - a) * fake).requires_grad_(True)
+                (grad,) = torch.autograd.grad(scores(critic, x_hat).sum(), x_hat, create_graph=True)
+                loss = f[n:].mean() - f[:n].mean() + method.gp_lambda * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+                optimizers["critic"].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers["critic"].step()
+                forward, backward = forward + 4 * n, backward + 3 * n  # G's forward; the critic's 3 n both ways
+        with clock.part("synthesis"):
+            z = next(latents)
+            for p in critic.parameters():
+                p.requires_grad_(False)
+            loss = -scores(critic, generator(z)).mean()
+            optimizers["generator"].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers["generator"].step()
+            for p in critic.parameters():
+                p.requires_grad_(True)
+            forward, backward = forward + 2 * len(z), backward + 2 * len(z)  # through G and the critic
+    wgan_gp = wgan_gp_module()
+    (state,) = record.threshold_rng
+    rng = torch.Generator(device=images.device)
+    rng.set_state(state)
+    index = torch.randperm(len(images), generator=rng, device=images.device)
+    size = min(method.gan_batch, len(images))
+    critic.eval()
+    with torch.no_grad():
+        means = [float(scores(critic, images[index[s:s + size]]).mean())
+                 for s in range(0, min(len(index), wgan_gp.THRESHOLD_BATCHES * size), size) if s + size <= len(index)]
+    critic.train()
+    return GanFloorRun(forward + size * len(means), backward, (min(means), max(means)))
+
+
+def wgan_gp_config(args: argparse.Namespace, dataset: str) -> TrainConfig:
+    options = {"iterations": (args.warm_iterations + 1) * args.log_every, "log_every": args.log_every,
+               "gan_batch": args.gan_batch}
+    return TrainConfig(method="wgan-gp", arch=args.arch, data=dataset, batch_size=args.batch_size, seed=args.seed,
+                       method_options=options)
+
+
+def measure_wgan_gp(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path) -> dict[str, Any]:
+    data = make_train_data(dataset, 100, args.seed, args.train_limit, device)  # validation is unused
+    config = wgan_gp_config(args, data.dataset)
+    trainer = GenerativeTrainer(config, data, out / "wgan-gp", device, progress=False)
+    for _ in range(args.warm_iterations):
+        trainer.run_iteration()
+    learner: Any = trainer.learner
+    method = learner.method
+    start = Snapshot.of(trainer)
+    with gan_recording(learner, trainer.rng) as record:
+        row = trainer.run_iteration()
+    trainer_weights = {k: copy.deepcopy(m.state_dict()) for k, m in learner.modules.items()}
+
+    critic, generator = copy.deepcopy(learner.critic), copy.deepcopy(learner.generator)
+    betas = (method.gan_beta1, method.gan_beta2)
+    optimizers = {"critic": torch.optim.Adam(critic.parameters(), lr=method.critic_lr, betas=betas),
+                  "generator": torch.optim.Adam(generator.parameters(), lr=method.generator_lr, betas=betas)}
+    images = learner.images
+
+    def reset_floor() -> None:
+        for name, module in (("critic", critic), ("generator", generator)):
+            module.load_state_dict(start.weights[name])
+            optimizers[name].load_state_dict(copy.deepcopy(start.optimizers[name]))
+
+    reset_floor()
+    check = floor_gan(critic, generator, optimizers, record, images, method, Clock())
+    weight_diff = max(max_diff(trainer_weights["critic"], critic.state_dict()),
+                      max_diff(trainer_weights["generator"], generator.state_dict()))
+    threshold_diff = max(abs(check.threshold_range[0] - row["threshold_low"]),
+                         abs(check.threshold_range[1] - row["threshold_high"]))
+
+    clocks: dict[str, list[Clock]] = {"trainer": [], "floor": []}
+    rows: list[dict[str, Any]] = []
+
+    def trainer_run() -> None:
+        clocks["trainer"].append(Clock())
+        with clocks["trainer"][-1].part("total"):
+            start.restore(trainer)
+            rows.append(trainer.run_iteration())
+
+    def floor_run() -> GanFloorRun:
+        clock = Clock()
+        clocks["floor"].append(clock)
+        with clock.part("total"):
+            reset_floor()
+            return floor_gan(critic, generator, optimizers, record, images, method, clock)
+
+    with clocked_methods(learner, {"critic": "critic_step", "synthesis": "generator_step"}, clocks["trainer"]):
+        timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
+    floor_out: GanFloorRun = timings.outputs["floor"]
+    seconds = {side: best_seconds(runs[1:]) for side, runs in clocks.items()}
+    steps = len(record.reals) // method.n_critic
+    return {"method": "wgan-gp", "dataset": data.dataset, "image_shape": list(data.image_shape),
+            "train_images": len(data.train_images), "timed_iteration": row["epoch"],
+            "generator_iterations": steps, "n_critic": method.n_critic, "batch_size": method.gan_batch,
+            "seconds": seconds, "seconds_all": {side: [r.seconds for r in runs[1:]] for side, runs in clocks.items()},
+            "x_floor_speed": {c: {p: seconds["floor"][c][p] / seconds["trainer"][c][p] for p in PARTS} for c in CLOCKS},
+            "passes": {"trainer": {"forward": int(row["forward_passes"]), "backward": int(row["backward_passes"])},
+                       "floor": {"forward": floor_out.forward, "backward": floor_out.backward}},
+            "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_threshold_diff": threshold_diff,
+                          "timed_repeats_same_work": all(r["forward_passes"] == row["forward_passes"] for r in rows)}}
+
+
 # ----------------------------------------------------------------------------- output
 def passes_agree(result: dict[str, Any]) -> bool:
     return bool(result["passes"]["trainer"] == result["passes"]["floor"])
 
 
+def describe(r: dict[str, Any]) -> str:
+    """The line under the table: what the timed iteration did and how far trainer and floor agree."""
+    agree = r["agreement"]
+    head = f"  {r['method']}: iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
+    passes = f"passes {'AGREE' if passes_agree(r) else 'DIFFER'}"
+    if r["method"] == "wgan-gp":
+        return (head + f"{r['generator_iterations']} generator iterations of {r['n_critic']} critic steps, batch "
+                f"{r['batch_size']}; {passes}; after the row the weights differ by at most "
+                f"{agree['max_abs_weight_diff']:.3g}, the threshold range by {agree['max_abs_threshold_diff']:.3g}")
+    steps = r["synthesis_steps"]
+    return (head + f"{r['critic_batches']} critic batches of {r['batch_size']}, {r['synthesis_batches']} synthesis "
+            f"batches, Adam steps {min(steps)}..{max(steps)} (mean {sum(steps) / len(steps):.1f}); {passes}; after the "
+            f"iteration the critic weights differ by at most {agree['max_abs_weight_diff']:.3g}, the synthesized images "
+            f"by {agree['max_abs_image_diff']:.3g}")
+
+
 def format_results(results: list[dict[str, Any]]) -> str:
     columns = [Column("method", 8, align="<"), Column("side", 7, align="<"), Column("clock", 5, align="<"),
-               Column("critic s", 8, ".3f"), Column("synthesis s", 11, ".3f"), Column("total s", 8, ".3f"),
+               Column("critic s", 8, ".3f"), Column("synth/G s", 9, ".3f"), Column("total s", 8, ".3f"),
                Column("fwd passes", 10, "d"), Column("bwd passes", 10, "d"),
                Column("x floor speed (critic/synth/total)", 34, align=">")]
     rows: list[list[Any]] = []
@@ -334,12 +532,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
                 passes = [p["forward"], p["backward"]] if clock == "wall" else ["", ""]
                 ratio = f"{speed['critic']:.2f} / {speed['synthesis']:.2f} / {speed['total']:.2f}" if side == "trainer" else ""
                 rows.append([r["method"], side, clock, s["critic"], s["synthesis"], s["total"], *passes, ratio])
-        steps, agree = r["synthesis_steps"], r["agreement"]
-        notes.append(f"  {r['method']}: iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
-                     f"{r['critic_batches']} critic batches of {r['batch_size']}, {r['synthesis_batches']} synthesis batches, "
-                     f"Adam steps {min(steps)}..{max(steps)} (mean {sum(steps) / len(steps):.1f}); passes "
-                     f"{'AGREE' if passes_agree(r) else 'DIFFER'}; after the iteration the critic weights differ by at most "
-                     f"{agree['max_abs_weight_diff']:.3g}, the synthesized images by {agree['max_abs_image_diff']:.3g}")
+        notes.append(describe(r))
     return table(columns, rows, indent="  ") + "\n" + "\n".join(notes)
 
 
@@ -363,6 +556,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--initial-negatives", type=int, default=200)
     ap.add_argument("--critic-passes", type=int, default=3)
     ap.add_argument("--ascent-max-steps", type=int, default=500)
+    ap.add_argument("--log-every", type=int, default=10, help="wgan-gp generator iterations per row (the timed unit)")
+    ap.add_argument("--gan-batch", type=int, default=64, help="wgan-gp batch (the reference's 64)")
     ap.add_argument("--repeats", type=int, default=3)
     add_json_option(ap)
     args = ap.parse_args(argv)
@@ -371,7 +566,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.methods:
         raise UserError(f"--methods {','.join(args.methods)!r}: choose from {', '.join(METHODS)}")
     for name in ("repeats", "train_limit", "batch_size", "positives", "negatives", "initial_negatives",
-                 "critic_passes", "ascent_max_steps"):
+                 "critic_passes", "ascent_max_steps", "log_every", "gan_batch"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.warm_iterations < 0:
@@ -381,6 +576,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 MEASURES: dict[str, Callable[[argparse.Namespace, ImageDataset, torch.device, Path], dict[str, Any]]] = {
     "winn-gen": measure_winn_gen,
+    "wgan-gp": measure_wgan_gp,
 }
 
 
