@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -104,9 +105,21 @@ def clocked_methods(obj: Any, parts: dict[str, str], current: list[Clock]) -> It
             delattr(obj, name)
 
 
-def best_seconds(runs: list[Clock]) -> dict[str, dict[str, float]]:
-    """Per clock and part, the best (least disturbed) of the runs."""
-    return {clock: {part: min(r.seconds[clock][part] for r in runs) for part in PARTS} for clock in CLOCKS}
+def best_seconds(runs: list[Clock], pick: Callable[[list[float]], float] = min) -> dict[str, dict[str, float]]:
+    """Per clock and part, the best (least disturbed) of the runs, or another statistic `pick`."""
+    return {clock: {part: pick([r.seconds[clock][part] for r in runs]) for part in PARTS} for clock in CLOCKS}
+
+
+def floor_speeds(clocks: dict[str, list[Clock]]) -> dict[str, Any]:
+    """Best and median seconds of each side (the first run of each is time_pipelines' warm-up), and
+    "x floor speed" of both: one lucky floor run moves the best, the median shows it."""
+    best = {side: best_seconds(runs[1:]) for side, runs in clocks.items()}
+    median = {side: best_seconds(runs[1:], statistics.median) for side, runs in clocks.items()}
+    return {"seconds": best, "seconds_median": median,
+            "seconds_all": {side: [r.seconds for r in runs[1:]] for side, runs in clocks.items()},
+            "x_floor_speed": {c: {p: best["floor"][c][p] / best["trainer"][c][p] for p in PARTS} for c in CLOCKS},
+            "x_floor_speed_median": {c: {p: median["floor"][c][p] / median["trainer"][c][p] for p in PARTS}
+                                     for c in CLOCKS}}
 
 
 # ----------------------------------------------------------------------------- recording the trainer
@@ -301,14 +314,11 @@ def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: to
     repeat_same = all(r["forward_passes"] == row["forward_passes"] and r["synthesis_steps_mean"] == row["synthesis_steps_mean"]
                       for r in rows)
     floor_out: FloorRun = timings.outputs["floor"]
-    # the first run of each side is time_pipelines' warm-up
-    seconds = {side: best_seconds(runs[1:]) for side, runs in clocks.items()}
     steps = [s for _, s in record.ascents]
     return {"method": "winn-gen", "dataset": data.dataset, "image_shape": list(data.image_shape),
             "train_images": len(data.train_images), "timed_iteration": row["epoch"], "critic_batches": len(record.critic_batches),
             "batch_size": config.batch_size, "synthesis_batches": len(steps), "synthesis_steps": steps,
-            "seconds": seconds, "seconds_all": {side: [r.seconds for r in runs[1:]] for side, runs in clocks.items()},
-            "x_floor_speed": {c: {p: seconds["floor"][c][p] / seconds["trainer"][c][p] for p in PARTS} for c in CLOCKS},
+            **floor_speeds(clocks),
             "passes": {"trainer": {"forward": int(row["forward_passes"]), "backward": int(row["backward_passes"])},
                        "floor": {"forward": floor_out.forward, "backward": floor_out.backward}},
             "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_image_diff": image_diff,
@@ -483,13 +493,11 @@ def measure_wgan_gp(args: argparse.Namespace, dataset: ImageDataset, device: tor
     with clocked_methods(learner, {"critic": "critic_step", "synthesis": "generator_step"}, clocks["trainer"]):
         timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
     floor_out: GanFloorRun = timings.outputs["floor"]
-    seconds = {side: best_seconds(runs[1:]) for side, runs in clocks.items()}
     steps = len(record.reals) // method.n_critic
     return {"method": "wgan-gp", "dataset": data.dataset, "image_shape": list(data.image_shape),
             "train_images": len(data.train_images), "timed_iteration": row["epoch"],
             "generator_iterations": steps, "n_critic": method.n_critic, "batch_size": method.gan_batch,
-            "seconds": seconds, "seconds_all": {side: [r.seconds for r in runs[1:]] for side, runs in clocks.items()},
-            "x_floor_speed": {c: {p: seconds["floor"][c][p] / seconds["trainer"][c][p] for p in PARTS} for c in CLOCKS},
+            **floor_speeds(clocks),
             "passes": {"trainer": {"forward": int(row["forward_passes"]), "backward": int(row["backward_passes"])},
                        "floor": {"forward": floor_out.forward, "backward": floor_out.backward}},
             "agreement": {"max_abs_weight_diff": weight_diff, "max_abs_threshold_diff": threshold_diff,
@@ -504,7 +512,10 @@ def passes_agree(result: dict[str, Any]) -> bool:
 def describe(r: dict[str, Any]) -> str:
     """The line under the table: what the timed iteration did and how far trainer and floor agree."""
     agree = r["agreement"]
-    head = f"  {r['method']}: iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
+    median = r["x_floor_speed_median"]["cpu"]
+    head = (f"  {r['method']}: x floor speed by the median CPU seconds {median['critic']:.2f} / {median['synthesis']:.2f} / "
+            f"{median['total']:.2f}; ")
+    head += f"iteration {r['timed_iteration']} on {r['dataset']} {tuple(r['image_shape'])}: "
     passes = f"passes {'AGREE' if passes_agree(r) else 'DIFFER'}"
     if r["method"] == "wgan-gp":
         return (head + f"{r['generator_iterations']} generator iterations of {r['n_critic']} critic steps, batch "
