@@ -12,6 +12,11 @@ Floor, from the same critic weights and optimizer state:
              [forward, mean, backward, Adam, clamp], then one forward of the result: the stop
              test the trainer cannot skip (it learns that a batch has reached its threshold by
              scoring it), done here without building a graph.
+wgan-gp (training/generative/wgan_gp.py): one row (--log-every generator iterations of n_critic
+critic steps and a generator step, then the threshold range's real batches), its real batches,
+latent codes and interpolation weights recorded; the floor replays them through copies of the
+same networks and optimizers (the generator's forward for the fakes without a graph, the critic
+loss as above, -mean f(G(z)) through the frozen critic) and scores the same real batches.
 No bookkeeping: no loss terms, finiteness checks, threshold draws, pool growth, pass counting.
 
 Both sides are reset to the same state before each timed run and timed round-robin, best of
