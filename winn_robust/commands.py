@@ -84,7 +84,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         last = args.out / LAST_NAME
         if not last.is_file():
-            raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
+            return stopped_first_epoch_config(args, given)
         meta = read_meta(last)
         saved = TrainConfig.from_dict(meta.hparams).to_dict()
         method = given.get("method", saved["method"])
@@ -109,6 +109,28 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise UserError(f"--method {config.method} trains against a budget: give --train-eps in [0, 1] pixel units "
                         "(MNIST: 0.3, CIFAR-10: 8/255) or a --method-preset")
     return config
+
+
+def stopped_first_epoch_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
+    """--resume of a run stopped inside its first epoch: its settings are partial.pt's. Without
+    that either, one line that sends the user the right way (never back and forth)."""
+    from winn_robust.checkpoint import load_tensors
+    from winn_robust.training.run_folder import RunFolder
+
+    folder = RunFolder(args.out)
+    if not folder.partial.is_file():
+        if folder.holds_run():
+            raise UserError(f"--resume: {args.out} holds no {LAST_NAME} (no epoch's state was ever saved, e.g. its first "
+                            "write failed), so there is nothing to continue; start it afresh with --force")
+        raise UserError(f"--resume: no {args.out / LAST_NAME} to resume from; run without --resume to start fresh")
+    state = load_tensors(folder.partial, what="partial-epoch state")
+    saved = state.get("hparams") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(f"--resume: {folder.partial} records no settings; delete it and start afresh with --force")
+    method = given.get("method", saved["method"])
+    options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
+    distributed.main_only(print)(f"resuming {method} inside epoch 1 from {folder.partial}", file=sys.stderr)
+    return TrainConfig.from_dict({**saved, **given, "method_options": options})
 
 
 def run_train(args: argparse.Namespace) -> None:
