@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from winn_robust import distributed, locking
+from winn_robust import distributed
 from winn_robust.checkpoint import load_checkpoint, read_meta
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
+from winn_robust.reporting.report_folder import ReportFolder
 from winn_robust.training import TrainConfig
 from winn_robust.training.methods.registry import CLI_FLAGS
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
@@ -127,7 +128,7 @@ def stopped_first_epoch_config(args: argparse.Namespace, given: dict[str, Any]) 
     saved = state.get("hparams") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         raise UserError(f"--resume: {folder.partial} records no settings; delete it and start afresh with --force")
-    method = given.get("method", saved["method"])
+    method = str(given.get("method", saved["method"]))
     options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
     distributed.main_only(print)(f"resuming {method} inside epoch 1 from {folder.partial}", file=sys.stderr)
     return TrainConfig.from_dict({**saved, **given, "method_options": options})
@@ -230,8 +231,8 @@ def run_report(args: argparse.Namespace) -> None:
 
     if len(args.report) == 1:
         target = args.out or (args.report[0] if args.report[0].is_dir() else args.report[0].parent)
-        hold = locking.acquire(target, locking.REPORT) if target.is_dir() else ExitStack()
-        with hold:  # not while an `attack` writes that folder
+        hold = ReportFolder(target).open_for_writing() if args.out is not None or target.is_dir() else ExitStack()
+        with hold:  # like every writer: locked (no `attack` beside it), leftovers of a killed run removed
             files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out, metric=args.metric)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
@@ -239,7 +240,7 @@ def run_report(args: argparse.Namespace) -> None:
         raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
-    with locking.acquire(args.out, locking.REPORT):
+    with ReportFolder(args.out).open_for_writing():
         files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
                                 reference=args.reference, resamples=args.bootstrap_resamples,
                                 bootstrap_seed=args.bootstrap_seed, metric=args.metric or "error")

@@ -24,7 +24,14 @@ TOP_FILES = (BEST_NAME, LAST_NAME, PARTIAL_NAME, METRICS_NAME, METRICS_PLOT, MAR
              "best-last.pt")
 _POOL_FILE = re.compile(r"^epoch_\d{3,}\.pt$")
 _GRID_FILE = re.compile(r"^epoch_\d{3,}\.png$")
-_PATTERNS = {POOL_DIR: _POOL_FILE, NEGATIVES_DIR: _GRID_FILE}
+
+
+def _is_pool_file(name: str) -> bool:
+    return bool(_POOL_FILE.match(name))
+
+
+def _is_grid_file(name: str) -> bool:
+    return bool(_GRID_FILE.match(name))
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class RunFolder(OwnedFolder):
         return TOP_FILES
 
     def subfolders(self) -> Mapping[str, NamePredicate]:
-        return {sub: (lambda name, p=pattern: bool(p.match(name))) for sub, pattern in _PATTERNS.items()}
+        return {POOL_DIR: _is_pool_file, NEGATIVES_DIR: _is_grid_file}
 
     @property
     def best(self) -> Path:

@@ -40,8 +40,7 @@ from tqdm.auto import tqdm
 
 from winn_robust import distributed, stop_request
 from winn_robust.attacks.pgd_l2 import pgd_at_norm
-from winn_robust.checkpoint import (FORMAT_VERSION, CheckpointMeta, atomic_save, load_tensors, payload_meta,
-                                   read_checkpoint, save_checkpoint)
+from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, atomic_save, load_tensors, payload_meta, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_class_grid
