@@ -437,9 +437,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"winn-robust: error: --threads must be at least 1, got {threads}", file=sys.stderr)
             return 2
         torch.set_num_threads(threads)
-    stop_request.install()  # SIGTERM and submitit's SIGUSR2 are handled like Ctrl-C
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit (ulimit -f) is then EFBIG: one line
+    previous = stop_request.install()  # SIGTERM and submitit's SIGUSR2 are handled like Ctrl-C
+    if hasattr(signal, "SIGXFSZ") and previous:
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ulimit -f: EFBIG, one line
+    try:
+        return run_command(args)
+    finally:
+        stop_request.restore(previous)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The sub-command, its failures each turned into one line and an exit status."""
     try:
         return dispatch(args)
     except MachineError as exc:

@@ -38,7 +38,7 @@ _CAUSES = {
     errno.EPERM: ("the operation is not permitted (an immutable or append-only file: see lsattr)",
                   "clear the flag (chattr -i / -a) or choose another --out"),
     errno.EACCES: ("permission denied", "give this user write permission there or choose another --out"),
-    errno.ENOLCK: ("the file system does not support locks (ENOLCK; an NFS mount without its lock daemon?)",
+    errno.ENOLCK: ("the file system does not support locks (an NFS mount without its lock daemon?)",
                    "write to a local disk or enable locking on that mount"),
     errno.EFBIG: ("the file grew beyond the allowed size (ulimit -f?)", "raise the limit and run the same command again"),
     errno.EIO: ("an input/output error of the disk", "check the disk (dmesg) and run the same command again"),

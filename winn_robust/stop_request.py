@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR2", None), signal.SIGINT)
                      if s is not None)
@@ -61,12 +62,19 @@ def _handle(signum: int, frame: FrameType | None) -> None:
               file=sys.stderr, flush=True)
 
 
-def install() -> None:
-    """Route the stop signals here (main thread only; elsewhere nothing changes)."""
+def install() -> dict[int, Any]:
+    """Route the stop signals here (main thread only; elsewhere nothing changes). Returns the
+    handlers replaced, for `restore`."""
     if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _handle)
+        return {}
+    clear()
+    return {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers `install` replaced (a library caller such as a test runner keeps its own)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def requested() -> int:
