@@ -95,8 +95,7 @@ def test_sigterm_mid_epoch_saves_partial_state_and_resume_is_bit_identical(tmp_p
         text = (tmp_path / "log").read_text()
         assert "Traceback" not in text and "winn-robust: stopped by SIGTERM;" in text, text
         assert (out / "partial.pt").is_file() or (out / "last.pt").is_file(), text
-    finished = train_cli(*args, "--resume", "--out", str(out))
-    assert finished.returncode == 0, finished.stderr
+    assert main(["train", *args, "--resume", "--out", str(out)]) == 0
     assert not (out / "partial.pt").exists()
     for name in ("best.pt", "last.pt"):
         assert same_weights(tmp_path / "whole" / name, out / name), name
@@ -170,7 +169,7 @@ def test_lock_checks(tmp_path, monkeypatch):
     other.mkdir()
     (other / locking.lock_name(locking.RUN)).write_text(json.dumps({"pid": os.getpid(), "host": "node-17",
                                                                     "command": "winn-robust train"}))
-    with pytest.raises(UserError, match="another host.*node-17"):
+    with pytest.raises(UserError, match=r"another host.*node-17"):
         locking.acquire(other, locking.RUN)
 
     def no_locks(fd: int, operation: int) -> None:

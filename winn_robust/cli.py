@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import fields
@@ -438,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         torch.set_num_threads(threads)
     previous = stop_request.install()  # SIGTERM and submitit's SIGUSR2 are handled like Ctrl-C
-    if hasattr(signal, "SIGXFSZ") and previous:
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ulimit -f: EFBIG, one line
     try:
         return run_command(args)
@@ -449,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """The sub-command, its failures each turned into one line and an exit status."""
     try:
+        if stop_request.requested() and args.command not in ("train", "run-job"):
+            raise stop_request.Stopped(stop_request.requested())  # asked during start-up; training saves first
         return dispatch(args)
     except MachineError as exc:
         return machine_fault(str(exc), exc)

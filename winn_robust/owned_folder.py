@@ -38,6 +38,12 @@ class OwnedFolder:
     KIND: ClassVar[str] = "folder"               # "a training run folder", for the marker's text
     FORCE: ClassVar[str] = "--force"             # the command that replaces it, for the marker's text
 
+    def __init_subclass__(cls, marker: str = "", role: str = "", kind: str = "", force: str = "", **rest: object) -> None:
+        """`class RunFolder(OwnedFolder, marker=..., role=..., kind=..., force=...)`."""
+        super().__init_subclass__(**rest)
+        cls.MARKER, cls.ROLE = marker or cls.MARKER, role or cls.ROLE
+        cls.KIND, cls.FORCE = kind or cls.KIND, force or cls.FORCE
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 

@@ -30,7 +30,7 @@ from typing import Any
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR2", None), signal.SIGINT)
                      if s is not None)
 
-_state: dict[str, int] = {"requested": 0, "polling": 0}
+_state: dict[str, int] = {"requested": 0, "polling": 0, "installed": 0}
 
 
 class Stopped(KeyboardInterrupt):
@@ -65,16 +65,20 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 def install() -> dict[int, Any]:
     """Route the stop signals here (main thread only; elsewhere nothing changes). Returns the
     handlers replaced, for `restore`."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or _state["installed"]:
         return {}
-    clear()
-    return {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, _handle) for signum in STOP_SIGNALS}
+    _state["installed"] = 1
+    return previous
 
 
 def restore(previous: dict[int, Any]) -> None:
     """Put back the handlers `install` replaced (a library caller such as a test runner keeps its own)."""
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+    if any(signum in previous for signum in STOP_SIGNALS):
+        _state["installed"] = 0
+        clear()
 
 
 def requested() -> int:
@@ -102,13 +106,18 @@ def polling() -> Iterator[None]:
 
 
 @contextmanager
+def starting() -> Iterator[None]:
+    """Start-up (imports): the handlers installed and a request only recorded; `main` honours it."""
+    install()
+    with polling():
+        yield
+
+
+@contextmanager
 def deferred() -> Iterator[None]:
     """A block a stop must not cut in half (writing a state file): a signal inside it is
     recorded and raised as Stopped when the block ends (unless polling)."""
-    _state["polling"] += 1
-    try:
+    with polling():
         yield
-    finally:
-        _state["polling"] -= 1
     if _state["requested"] and not _state["polling"]:
         raise Stopped(_state["requested"])

@@ -27,7 +27,8 @@ from winn_robust.experiments.jobs import Job, job_failed, run_local
 LAUNCHERS = ("local", "slurm", "submitit-local")
 SUBMITIT_DIR = "submitit"
 MAX_REQUEUES = 50  # time-limit requeues a job may take (submitit's default, 3, ends a long run on a short limit)
-GONE_POLLS = 2     # polls a job may be out of the queue (or ended) without a result before it counts as lost
+LOST_AFTER = 30.0  # seconds a job may be out of the queue (or ended) without a result before it counts as lost
+#                   (a requeue passes through an ended state for a few seconds)
 # squeue reasons of a pending job that will never start as asked
 NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "ReqNodeNotAvail",
                 "InvalidAccount", "InvalidQOS", "QOSMaxCpuPerJobLimit")
@@ -45,6 +46,7 @@ class LaunchSettings:
     slurm_cpus_per_job: int = 4
     slurm_time: int = 240                 # minutes per job (also submitit-local's timeout)
     slurm_options: Mapping[str, str] = field(default_factory=dict)  # extra sbatch options, e.g. account=proj
+    slurm_signal_delay: int = 90          # seconds before the time limit that SLURM signals a job to save and requeue
 
     def __post_init__(self) -> None:
         if self.kind not in LAUNCHERS:
@@ -90,6 +92,8 @@ def _executor(job: Job, launch: LaunchSettings) -> Any:
                                   "tasks_per_node": 1, "gpus_per_node": launch.slurm_gpus_per_job,
                                   "cpus_per_task": launch.slurm_cpus_per_job}
     if launch.kind == "slurm":
+        parameters["slurm_signal_delay_s"] = launch.slurm_signal_delay
+    if launch.kind == "slurm":
         parameters.update(slurm_partition=launch.slurm_partition,
                           slurm_additional_parameters=dict(launch.slurm_options) or None)
     executor.update_parameters(**parameters)
@@ -103,7 +107,14 @@ def _submit(job: Job, launch: LaunchSettings) -> Any:
     from winn_robust.experiments.submitit_job import RunInJob
 
     timing = None if job.timing is None else str(job.timing)
-    return _executor(job, launch).submit(RunInJob(timing, job.continues), job.command(), env, os.getcwd(), str(job.log))
+    try:
+        return _executor(job, launch).submit(RunInJob(timing, job.continues), job.command(), env, os.getcwd(),
+                                             str(job.log))
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:  # submitit's FailedJobError is a RuntimeError
+        detail = " ".join(str(exc).split())[-300:]
+        raise UserError(f"SLURM refused job {job.name} ({detail}); check `slurm_cpus_per_job`, `slurm_time` and "
+                        "`slurm_partition` against `sinfo -o '%P %c %m %l'`",
+                        mentions=("slurm_cpus_per_job", "slurm_time", "slurm_partition")) from None
 
 
 def _failure(job: Job, submitted: Any) -> UserError | None:
@@ -142,11 +153,11 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
 
 class QueueWatch:
     """Notices, from squeue alone, a SLURM job that cannot start or that left the queue without
-    its result (cancelled, node failure), within GONE_POLLS polls."""
+    its result (cancelled, node failure), within LOST_AFTER seconds (a poll or two)."""
 
-    def __init__(self, launch: LaunchSettings) -> None:
-        self.launch = launch
-        self.gone: dict[str, int] = {}
+    def __init__(self, launch: LaunchSettings, lost_after: float = LOST_AFTER) -> None:
+        self.launch, self.lost_after = launch, lost_after
+        self.gone: dict[str, float] = {}
 
     def problem(self, pending: Mapping[str, tuple[Job, Any]]) -> tuple[str, UserError] | None:
         waiting = {name: sub for name, (_, sub) in pending.items() if not Path(sub.paths.result_pickle).exists()}
@@ -167,8 +178,8 @@ class QueueWatch:
                     "cancelled: lower `slurm_cpus_per_job` or `slurm_time`, or choose another `slurm_partition`, "
                     "and run the same command again", mentions=("slurm_cpus_per_job", "slurm_time", "slurm_partition"))
             if state in ENDED or state == "GONE":
-                self.gone[name] = self.gone.get(name, 0) + 1
-                if self.gone[name] >= GONE_POLLS and not Path(sub.paths.result_pickle).exists():
+                since = self.gone.setdefault(name, time.monotonic())
+                if time.monotonic() - since >= self.lost_after and not Path(sub.paths.result_pickle).exists():
                     what = "is no longer in SLURM's queue" if state == "GONE" else f"ended as {state}"
                     return name, job_failed(job, f"SLURM job {sub.job_id} {what} without a result: cancelled, or its "
                                                  "node failed; the same command resumes it", Path(sub.paths.stderr))

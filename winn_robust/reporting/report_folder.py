@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from winn_robust.attacks import ATTACKS
 from winn_robust.locking import REPORT, FolderLock
@@ -39,11 +38,8 @@ def _is_state_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ReportFolder(OwnedFolder):
-    MARKER: ClassVar[str] = MARKER
-    ROLE: ClassVar[str] = REPORT
-    KIND: ClassVar[str] = "a report folder"
-    FORCE: ClassVar[str] = "attack --force"
+class ReportFolder(OwnedFolder, marker=MARKER, role=REPORT, kind="a report folder", force="attack --force"):
+    """The files of one report (and its evaluation state) under `root`."""
 
     def top_names(self) -> tuple[str, ...]:
         return (*report_names(), MARKER)

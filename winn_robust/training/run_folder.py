@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from winn_robust.locking import RUN, FolderLock
 from winn_robust.owned_folder import NamePredicate, OwnedFolder
@@ -35,12 +34,8 @@ def _is_grid_file(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RunFolder(OwnedFolder):
+class RunFolder(OwnedFolder, marker=MARKER, role=RUN, kind="a training run folder", force="train --force"):
     """The files of one training run under `root`."""
-    MARKER: ClassVar[str] = MARKER
-    ROLE: ClassVar[str] = RUN
-    KIND: ClassVar[str] = "a training run folder"
-    FORCE: ClassVar[str] = "train --force"
 
     def top_names(self) -> tuple[str, ...]:
         return TOP_FILES
