@@ -270,3 +270,36 @@ def test_an_immutable_file_in_the_run_is_found_before_any_epoch(tmp_path, target
         subprocess.run(["chattr", "-i", str(path)], check=False)
     one_fault_line(result, str(path), "[EPERM]", "chattr -i")
     assert "epoch 2" not in result.stderr and read_meta(out / "last.pt").epoch == 1
+
+
+def test_sigterm_during_an_evaluation_stops_after_the_batch_and_resume_matches(tmp_path):
+    """SIGTERM inside an evaluation (polled after each saved batch): Stopped with what was kept;
+    --resume ends with the per-example file of an uninterrupted evaluation."""
+    import winn_robust.experiments.evaluate as evaluate_module
+    from tests.test_integrity import checkpoint
+    from winn_robust.evaluation.harness import cross_evaluate
+    from winn_robust.evaluation.spec import EvalSpec
+
+    base, other = checkpoint(tmp_path / "base.pt"), checkpoint(tmp_path / "other.pt", seed=1, method="winn")
+    spec = EvalSpec(eps=(0.1,), limit=40, batch_size=10)
+    evaluate_module.evaluate_models([str(base), str(other)], spec, tmp_path / "whole", progress=False, plots=False)
+
+    def terminate_once(key: str, sent: list[str] = []) -> None:  # noqa: B006 - one shared record
+        if not sent:
+            sent.append(key)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    original = evaluate_module.cross_evaluate
+    evaluate_module.cross_evaluate = lambda *a, **k: cross_evaluate(*a, **{**k, "on_item": terminate_once})
+    previous = stop_request.install()
+    out = tmp_path / "R"
+    try:
+        with pytest.raises(stop_request.Stopped) as stopped:
+            evaluate_module.evaluate_models([str(base), str(other)], spec, out, progress=False, plots=False)
+    finally:
+        evaluate_module.cross_evaluate = original
+        stop_request.restore(previous)
+    assert stopped.value.exit_status == 143 and "--resume" in stopped.value.saved
+    assert list((out / ".evaluation-state").glob("run*.pt"))
+    evaluate_module.evaluate_models([str(base), str(other)], spec, out, progress=False, plots=False, resume=True)
+    assert (out / "per_example.csv").read_text() == (tmp_path / "whole" / "per_example.csv").read_text()
