@@ -92,6 +92,9 @@ def test_a_slurm_sweep_writes_the_local_launchers_table_byte_for_byte(tmp_path, 
     assert "not recorded" not in (out / "summary.md").read_text()
 
 
+EPOCHS = 20  # about 50 s of work on an idle 2-CPU machine; the signal comes 20-50 s after each start
+
+
 def train_job(root: Path, epochs: int) -> tuple[TrainJob, Path]:
     config = TrainConfig(method="baseline", arch="vanilla", data="digits", epochs=epochs, train_limit=1000,
                          val_size=100, batch_size=8, seed=0)
@@ -100,23 +103,25 @@ def train_job(root: Path, epochs: int) -> tuple[TrainJob, Path]:
 
 
 def test_a_time_limit_shorter_than_the_run_requeues_and_ends_bit_identical(tmp_path, capsys):
-    """--slurm-time 2 with the save signal 60 s before it: the job is signalled mid-run, writes
+    """--slurm-time 2 with the save signal 100 s before it: the job is signalled mid-run, writes
     partial.pt or last.pt at the next batch boundary, is requeued and continues; its weights equal
     an uninterrupted run's bit for bit; its wall time sums its attempts."""
-    work, spec = train_job(tmp_path / "slurm", epochs=24)
+    work, spec = train_job(tmp_path / "slurm", epochs=EPOCHS)
     job = Job("train baseline seed 0", spec.parent, threads=1, timing=work.out / "wall_time.json")
-    launch = LaunchSettings("slurm", slurm_cpus_per_job=1, slurm_time=2, slurm_signal_delay=60)
+    launch = LaunchSettings("slurm", slurm_cpus_per_job=1, slurm_time=2, slurm_signal_delay=100)
+    reference, reference_spec = train_job(tmp_path / "here", epochs=EPOCHS)
+    uninterrupted = threading.Thread(target=run_job, args=(reference_spec,), daemon=True)  # meanwhile, here
     started = time.monotonic()
     with ReleaseRequeued() as release:
+        uninterrupted.start()
         run_submitit([job], launch, poll=2)
     seconds = time.monotonic() - started
+    uninterrupted.join(timeout=600)
     log = (spec.parent / "log.txt").read_text()
     requeues = log.count("winn-robust: stopped by SIGUSR2")
     print(f"time-limit run: {seconds:.0f} s, {requeues} save(s) on SIGUSR2, {len(release.released)} requeue(s) released")
     assert requeues >= 1, log
     assert "Traceback" not in log
-    reference, reference_spec = train_job(tmp_path / "here", epochs=24)
-    run_job(reference_spec)
     for name in ("best.pt", "last.pt"):
         a = torch.load(work.out / name, weights_only=True)["model"]
         b = torch.load(reference.out / name, weights_only=True)["model"]
