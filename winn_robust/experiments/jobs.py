@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from winn_robust import stop_request
 from winn_robust.errors import UserError
 from winn_robust.storage import atomic_write_text
 
@@ -163,8 +164,9 @@ def dies_with_parent() -> dict[str, Any]:
 def _run(job: Job, to_terminal: bool) -> float:
     started = time.perf_counter()
     code = run_command(job.command(), job.environment(), None if to_terminal else job.log)
-    if code == 130:
-        raise KeyboardInterrupt
+    if code in (130, 143):  # the job was stopped by Ctrl-C or SIGTERM and saved its state
+        raise stop_request.Stopped(code - 128, f"job {job.name} was stopped and saved its state; the same command "
+                                               "continues it")
     if code != 0:
         if to_terminal:
             raise UserError(f"job {job.name} failed (exit status {code}); see above, fix it and run the same command "
