@@ -112,14 +112,14 @@ def test_a_time_limit_shorter_than_the_run_requeues_and_ends_bit_identical(tmp_p
     reference, reference_spec = train_job(tmp_path / "here", epochs=EPOCHS)
     uninterrupted = threading.Thread(target=run_job, args=(reference_spec,), daemon=True)  # meanwhile, here
     started = time.monotonic()
-    with ReleaseRequeued() as release:
+    with ReleaseRequeued():
         uninterrupted.start()
         run_submitit([job], launch, poll=2)
     seconds = time.monotonic() - started
     uninterrupted.join(timeout=600)
     log = (spec.parent / "log.txt").read_text()
     requeues = log.count("winn-robust: stopped by SIGUSR2")
-    print(f"time-limit run: {seconds:.0f} s, {requeues} save(s) on SIGUSR2, {len(release.released)} requeue(s) released")
+    print(f"time-limit run: {seconds:.0f} s, {requeues} save(s) on SIGUSR2 and as many requeues")
     assert requeues >= 1, log
     assert "Traceback" not in log
     for name in ("best.pt", "last.pt"):
