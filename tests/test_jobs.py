@@ -95,7 +95,9 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path, monkeypatch):
     (["--slurm-option", "account"], "must look like KEY=VALUE"),
 ])
 def test_launcher_mistakes_are_one_line(tmp_path, capsys, monkeypatch, extra, message):
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sbatch here
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no sbatch, whatever this machine has installed
     assert main(["reproduce", *extra, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err

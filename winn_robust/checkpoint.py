@@ -20,7 +20,7 @@ import torch
 
 from winn_robust.errors import UserError
 from winn_robust.models import Classifier, build_model
-from winn_robust.storage import atomic_write, atomic_write_bytes
+from winn_robust.storage import atomic_write_bytes
 
 FORMAT = "winn-robust-checkpoint"
 FORMAT_VERSION = 2  # 2: the negative pool lives in per-epoch files beside last.pt
@@ -142,7 +142,9 @@ def atomic_save(payload: Any, path: str | Path) -> int:
     """torch.save to a unique temporary file beside `path`, fsync, then rename over it: a kill at
     any moment leaves either the old file or the new one, never half of one (storage.atomic_write:
     never through a symbolic link). Returns the bytes written."""
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    buffer = io.BytesIO()  # serialised first: torch's writer hides a failed write (ENOSPC) behind "unexpected pos"
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def damaged_member(path: Path) -> str | None:

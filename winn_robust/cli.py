@@ -2,15 +2,21 @@
 
 Bad input never shows a traceback: it is one line on stderr and exit status 2. Under torchrun
 (`python -m winn_robust` on every rank) `train` runs data-parallel; any failure on any rank ends
-the job with one line and exit status 2 (distributed.report_line says which rank prints it)."""
+the job with one line and exit status 2 (distributed.report_line says which rank prints it).
+A fault of the machine (disk full, a read-only file system, a lost lock) is one line and exit
+status 1. SIGTERM (and submitit's SIGUSR2) is handled like Ctrl-C: one line, a resumable state."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
 import math
+import os
 import shlex
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -18,10 +24,10 @@ from typing import Any
 
 import torch
 
-from winn_robust import commands, distributed
+from winn_robust import commands, distributed, stop_request
 from winn_robust.attacks import ATTACKS, attacks_for
 from winn_robust.commands import METHOD_SETTING_FLAGS, flag_of
-from winn_robust.errors import UserError
+from winn_robust.errors import MachineError, UserError, fault_line, is_fault
 from winn_robust.evaluation.seeds import DEFAULT_BOOTSTRAP_SEED, DEFAULT_RESAMPLES
 from winn_robust.experiments.launchers import LAUNCHERS, LaunchSettings
 from winn_robust.experiments.presets import PRESETS
@@ -518,6 +524,17 @@ def interrupted_hint(args: argparse.Namespace) -> str:
     return "written files are kept"
 
 
+def machine_fault(line: str, exc: BaseException) -> int:
+    """A fault of the machine: one line, exit 1 (WINN_ROBUST_DEBUG=1 shows the traceback too)."""
+    if os.environ.get("WINN_ROBUST_DEBUG"):
+        traceback.print_exception(exc)
+    if distributed.world().is_main or not distributed.world().distributed:
+        print(f"winn-robust: error: {line}", file=sys.stderr)
+    if distributed.world().distributed:
+        distributed.exit_after_failure(1, exc)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -532,8 +549,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"winn-robust: error: --threads must be at least 1, got {threads}", file=sys.stderr)
             return 2
         torch.set_num_threads(threads)
+    previous = stop_request.install()  # SIGTERM and submitit's SIGUSR2 are handled like Ctrl-C
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # ulimit -f: EFBIG, one line
     try:
+        return run_command(args)
+    finally:
+        stop_request.restore(previous)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The sub-command, its failures each turned into one line and an exit status."""
+    try:
+        if stop_request.requested() and args.command not in ("train", "run-job"):
+            raise stop_request.Stopped(stop_request.requested())  # asked during start-up; training saves first
         return dispatch(args)
+    except MachineError as exc:
+        return machine_fault(str(exc), exc)
+    except OSError as exc:
+        if not is_fault(exc):
+            raise
+        return machine_fault(fault_line(exc), exc)
     except UserError as exc:
         line = distributed.report_line(exc)
         if line is not None:
@@ -543,11 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         here = distributed.world()
+        stopped = exc if isinstance(exc, stop_request.Stopped) else stop_request.Stopped()
         if here.is_main:  # torchrun passes Ctrl-C to every rank: one line is enough
-            print(f"winn-robust: interrupted; {interrupted_hint(args)}", file=sys.stderr)
+            how = "interrupted" if stopped.signum == signal.SIGINT else f"stopped by {stopped.signal_name}"
+            print(f"winn-robust: {how}; {stopped.saved or interrupted_hint(args)}", file=sys.stderr)
         if here.distributed:
-            distributed.exit_after_failure(130, exc)
-        return 130
+            distributed.exit_after_failure(stopped.exit_status, exc)
+        return stopped.exit_status
     except Exception as exc:
         if not distributed.world().distributed:
             raise  # one process: a bug shows its traceback, as always

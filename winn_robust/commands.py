@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from winn_robust import distributed, locking
+from winn_robust import distributed
 from winn_robust.checkpoint import load_checkpoint, read_meta
 from winn_robust.device import resolve_device
 from winn_robust.errors import UserError
 from winn_robust.experiments.presets import describe_presets
 from winn_robust.images import save_class_grid
+from winn_robust.reporting.report_folder import ReportFolder
 from winn_robust.training import TrainConfig
 from winn_robust.training.generative import is_generative
 from winn_robust.training.methods.registry import CLI_FLAGS
@@ -92,7 +93,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         last = args.out / LAST_NAME
         if not last.is_file():
-            raise UserError(f"--resume: no {last} to resume from; run without --resume to start fresh")
+            return stopped_first_epoch_config(args, given)
         meta = read_meta(last)
         saved = TrainConfig.from_dict(meta.hparams).to_dict()
         method = given.get("method", saved["method"])
@@ -133,6 +134,28 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise UserError(f"--method {config.method} trains against a budget: give --train-eps in [0, 1] pixel units "
                         "(MNIST: 0.3, CIFAR-10: 8/255) or a --method-preset")
     return config
+
+
+def stopped_first_epoch_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
+    """--resume of a run stopped inside its first epoch: its settings are partial.pt's. Without
+    that either, one line that sends the user the right way (never back and forth)."""
+    from winn_robust.checkpoint import load_tensors
+    from winn_robust.training.run_folder import RunFolder
+
+    folder = RunFolder(args.out)
+    if not folder.partial.is_file():
+        if folder.holds_run():
+            raise UserError(f"--resume: {args.out} holds no {LAST_NAME} (no epoch's state was ever saved, e.g. its first "
+                            "write failed), so there is nothing to continue; start it afresh with --force")
+        raise UserError(f"--resume: no {args.out / LAST_NAME} to resume from; run without --resume to start fresh")
+    state = load_tensors(folder.partial, what="partial-epoch state")
+    saved = state.get("hparams") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(f"--resume: {folder.partial} records no settings; delete it and start afresh with --force")
+    method = str(given.get("method", saved["method"]))
+    options = {**(saved["method_options"] if method == saved["method"] else {}), **method_settings(args, method)}
+    distributed.main_only(print)(f"resuming {method} inside epoch 1 from {folder.partial}", file=sys.stderr)
+    return TrainConfig.from_dict({**saved, **given, "method_options": options})
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -232,8 +255,8 @@ def run_report(args: argparse.Namespace) -> None:
 
     if len(args.report) == 1:
         target = args.out or (args.report[0] if args.report[0].is_dir() else args.report[0].parent)
-        hold = locking.acquire(target, locking.REPORT) if target.is_dir() else ExitStack()
-        with hold:  # not while an `attack` writes that folder
+        hold = ReportFolder(target).open_for_writing() if args.out is not None or target.is_dir() else ExitStack()
+        with hold:  # like every writer: locked (no `attack` beside it), leftovers of a killed run removed
             files = rebuild_tables(args.report[0], baseline=args.baseline, out_dir=args.out, metric=args.metric)
         print(f"rebuilt from per_example.csv: {', '.join(str(f) for f in files.values())}")
         return
@@ -241,7 +264,7 @@ def run_report(args: argparse.Namespace) -> None:
         raise UserError(f"report with {len(args.report)} folders aggregates them over seeds and needs --out AGG, "
                         "a new folder for the aggregate")
     table_eps = parse_eps(args.eps) if args.eps else None
-    with locking.acquire(args.out, locking.REPORT):
+    with ReportFolder(args.out).open_for_writing():
         files = write_aggregate(args.report, args.out, baseline=args.baseline, table_eps=table_eps,
                                 reference=args.reference, resamples=args.bootstrap_resamples,
                                 bootstrap_seed=args.bootstrap_seed, metric=args.metric or "error")

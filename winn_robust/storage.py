@@ -5,7 +5,9 @@ Every file winn-robust writes goes through `atomic_write` (directly or via `atom
 `atomic_savefig`): the bytes go to `.NAME.XXXXXXXX.tmp` beside NAME (a unique name from
 `tempfile.mkstemp`, so two writers never share one), are fsync'ed, then renamed over NAME. A kill
 at any moment leaves the old file or the new one, never half of one; what it can leave is the
-temporary file, which `remove_leftovers` deletes."""
+temporary file, which `remove_leftovers` deletes. A write the machine refuses (disk full,
+read-only file system, an immutable file, a size limit) is one MachineError line naming the file,
+the cause and what to do; the old file stays as it was."""
 from __future__ import annotations
 
 import os
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from winn_robust.errors import UserError
+from winn_robust.errors import MachineError, UserError, fault_line
 
 # mkstemp's random part: 8 characters of [a-z0-9_]
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
@@ -40,8 +42,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> int:
     Refuses when `path` (or its folder) is a symbolic link. Returns the bytes written."""
     path = Path(path)
     refuse_links(path, path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MachineError(fault_line(exc, path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -50,8 +55,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> int:
             size = handle.tell()
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); ours are ordinary files
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise MachineError(fault_line(exc, path)) from None
         raise
     return size
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from winn_robust import distributed
+from winn_robust import distributed, stop_request
 from winn_robust.errors import UserError
 from winn_robust.evaluation.probes import ProbeResult, probe_model
 from winn_robust.evaluation.spec import AttackRun, EvalSpec
@@ -199,6 +200,13 @@ def plan_items(spec: EvalSpec, n_total: int) -> list[WorkItem]:
     return items
 
 
+def stop_agreed(here: distributed.World) -> bool:
+    """A stop was asked for (on any rank): the evaluation stops after the round just saved."""
+    if not here.distributed:
+        return bool(stop_request.requested())
+    return any(distributed.all_gather_object(stop_request.requested()))
+
+
 def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
                    spec: EvalSpec, device: torch.device | str = "cpu", progress: bool = True,
                    store: ChunkStore | None = None,
@@ -244,7 +252,7 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
     bar = tqdm(total=len(items) + 1, desc=f"{'+'.join(spec.attack_names)} x {len(names)} models", unit="batch",
                disable=not progress or not here.is_main, leave=False)
     probes: dict[str, ProbeResult] = {}
-    with frozen_eval(*models.values()), bar:
+    with frozen_eval(*models.values()), bar, (stop_request.polling() if store is not None else nullcontext()):
         if spec.probes:
             saved = store.get("probes") if store else None
             fresh = saved is None and here.is_main
@@ -280,6 +288,10 @@ def cross_evaluate(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
                 bar.update(1)
                 if on_item:
                     on_item(key)
+            if store is not None and stop_agreed(here) and round_start + here.world_size < len(items):
+                raise stop_request.Stopped(max(distributed.all_gather_object(stop_request.requested())),
+                                           "finished batches are saved in the report folder's .evaluation-state; the "
+                                           "same command with --resume continues from them")
     clean: dict[int, dict[str, torch.Tensor]] = {}
     chunks: dict[tuple[int, int], dict[str, Any]] = {}
     curve_parts: dict[int, dict[str, torch.Tensor]] = {}

@@ -29,7 +29,9 @@ from winn_robust.experiments.resume_store import STATE_DIR
 from winn_robust.experiments.training_run import run_training
 from winn_robust.reporting.files import read_results
 from winn_robust.reporting.provenance import Provenance
+from winn_robust.storage import atomic_write_text
 from winn_robust.training import TrainConfig
+from winn_robust.training.run_folder import PARTIAL_NAME
 from winn_robust.training.trainer import BEST_NAME, LAST_NAME, check_same_settings
 
 JOB_VERSION = 1
@@ -73,7 +75,7 @@ class TrainJob:
         (naming the setting), never silently overwritten or mixed in."""
         last = self.out / LAST_NAME
         if not last.is_file():
-            return "fresh"
+            return "resume" if (self.out / PARTIAL_NAME).is_file() else "fresh"
         meta = read_meta(last)
         check_same_settings(last, meta, self.config)
         done = meta.epoch
@@ -84,10 +86,14 @@ class TrainJob:
 
     def run(self, runtime: Runtime) -> None:
         last = self.out / LAST_NAME
-        resume = last.is_file()
+        if self.state() == "finished":  # e.g. requeued by a signal that came just after the last epoch
+            distributed.main_only(print)(f"{self.out} already holds its {self.config.epochs} epochs: nothing to do",
+                                         file=sys.stderr)
+            return
+        resume = last.is_file() or (self.out / PARTIAL_NAME).is_file()
 
         def settings() -> tuple[TrainConfig, Path | None]:
-            if resume:  # the parent compared them already; the run may have been requeued since
+            if last.is_file():  # the parent compared them already; the run may have been requeued since
                 check_same_settings(last, read_meta(last), self.config)
             return self.config, self.data_dir
 
@@ -136,6 +142,10 @@ class EvaluateJob:
     def run(self, runtime: Runtime) -> None:
         from winn_robust.device import resolve_device
 
+        if self.state() == "finished":  # e.g. requeued by a signal that came just after it finished
+            distributed.main_only(print)(f"{self.out} already holds this evaluation's report: nothing to do",
+                                         file=sys.stderr)
+            return
         resume = (self.out / STATE_DIR).is_dir()
         device = resolve_device(runtime.device)
         distributed.init_from_env(device, runtime.dist_timeout)
@@ -174,7 +184,7 @@ def write_spec(folder: Path, name: str, work: Work, runtime: Runtime) -> Path:
     path = folder / SPEC_NAME
     document = {"version": JOB_VERSION, "kind": work.kind, "name": name, "work": work.to_dict(),
                 "runtime": runtime.to_dict()}
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(document, indent=2) + "\n")
     return path
 
 

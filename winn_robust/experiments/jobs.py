@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from winn_robust import stop_request
 from winn_robust.errors import UserError
+from winn_robust.storage import atomic_write_text
 
 SPEC_NAME, LOG_NAME = "spec.json", "log.txt"
 TAIL_LINES = 5
@@ -83,15 +85,59 @@ def job_failed(job: Job, detail: str, log: Path | None = None) -> UserError:
                      "(finished jobs are kept)")
 
 
+STOP_GRACE = 120.0  # seconds a stopped job gets to save its state before it is killed
+
+_CHILDREN: set[subprocess.Popen[bytes]] = set()  # running jobs' processes, to pass a stop on to
+
+
 def run_command(command: Sequence[str], env: dict[str, str], log: Path | None, cwd: str | None = None,
                 append: bool = False) -> int:
-    """Run a job's command; its output goes to `log` (None: the terminal). The exit status."""
+    """Run a job's command; its output goes to `log` (None: the terminal). The exit status. When
+    this process is stopped (Ctrl-C, SIGTERM: an exception while waiting) the job gets SIGTERM
+    and up to STOP_GRACE seconds to save a resumable state before it is killed."""
     if log is None:
-        return subprocess.run(list(command), env=env, cwd=cwd, **dies_with_parent()).returncode
+        return _wait(subprocess.Popen(list(command), env=env, cwd=cwd, **dies_with_parent()))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a" if append else "w") as handle:
-        return subprocess.run(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
-                              **dies_with_parent()).returncode
+        return _wait(subprocess.Popen(list(command), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
+                                      **dies_with_parent()))
+
+
+def _wait(process: subprocess.Popen[bytes]) -> int:
+    _CHILDREN.add(process)
+    try:
+        return process.wait()
+    except BaseException:
+        stop_child(process)
+        raise
+    finally:
+        _CHILDREN.discard(process)
+
+
+def stop_child(process: subprocess.Popen[bytes], grace: float = STOP_GRACE, signum: int = signal.SIGTERM) -> None:
+    """Ask a job's process to stop (it saves its state at the next batch boundary), wait, then kill."""
+    if process.poll() is not None:
+        return
+    try:
+        process.send_signal(signum)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    except BaseException:  # a second Ctrl-C while waiting: stop at once
+        process.kill()
+        raise
+
+
+def stop_children(grace: float = STOP_GRACE) -> None:
+    """Stop every running job's process (from another thread's jobs too), each saving its state."""
+    for process in list(_CHILDREN):
+        try:
+            process.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+    for process in list(_CHILDREN):
+        stop_child(process, grace)
 
 
 def dies_with_parent() -> dict[str, Any]:
@@ -118,8 +164,9 @@ def dies_with_parent() -> dict[str, Any]:
 def _run(job: Job, to_terminal: bool) -> float:
     started = time.perf_counter()
     code = run_command(job.command(), job.environment(), None if to_terminal else job.log)
-    if code == 130:
-        raise KeyboardInterrupt
+    if code in (130, 143):  # the job was stopped by Ctrl-C or SIGTERM and saved its state
+        raise stop_request.Stopped(code - 128, f"job {job.name} was stopped and saved its state; the same command "
+                                               "continues it")
     if code != 0:
         if to_terminal:
             raise UserError(f"job {job.name} failed (exit status {code}); see above, fix it and run the same command "
@@ -136,8 +183,7 @@ def record_time(path: Path, seconds: float, add: bool = False) -> float:
     continued earlier work), so a later run that skips the job still reports the time behind its
     numbers. Returns the time now recorded."""
     total = seconds + ((recorded_time(path) or 0.0) if add else 0.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seconds": round(total, 3)}) + "\n")
+    atomic_write_text(path, json.dumps({"seconds": round(total, 3)}) + "\n")
     return total
 
 
@@ -159,25 +205,29 @@ def run_local(jobs: Sequence[Job], parallel: int) -> dict[str, float]:
     seconds: dict[str, float] = {}
     failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        pending: dict[Future[float], Job] = {}
-        queue = list(jobs)
-        while queue or pending:
-            while queue and len(pending) < parallel and failure is None:
-                job = queue.pop(0)
-                print(f"    started {job.name} (log: {job.log})", file=sys.stderr, flush=True)
-                pending[pool.submit(_run, job, False)] = job
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    seconds[job.name] = future.result()
-                    print(f"    finished {job.name} in {seconds[job.name]:.0f} s", file=sys.stderr, flush=True)
-                except BaseException as exc:  # re-raised below, after the running jobs end
-                    failure = failure or exc
-            if failure is not None:
-                queue.clear()
+        try:
+            pending: dict[Future[float], Job] = {}
+            queue = list(jobs)
+            while queue or pending:
+                while queue and len(pending) < parallel and failure is None:
+                    job = queue.pop(0)
+                    print(f"    started {job.name} (log: {job.log})", file=sys.stderr, flush=True)
+                    pending[pool.submit(_run, job, False)] = job
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    try:
+                        seconds[job.name] = future.result()
+                        print(f"    finished {job.name} in {seconds[job.name]:.0f} s", file=sys.stderr, flush=True)
+                    except BaseException as exc:  # re-raised below, after the running jobs end
+                        failure = failure or exc
+                if failure is not None:
+                    queue.clear()
+        except BaseException:  # Ctrl-C or SIGTERM while waiting: every running job saves its state and stops
+            stop_children()
+            raise
     if failure is not None:
         raise failure
     return seconds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,14 @@ from winn_robust.experiments.jobs import Job, job_failed, run_local
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 SUBMITIT_DIR = "submitit"
+MAX_REQUEUES = 50  # time-limit requeues a job may take (submitit's default, 3, ends a long run on a short limit)
+LOST_AFTER = 30.0  # seconds a job may be out of the queue (or ended) without a result before it counts as lost
+#                   (a requeue passes through an ended state for a few seconds)
+# squeue reasons of a pending job that will never start as asked
+NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "ReqNodeNotAvail",
+                "InvalidAccount", "InvalidQOS", "QOSMaxCpuPerJobLimit")
+ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+         "TIMEOUT", "SPECIAL_EXIT", "REVOKED")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class LaunchSettings:
     slurm_cpus_per_job: int = 4
     slurm_time: int = 240                 # minutes per job (also submitit-local's timeout)
     slurm_options: Mapping[str, str] = field(default_factory=dict)  # extra sbatch options, e.g. account=proj
+    slurm_signal_delay: int = 90          # seconds before the time limit that SLURM signals a job to save and requeue
 
     def __post_init__(self) -> None:
         if self.kind not in LAUNCHERS:
@@ -76,10 +86,13 @@ def _executor(job: Job, launch: LaunchSettings) -> Any:
     import submitit
 
     executor = submitit.AutoExecutor(folder=job.folder / SUBMITIT_DIR,
-                                     cluster="slurm" if launch.kind == "slurm" else "local")
+                                     cluster="slurm" if launch.kind == "slurm" else "local",
+                                     slurm_max_num_timeout=MAX_REQUEUES)
     parameters: dict[str, Any] = {"name": job.folder.name, "timeout_min": launch.slurm_time, "nodes": 1,
                                   "tasks_per_node": 1, "gpus_per_node": launch.slurm_gpus_per_job,
                                   "cpus_per_task": launch.slurm_cpus_per_job}
+    if launch.kind == "slurm":
+        parameters["slurm_signal_delay_s"] = launch.slurm_signal_delay
     if launch.kind == "slurm":
         parameters.update(slurm_partition=launch.slurm_partition,
                           slurm_additional_parameters=dict(launch.slurm_options) or None)
@@ -93,7 +106,15 @@ def _submit(job: Job, launch: LaunchSettings) -> Any:
         env.pop("CUDA_VISIBLE_DEVICES", None)  # SLURM gives each job its GPUs
     from winn_robust.experiments.submitit_job import RunInJob
 
-    return _executor(job, launch).submit(RunInJob(), job.command(), env, os.getcwd(), str(job.log))
+    timing = None if job.timing is None else str(job.timing)
+    try:
+        return _executor(job, launch).submit(RunInJob(timing, job.continues), job.command(), env, os.getcwd(),
+                                             str(job.log))
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:  # submitit's FailedJobError is a RuntimeError
+        detail = " ".join(str(exc).split())[-300:]
+        raise UserError(f"SLURM refused job {job.name} ({detail}); check `slurm_cpus_per_job`, `slurm_time` and "
+                        "`slurm_partition` against `sinfo -o '%P %c %m %l'`",
+                        mentions=("slurm_cpus_per_job", "slurm_time", "slurm_partition")) from None
 
 
 def _failure(job: Job, submitted: Any) -> UserError | None:
@@ -112,13 +133,73 @@ def _failure(job: Job, submitted: Any) -> UserError | None:
     return job_failed(job, f"exit status {code}")
 
 
+def slurm_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """{job id: (state, reason)} from squeue for the jobs still known to SLURM (no sacct needed:
+    small clusters run without accounting); None when squeue cannot answer."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 and "Invalid job id" not in done.stderr:
+        return None
+    states = {}
+    for line in done.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    return states
+
+
+class QueueWatch:
+    """Notices, from squeue alone, a SLURM job that cannot start or that left the queue without
+    its result (cancelled, node failure), within LOST_AFTER seconds (a poll or two)."""
+
+    def __init__(self, launch: LaunchSettings, lost_after: float = LOST_AFTER) -> None:
+        self.launch, self.lost_after = launch, lost_after
+        self.gone: dict[str, float] = {}
+
+    def problem(self, pending: Mapping[str, tuple[Job, Any]]) -> tuple[str, UserError] | None:
+        waiting = {name: sub for name, (_, sub) in pending.items() if not Path(sub.paths.result_pickle).exists()}
+        if not waiting:
+            return None
+        states = slurm_states([sub.job_id for sub in waiting.values()])
+        if states is None:
+            return None
+        for name, sub in waiting.items():
+            state, reason = states.get(str(sub.job_id), ("GONE", ""))
+            job = pending[name][0]
+            if state == "PENDING" and reason in NEVER_STARTS:
+                sub.cancel(check=False)
+                return name, UserError(
+                    f"job {job.name} ({sub.job_id}) can never start: SLURM keeps it pending with reason {reason} (it "
+                    f"asks for {self.launch.slurm_cpus_per_job} CPUs, {self.launch.slurm_gpus_per_job} GPUs and "
+                    f"{self.launch.slurm_time} min; `sinfo -o '%P %c %m %l'` shows what the partitions offer); it was "
+                    "cancelled: lower `slurm_cpus_per_job` or `slurm_time`, or choose another `slurm_partition`, "
+                    "and run the same command again", mentions=("slurm_cpus_per_job", "slurm_time", "slurm_partition"))
+            if state in ENDED or state == "GONE":
+                since = self.gone.setdefault(name, time.monotonic())
+                if time.monotonic() - since >= self.lost_after and not Path(sub.paths.result_pickle).exists():
+                    what = "is no longer in SLURM's queue" if state == "GONE" else f"ended as {state}"
+                    return name, job_failed(job, f"SLURM job {sub.job_id} {what} without a result: cancelled, or its "
+                                                 "node failed; the same command resumes it", Path(sub.paths.stderr))
+            else:
+                self.gone.pop(name, None)
+        return None
+
+
 def run_submitit(jobs: Sequence[Job], launch: LaunchSettings, poll: float | None = None) -> dict[str, float]:
     """Submit every job (submitit-local: at most --jobs at once), wait, and return seconds per job
     (from submission to end). A failure stops further submissions; the jobs already running
-    finish, then it is raised. Ctrl-C cancels the submitted jobs (a rerun resumes them)."""
+    finish, then it is raised. Ctrl-C or SIGTERM cancels the submitted jobs (SLURM then sends
+    them SIGTERM: each saves its state; a rerun resumes them). Under SLURM the driver reads the
+    queue with squeue (never sacct) to notice a job that can never start or that left the queue
+    without a result."""
     if not jobs:
         return {}
-    poll = poll if poll is not None else (15.0 if launch.kind == "slurm" else 0.5)
+    poll = poll if poll is not None else float(os.environ.get("WINN_ROBUST_POLL_SECONDS", 0) or 0) or \
+        (15.0 if launch.kind == "slurm" else 0.5)
+    watch = QueueWatch(launch) if launch.kind == "slurm" else None
     limit = len(jobs) if launch.kind == "slurm" else launch.jobs
     queue = list(jobs)
     pending: dict[str, tuple[Job, Any]] = {}
@@ -136,7 +217,16 @@ def run_submitit(jobs: Sequence[Job], launch: LaunchSettings, poll: float | None
                       file=sys.stderr, flush=True)
             if not pending:
                 break
-            finished = [name for name, (_, submitted) in pending.items() if submitted.done()]
+            if watch is not None:  # result files only: submitit's done() would ask sacct on every poll
+                finished = [name for name, (_, sub) in pending.items() if Path(sub.paths.result_pickle).exists()]
+                lost = watch.problem(pending) if not finished else None
+                if lost is not None:
+                    pending.pop(lost[0])
+                    failure = failure or lost[1]
+                    queue.clear()
+                    continue
+            else:
+                finished = [name for name, (_, submitted) in pending.items() if submitted.done()]
             if not finished:
                 time.sleep(poll)
                 continue

@@ -11,6 +11,7 @@ settings, results.json's evaluation and checkpoint hashes), interrupted ones res
 launcher (experiments/launchers.py) runs them: locally, `--jobs N` at once, or on SLURM."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,8 +38,9 @@ from winn_robust.reporting.aggregate import write_aggregate
 from winn_robust.reporting.files import read_results, rebuild_tables
 from winn_robust.reporting.per_example import metrics_from_per_example
 from winn_robust.reporting.provenance import Provenance
+from winn_robust.reporting.report_folder import report_names
 from winn_robust.reporting.summary import RunDescription, write_summary
-from winn_robust.storage import atomic_write_bytes
+from winn_robust.storage import atomic_write_bytes, remove_leftovers
 from winn_robust.training import TrainConfig
 from winn_robust.training.inputs import effective_val_size
 from winn_robust.training.methods import make_method, settings_owners, split_method_spec
@@ -411,7 +413,14 @@ def reproduce(settings: ReproduceSettings) -> ReproduceResult:
     run or report folder as well)."""
     settings.launch.check_available()  # before the lock creates the folder
     with acquire(settings.out, REPRODUCE):
+        # what a killed reproduce's summary, table or aggregate writes left behind
+        remove_leftovers([settings.out, *(settings.seed_dir(seed) for seed in settings.seeds)], reproduce_writes)
         return _reproduce(settings)
+
+
+def reproduce_writes(name: str) -> bool:
+    """A file name reproduce itself writes into its root or a seed folder (besides the jobs' own)."""
+    return name in report_names() or name in ("cost.png", "summary.md") or bool(re.match(r"^negatives_[\w.+-]+\.png$", name))
 
 
 def _reproduce(settings: ReproduceSettings) -> ReproduceResult:

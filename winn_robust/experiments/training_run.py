@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from winn_robust import distributed
+from winn_robust import distributed, stop_request
 from winn_robust.device import resolve_device
 from winn_robust.errors import SettingError, UserError
 from winn_robust.training import TrainConfig, train
@@ -64,7 +64,7 @@ def run_training(settings: Settings, out: Path, *, download: bool = False, devic
         data = load_train_data(config.data, data_dir, download, config.val_size, config.seed, config.train_limit, dev)
         return config, data_dir, data
 
-    with hold:
+    with hold, stop_request.polling():  # a stop signal from here on is honoured at the first batch boundary
         return _train_prepared(out, dev, here, started, resume, progress, download, distributed.agree(prepare))
 
 

@@ -7,6 +7,13 @@ given the test set. `last.pt` holds everything needed to resume exactly (weights
 RNG state, the settings and a fingerprint of the data, and the list of pool files under
 `pool/`, one per epoch); `best.pt` holds the weights with the lowest validation error.
 
+A stop request (stop_request.py: SIGTERM, submitit's SIGUSR2 before a time limit, Ctrl-C) is
+honoured at the next batch boundary of the classification pass: `partial.pt` then holds the
+epoch's permutation, the step reached, the running sums and the weights, optimizer and RNG state
+at that step, so a resumed run continues the epoch exactly (bit-identical weights). A request
+during synthesis or validation is honoured when the epoch's last.pt is written. Before every
+checkpoint the writer checks that the run folder's lock is still its own.
+
 Under torchrun the same loop runs data-parallel (training/parallel.py): every rank draws the
 randoms of the whole global batch from one shared stream and computes on its slice, under
 DistributedDataParallel; synthesis is split across ranks by class and the new negatives are
@@ -19,6 +26,7 @@ import hashlib
 import io
 import json
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -30,9 +38,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from winn_robust import distributed
+from winn_robust import distributed, stop_request
 from winn_robust.attacks.pgd_l2 import pgd_at_norm
-from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, payload_meta, read_checkpoint, save_checkpoint
+from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, atomic_save, load_tensors, payload_meta, read_checkpoint, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_class_grid
@@ -45,7 +53,7 @@ from winn_robust.training.losses import LossTerms, Scorer, interpolation_coeffic
 from winn_robust.training.methods import StepContext
 from winn_robust.training.parallel import DataParallelScorer, RankSlice
 from winn_robust.training.pool import NegativePool, load_pool, save_pool_part
-from winn_robust.training.run_folder import BEST_NAME, LAST_NAME, METRICS_NAME, RunFolder
+from winn_robust.training.run_folder import BEST_NAME, LAST_NAME, METRICS_NAME, PARTIAL_NAME, RunFolder
 from winn_robust.training.synthesis import SynthesisResult, generator_for, synthesize_negatives
 from winn_robust.version import __version__
 
@@ -200,6 +208,9 @@ class Trainer:
         self.new_negatives: torch.Tensor | None = None
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
         self._parallel: DataParallelScorer | None = None
+        self.folder: RunFolder | None = None  # set by `train`: its lock is checked before every checkpoint
+        self.partial: dict[str, Any] | None = None  # a stopped epoch's state (partial.pt), consumed by the next pass
+        self.resumed_seconds = 0.0
 
     @property
     def scorer(self) -> Scorer:
@@ -217,14 +228,25 @@ class Trainer:
         cfg, model = self.config, self.model
         model.train()
         n = len(self.data.train_images)
-        order = torch.randperm(n, generator=self.rng, device=self.device)
         steps = (n + cfg.batch_size - 1) // cfg.batch_size
-        sums = torch.zeros(4, device=self.device)
-        f_means: list[torch.Tensor] = []
-        wrong = torch.zeros((), dtype=torch.long, device=self.device)
+        partial, self.partial = self.partial, None
+        if partial is None:
+            order = torch.randperm(n, generator=self.rng, device=self.device)
+            first, sums = 0, torch.zeros(4, device=self.device)
+            f_means: list[torch.Tensor] = []
+            wrong = torch.zeros((), dtype=torch.long, device=self.device)
+            logged_error = True
+        else:  # continue a stopped epoch exactly where it stopped
+            order, first = partial["order"].to(self.device), int(partial["step"])
+            sums, wrong = partial["sums"].to(self.device), partial["wrong"].to(self.device)
+            f_means = list(partial["f_means"].to(self.device).unbind(0))
+            logged_error = bool(partial["logged_error"])
+            self.passes.forward += int(partial["passes"][0])
+            self.passes.backward += int(partial["passes"][1])
         pending: list[torch.Tensor] = []
-        logged_error = True
-        bar = tqdm(range(steps), desc=f"epoch {self.epoch} classify", leave=False, disable=not self.progress, unit="batch")
+        started = time.perf_counter() - self.resumed_seconds
+        bar = tqdm(range(first, steps), desc=f"epoch {self.epoch} classify", leave=False, disable=not self.progress,
+                   unit="batch")
         for step in bar:
             batch = self.draw_batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             with self.autocast:
@@ -250,6 +272,17 @@ class Trainer:
                 pending = []
                 if self.progress:
                     bar.set_postfix(loss=f"{(sums[0] / (step + 1)).item():.4f}")
+            if step < steps - 1 and self.stop_requested(mid_epoch=True):
+                if pending:
+                    block = torch.stack(pending)
+                    check_finite(list(block.unbind(0)), self.method.term_names, step + 1 - len(pending), self.epoch)
+                state = {"order": order, "step": step + 1, "sums": sums, "wrong": wrong, "logged_error": logged_error,
+                         "f_means": torch.stack(f_means) if f_means else torch.zeros(0, device=self.device),
+                         "passes": list(self.passes.take()), "seconds": time.perf_counter() - started}
+                path = self.write_partial(state)
+                raise stop_request.Stopped(stop_request.requested(),
+                                           f"epoch {self.epoch} stopped after step {step + 1} of {steps}; its state is "
+                                           f"saved in {path}, so the same command with --resume continues it exactly")
         distributed.all_reduce_sum(sums)
         distributed.all_reduce_sum(wrong)
         means = (sums / steps).tolist()
@@ -365,13 +398,57 @@ class Trainer:
             wrong += wrong_count(self.model, adv, labels[start:end])
         return distributed.all_reduce_sum(wrong).item() / max(1, len(images))
 
+    def stop_requested(self, mid_epoch: bool = False) -> bool:
+        """Whether to stop here. Mid-epoch only in one process (ranks hold different running sums,
+        so a data-parallel run stops at the end of the epoch); every rank agrees."""
+        if self.world.distributed:
+            if mid_epoch:
+                return False
+            flag = torch.tensor(1 if stop_request.requested() else 0, device=self.device)
+            return bool(distributed.all_reduce_sum(flag).item())
+        return bool(stop_request.requested())
+
+    def check_lock(self) -> None:
+        if self.folder is not None:
+            self.folder.verify_lock()
+
+    @main_only
+    def write_partial(self, state: dict[str, Any]) -> Path:
+        """partial.pt: everything a resumed run needs to continue this epoch exactly."""
+        path = self.out_dir / PARTIAL_NAME
+        self.check_lock()
+        with stop_request.deferred():
+            atomic_save({"epoch": self.epoch, "hparams": self.config.to_dict(), "data": self.data.fingerprint(),
+                         "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "rng_state": self.rng.get_state(), "cpu_rng_state": torch.get_rng_state(), **state}, path)
+        return path
+
+    def load_partial(self, path: Path) -> bool:
+        """Take a stopped epoch's state (partial.pt) when it continues the epoch after the one
+        resumed from; False (and the file removed) when it is stale or of another run."""
+        state = load_tensors(path, self.device, what="partial-epoch state")
+        if not isinstance(state, dict) or state.get("epoch") != self.epoch + 1:
+            return False
+        saved, mine = dict(state.get("hparams") or {}), self.config.to_dict()
+        if any(saved.get(k) != v for k, v in mine.items() if k not in RESUMABLE_CHANGES) or state.get("data") != self.data.fingerprint():
+            raise UserError(f"cannot resume: {path} holds a stopped epoch of a run with other settings or data; "
+                            "resume with the run's own settings, or delete it to continue from last.pt")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng_state"].cpu())
+        torch.set_rng_state(state["cpu_rng_state"].cpu())
+        self.partial = state
+        self.resumed_seconds = float(state.get("seconds", 0.0))
+        return True
+
     def run_epoch(self) -> dict[str, Any]:
         self.epoch += 1
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - self.resumed_seconds
         row: dict[str, Any] = {"epoch": self.epoch, "method": self.config.method}
         self.new_negatives = None
         self.passes.take()
         row.update(self.classification_pass())
+        self.resumed_seconds = 0.0
         t1 = time.perf_counter()
         if self.config.introspective:
             row.update(self.synthesis_pass())
@@ -434,6 +511,7 @@ class Trainer:
         so last.pt never lists a file that is not on disk). Returns the bytes written."""
         metadata = self.metadata(row)
         written = 0
+        self.check_lock()  # a writer whose lock file was deleted or replaced stops here, before any write
         if improved:
             written += save_checkpoint(self.out_dir / BEST_NAME, self.model, replace(metadata, role="best"))
         for rule in extra or []:
@@ -456,8 +534,10 @@ class Trainer:
             row["bytes_written"] = before + size
             return {"metrics_rows": json.dumps(self.metric_rows)}  # JSON: the same bytes in a resumed run
 
+        self.check_lock()
         written += save_checkpoint(self.out_dir / LAST_NAME, self.model, replace(metadata, role="last"),
                                    on_size=record_size, **state)
+        (self.out_dir / PARTIAL_NAME).unlink(missing_ok=True)  # last.pt now holds what the stopped epoch held
         return written
 
     def resume(self, path: Path) -> None:
@@ -558,13 +638,21 @@ def start(config: TrainConfig, data: TrainData, out_dir: Path, device: torch.dev
     trainer.extra_metadata = dict(extra_metadata)
     rows: list[dict[str, Any]] = []
     if resume:
-        last = out_dir / LAST_NAME
-        if not last.is_file():
+        last, partial = out_dir / LAST_NAME, out_dir / PARTIAL_NAME
+        if not last.is_file() and not partial.is_file():
+            if RunFolder(out_dir).holds_run():
+                raise SettingError("resume", f": {out_dir} holds no {LAST_NAME} (no epoch's state was ever saved, e.g. its "
+                                   "first write failed), so there is nothing to continue; start it afresh with `force`",
+                                   mentions=("resume", "force"))
             raise SettingError("resume", f": no {last} to resume from; run without `resume` to start fresh", mentions=("resume",))
-        trainer.resume(last)
+        if last.is_file():
+            trainer.resume(last)
+        if partial.is_file() and not trainer.load_partial(partial):
+            main_only(partial.unlink)(missing_ok=True)  # stale: last.pt is newer
         # last.pt's rows are the record (older last.pt files have none: then metrics.csv, as far as it reads)
         rows = trainer.metric_rows or read_metrics(out_dir / METRICS_NAME, trainer.epoch)
-        trainer.write_metrics(rows)  # a metrics.csv lost, cut or garbled since is rewritten from them
+        if last.is_file():
+            trainer.write_metrics(rows)  # a metrics.csv lost, cut or garbled since is rewritten from them
     if trainer.epoch >= config.epochs:
         raise UserError(f"nothing to do: {out_dir} already holds {trainer.epoch} epochs (`epochs` {config.epochs}); "
                         "raise `epochs` to train on", mentions=("epochs",))
@@ -590,22 +678,35 @@ def train(config: TrainConfig, data: TrainData, out_dir: str | Path, device: tor
         if folder_lock is not None:
             folder_lock.release()
         raise
+    trainer.folder = RunFolder(out_dir) if folder_lock is not None else None
     bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"{config.method} {config.arch}",
                disable=not trainer.progress, unit="epoch")
     try:
-        while trainer.epoch < config.epochs:
-            row = trainer.run_epoch()
-            rows.append(row)
-            trainer.metric_rows = rows
-            row["bytes_written"] = trainer.save(row)
-            trainer.write_metrics(rows)
-            trainer.save_negatives_grid()
-            bar.update(1)
-            bar.set_postfix(val_error=f"{row['val_error']:.4f}", best=f"{trainer.best_val_error:.4f}")
-            if on_epoch_end is not None:
-                on_epoch_end(trainer.epoch, row)
+        with stop_request.polling():
+            _train_epochs(trainer, config, rows, bar, on_epoch_end)
     finally:
         bar.close()
         if folder_lock is not None:
             folder_lock.release()
     return TrainResult(out_dir, trainer.best_epoch, trainer.best_val_error, trainer.epoch, rows)
+
+
+def _train_epochs(trainer: Trainer, config: TrainConfig, rows: list[dict[str, Any]], bar: Any,
+                  on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> None:
+    """The epochs, until `epochs` or a stop request (honoured mid-epoch or, here, after last.pt)."""
+    while trainer.epoch < config.epochs:
+        row = trainer.run_epoch()
+        rows.append(row)
+        trainer.metric_rows = rows
+        with stop_request.deferred():
+            row["bytes_written"] = trainer.save(row)
+            trainer.write_metrics(rows)
+            trainer.save_negatives_grid()
+        bar.update(1)
+        bar.set_postfix(val_error=f"{row['val_error']:.4f}", best=f"{trainer.best_val_error:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.epoch, row)
+        if trainer.epoch < config.epochs and trainer.stop_requested():
+            raise stop_request.Stopped(stop_request.requested() or signal.SIGTERM,
+                                       f"epochs 1-{trainer.epoch} are saved in {trainer.out_dir / LAST_NAME}; the same "
+                                       "command with --resume continues from there")
