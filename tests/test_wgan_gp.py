@@ -164,6 +164,8 @@ def test_schedules_resolve_per_dataset() -> None:
     digits = WGANGP().resolved_for("digits")
     assert digits.iterations is not None and digits.iterations < 200_000
     assert WGANGP(iterations=7).resolved_for("digits").iterations == 7
+    assert (digits.critic_lr, digits.generator_lr) == (1e-3, 1e-3)
+    assert WGANGP().resolved_for("mnist").critic_lr == 1e-4 and WGANGP(critic_lr=3e-4).resolved_for("digits").critic_lr == 3e-4
 
 
 @pytest.mark.parametrize(("flag", "value", "expected"), [("--n-critic", "0", "--n-critic must be positive"),
