@@ -9,7 +9,9 @@ small state and the list of append-only part files (pool/epoch_NNN.pt, with sha2
 milestones (WINN's cascades) get their own checkpoint files (`cascade-k.pt`) beside it.
 
 A generative run has no validation error: best.pt is not written; what samples read is last.pt and
-the milestone files. Under torchrun a generative method runs on one process only (it refuses more
+the milestone files. A stop signal (SIGTERM, SLURM's time-limit signal, Ctrl-C) is honoured at the
+next iteration boundary, after last.pt is written, so --resume continues from there.
+Under torchrun a generative method runs on one process only (it refuses more
 ranks in one line)."""
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from winn_robust import distributed
+from winn_robust import distributed, stop_request
 from winn_robust.checkpoint import CheckpointMeta, atomic_save, file_sha256, load_tensors, payload_meta, read_checkpoint, save_checkpoint
 from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_image_grid
@@ -208,15 +210,21 @@ def train_generative(config: TrainConfig, data: TrainData, out_dir: str | Path, 
         bar = tqdm(total=total, initial=trainer.iteration, desc=f"{config.method} {config.arch}",
                    disable=not progress, unit="iteration")
         try:
-            while trainer.iteration < total and not trainer.learner.finished:
-                row = trainer.run_iteration()
-                trainer.rows.append(row)
-                trainer.save(row)
-                trainer.write_metrics()
-                trainer.save_preview()
-                bar.update(1)
-                if on_epoch_end is not None:
-                    on_epoch_end(trainer.iteration, row)
+            with stop_request.polling():  # a stop signal is honoured at the next iteration boundary, after last.pt
+                while trainer.iteration < total and not trainer.learner.finished:
+                    row = trainer.run_iteration()
+                    trainer.rows.append(row)
+                    with stop_request.deferred():
+                        trainer.save(row)
+                        trainer.write_metrics()
+                        trainer.save_preview()
+                    bar.update(1)
+                    if on_epoch_end is not None:
+                        on_epoch_end(trainer.iteration, row)
+                    if trainer.iteration < total and stop_request.requested():
+                        raise stop_request.Stopped(stop_request.requested(),
+                                                   f"iterations 1-{trainer.iteration} are saved in {out_dir / LAST_NAME}; "
+                                                   "the same command with --resume continues from there")
         finally:
             bar.close()
     finally:
