@@ -8,6 +8,7 @@ SLURM holds a requeued job for a fixed 121 s before it is eligible again; the te
 at once (`scontrol update StartTime=now`, what an admin may do) so the suite stays short."""
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import threading
@@ -92,7 +93,7 @@ def test_a_slurm_sweep_writes_the_local_launchers_table_byte_for_byte(tmp_path, 
     assert "not recorded" not in (out / "summary.md").read_text()
 
 
-EPOCHS = 20  # about 50 s of work on an idle 2-CPU machine; the signal comes 20-50 s after each start
+WORK_SECONDS = 90  # the run must outlast the signal, which comes 20-50 s (SLURM: up to 60 s) after each start
 
 
 def train_job(root: Path, epochs: int) -> tuple[TrainJob, Path]:
@@ -102,14 +103,25 @@ def train_job(root: Path, epochs: int) -> tuple[TrainJob, Path]:
     return work, write_spec(root / "job", "train baseline seed 0", work, Runtime(device="cpu", threads=1))
 
 
+def epochs_lasting(seconds: float, root: Path) -> int:
+    """Epochs of train_job that last about `seconds` here: a fixed count ran 14 s on a fast CI
+    machine, ended before the signal, and the test saw no requeue."""
+    _, spec = train_job(root, epochs=4)
+    started = time.monotonic()
+    run_job(spec)
+    per_epoch = (time.monotonic() - started) / 4
+    return max(20, min(400, math.ceil(seconds / per_epoch)))
+
+
 def test_a_time_limit_shorter_than_the_run_requeues_and_ends_bit_identical(tmp_path, capsys):
     """--slurm-time 2 with the save signal 100 s before it: the job is signalled mid-run, writes
     partial.pt or last.pt at the next batch boundary, is requeued and continues; its weights equal
     an uninterrupted run's bit for bit; its wall time sums its attempts."""
-    work, spec = train_job(tmp_path / "slurm", epochs=EPOCHS)
+    epochs = epochs_lasting(WORK_SECONDS, tmp_path / "calibration")
+    work, spec = train_job(tmp_path / "slurm", epochs=epochs)
     job = Job("train baseline seed 0", spec.parent, threads=1, timing=work.out / "wall_time.json")
     launch = LaunchSettings("slurm", slurm_cpus_per_job=1, slurm_time=2, slurm_signal_delay=100)
-    reference, reference_spec = train_job(tmp_path / "here", epochs=EPOCHS)
+    reference, reference_spec = train_job(tmp_path / "here", epochs=epochs)
     uninterrupted = threading.Thread(target=run_job, args=(reference_spec,), daemon=True)  # meanwhile, here
     started = time.monotonic()
     with ReleaseRequeued():
@@ -119,7 +131,7 @@ def test_a_time_limit_shorter_than_the_run_requeues_and_ends_bit_identical(tmp_p
     uninterrupted.join(timeout=600)
     log = (spec.parent / "log.txt").read_text()
     requeues = log.count("winn-robust: stopped by SIGUSR2")
-    print(f"time-limit run: {seconds:.0f} s, {requeues} save(s) on SIGUSR2 and as many requeues")
+    print(f"time-limit run: {epochs} epochs, {seconds:.0f} s, {requeues} save(s) on SIGUSR2 and as many requeues")
     assert requeues >= 1, log
     assert "Traceback" not in log
     for name in ("best.pt", "last.pt"):
