@@ -176,6 +176,17 @@ def test_run_folder_recognises_only_our_files_and_force_refuses_foreign_ones(tmp
     assert sorted(p.name for p in folder.root.iterdir()) == ["notes.txt"]  # the user's file stays
 
 
+def test_force_clears_a_generative_runs_cascade_checkpoints(tmp_path):
+    folder = RunFolder(tmp_path / "gen")
+    folder.root.mkdir()
+    for name in ("last.pt", "cascade-1.pt", "cascade-2.pt", "cascade-12.pt", ".cascade-3.pt.abcd1234.tmp",
+                 "cascade-best.pt"):
+        (folder.root / name).write_bytes(b"x")
+    assert folder.holds_run()
+    folder.clear()
+    assert sorted(p.name for p in folder.root.iterdir()) == ["cascade-best.pt"]  # not a name train writes
+
+
 def test_links_are_never_written_or_deleted_through(tmp_path, capsys):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -28,6 +28,17 @@ from winn_robust.version import __version__
 NamePredicate = Callable[[str], bool]
 
 
+class Child:
+    """A fixed name in an owned folder, read as its path: `best = Child("best.pt")` makes
+    `folder.best` the path `folder.root / "best.pt"`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, folder: OwnedFolder, owner: type | None = None) -> Path:
+        return folder.root / self.name
+
+
 @dataclass(frozen=True)
 class OwnedFolder:
     """The files of one of our folders under `root`. Subclasses set MARKER, ROLE, KIND and
@@ -56,6 +67,11 @@ class OwnedFolder:
         """Sub-folders of ours and which file names in each are ours."""
         return {}
 
+    def is_top_name(self, name: str) -> bool:
+        """Whether a file name directly in the folder is ours: `top_names()`, and in subclasses
+        names that come in series (a generative run's cascade-K.pt)."""
+        return name in self.top_names()
+
     # ---- what is there ---------------------------------------------------------------------------
     @property
     def marker(self) -> Path:
@@ -67,6 +83,14 @@ class OwnedFolder:
 
     def _plain_file(self, path: Path) -> bool:
         return path.is_file() and not path.is_symlink()
+
+    def top_paths(self) -> list[Path]:
+        """Where our files directly in the folder go: every `top_names()` entry, then whatever
+        else `is_top_name` takes that is there now."""
+        named = self.top_names()
+        series = sorted(p for p in self.root.iterdir() if p.name not in named and self.is_top_name(p.name)) \
+            if self.root.is_dir() else []
+        return [self.root / n for n in named] + series
 
     def entries_in(self, sub: str) -> tuple[list[Path], list[Path]]:
         """(our files, anything else) inside one of our sub-folders."""
@@ -87,9 +111,8 @@ class OwnedFolder:
         """Every file of ours that is there now (what `clear` deletes), with killed writes' leftovers."""
         found: list[Path] = []
         if top:
-            names = self.top_names()
-            found += [self.root / n for n in names if self._plain_file(self.root / n)]
-            found += leftovers(self.root, lambda name: name in names)
+            found += [path for path in self.top_paths() if self._plain_file(path)]
+            found += leftovers(self.root, self.is_top_name)
         for sub in self.subfolders() if subs is None else subs:
             found += self.entries_in(sub)[0]
         return found
@@ -97,8 +120,7 @@ class OwnedFolder:
     def in_the_way(self) -> list[Path]:
         """What is not ours where ours would go: a link or folder in place of one of our files, a
         sub-folder of ours as a file or a link, other files inside it."""
-        blocking = [self.root / n for n in self.top_names()
-                    if (self.root / n).is_symlink() or ((self.root / n).exists() and not (self.root / n).is_file())]
+        blocking = [path for path in self.top_paths() if path.is_symlink() or (path.exists() and not path.is_file())]
         for sub in self.subfolders():
             folder = self.root / sub
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -150,7 +172,7 @@ class OwnedFolder:
         """Before any work: every place we write must take a new file and every file of ours that
         will be replaced must be replaceable (a read-only mount, an immutable file, a folder
         without write permission), so such a fault is one line now, not after an epoch of work."""
-        refuse_links(*(self.root / n for n in self.top_names()))
+        refuse_links(*self.top_paths())
         folders = [self.root] + [self.root / sub for sub in self.subfolders() if (self.root / sub).is_dir()]
         for folder in folders:
             try:
@@ -172,8 +194,7 @@ class OwnedFolder:
         try:
             refuse_links(self.lock_file)
             self.refuse_foreign(doing)
-            names = self.top_names()
-            remove_leftovers([self.root], lambda name: name in names)
+            remove_leftovers([self.root], self.is_top_name)
             for sub, ours in self.subfolders().items():
                 remove_leftovers([self.root / sub], ours)
             self.check_writable()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from winn_robust.attacks import ATTACKS
 from winn_robust.locking import REPORT, FolderLock
-from winn_robust.owned_folder import NamePredicate, OwnedFolder
+from winn_robust.owned_folder import Child, NamePredicate, OwnedFolder
 from winn_robust.reporting.files import REPORT_FILES
 
 MARKER = ".winn-robust-report"
@@ -41,15 +41,14 @@ def _is_state_name(name: str) -> bool:
 class ReportFolder(OwnedFolder, marker=MARKER, role=REPORT, kind="a report folder", force="attack --force"):
     """The files of one report (and its evaluation state) under `root`."""
 
+    state_dir = Child(STATE_DIR)
+
     def top_names(self) -> tuple[str, ...]:
         return (*report_names(), MARKER)
 
     def subfolders(self) -> Mapping[str, NamePredicate]:
         return {STATE_DIR: _is_state_name}
 
-    @property
-    def state_dir(self) -> Path:
-        return self.root / STATE_DIR
 
     def report_files(self) -> list[Path]:
         """Our finished report's files that are there now."""

@@ -2,7 +2,8 @@
 
 A run folder carries a marker file (`.winn-robust-run`) beside the names `train` writes:
 best.pt (and best-RULE.pt), last.pt, partial.pt (a stopped epoch's state), metrics.csv,
-metrics.png, pool/epoch_NNN.pt, negatives/epoch_NNN.png (and the temporary
+metrics.png, a generative run's milestone checkpoints cascade-K.pt, pool/epoch_NNN.pt,
+negatives/epoch_NNN.png (and the temporary
 `.NAME.XXXXXXXX.tmp` of a killed write). The marker, lock, writability and clearing logic is
 the shared OwnedFolder's (owned_folder.py); this module only names the run's files."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winn_robust.locking import RUN, FolderLock
-from winn_robust.owned_folder import NamePredicate, OwnedFolder
+from winn_robust.owned_folder import Child, NamePredicate, OwnedFolder
 
 MARKER = ".winn-robust-run"
 BEST_NAME, LAST_NAME, METRICS_NAME, METRICS_PLOT = "best.pt", "last.pt", "metrics.csv", "metrics.png"
@@ -23,6 +24,7 @@ TOP_FILES = (BEST_NAME, LAST_NAME, PARTIAL_NAME, METRICS_NAME, METRICS_PLOT, MAR
              "best-last.pt")
 _POOL_FILE = re.compile(r"^epoch_\d{3,}\.pt$")
 _GRID_FILE = re.compile(r"^epoch_\d{3,}\.png$")
+_MILESTONE_FILE = re.compile(r"^cascade-\d+\.pt$")  # a generative run's milestones (training/generative/trainer.py)
 
 
 def _is_pool_file(name: str) -> bool:
@@ -37,39 +39,22 @@ def _is_grid_file(name: str) -> bool:
 class RunFolder(OwnedFolder, marker=MARKER, role=RUN, kind="a training run folder", force="train --force"):
     """The files of one training run under `root`."""
 
+    best = Child(BEST_NAME)
+    last = Child(LAST_NAME)
+    partial = Child(PARTIAL_NAME)
+    metrics = Child(METRICS_NAME)
+    metrics_plot = Child(METRICS_PLOT)
+    pool_dir = Child(POOL_DIR)
+    negatives_dir = Child(NEGATIVES_DIR)
+
     def top_names(self) -> tuple[str, ...]:
         return TOP_FILES
 
     def subfolders(self) -> Mapping[str, NamePredicate]:
         return {POOL_DIR: _is_pool_file, NEGATIVES_DIR: _is_grid_file}
 
-    @property
-    def best(self) -> Path:
-        return self.root / BEST_NAME
-
-    @property
-    def last(self) -> Path:
-        return self.root / LAST_NAME
-
-    @property
-    def partial(self) -> Path:
-        return self.root / PARTIAL_NAME
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_NAME
-
-    @property
-    def metrics_plot(self) -> Path:
-        return self.root / METRICS_PLOT
-
-    @property
-    def pool_dir(self) -> Path:
-        return self.root / POOL_DIR
-
-    @property
-    def negatives_dir(self) -> Path:
-        return self.root / NEGATIVES_DIR
+    def is_top_name(self, name: str) -> bool:
+        return name in TOP_FILES or bool(_MILESTONE_FILE.match(name))
 
     def pool_file(self, epoch: int) -> Path:
         return self.pool_dir / f"epoch_{epoch:03d}.pt"

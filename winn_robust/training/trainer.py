@@ -121,12 +121,12 @@ class TrainResult:
     @property
     def best_checkpoint(self) -> Path:
         """Weights of the epoch with the lowest validation error (what reports evaluate)."""
-        return self.out_dir / BEST_NAME
+        return RunFolder(self.out_dir).best
 
     @property
     def last_checkpoint(self) -> Path:
         """The full training state of the last finished epoch (what --resume reads)."""
-        return self.out_dir / LAST_NAME
+        return RunFolder(self.out_dir).last
 
 
 def wrong_count(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
