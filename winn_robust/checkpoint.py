@@ -231,6 +231,17 @@ def payload_meta(payload: Mapping[str, Any], path: str | Path | None = None) -> 
         raise UserError(str(exc) if path is None else f"{path}: {exc}", exc.mentions) from None
 
 
+def read_training_state(path: str | Path, map_location: str | torch.device, state_key: str,
+                        what: str = "training state") -> tuple[dict[str, Any], CheckpointMeta]:
+    """What --resume reads: a last.pt's payload and metadata; a checkpoint without the trainer's
+    `state_key` (best.pt, a milestone, another trainer's run) is one line naming the file."""
+    payload = read_checkpoint(path, map_location=map_location)
+    meta = payload_meta(payload, path)
+    if meta.role != "last" or state_key not in payload:
+        raise UserError(f"{path} holds no {what}; resume from the run's last.pt")
+    return payload, meta
+
+
 def read_meta(path: str | Path) -> CheckpointMeta:
     """A checkpoint's metadata alone, typed."""
     return payload_meta(read_checkpoint(path), path)

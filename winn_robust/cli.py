@@ -291,15 +291,20 @@ def add_score_parser(sub: Any) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads torch may use [default: torch's, all cores]")
 
 
+def add_iwgan_io_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """quality and reconstruct: the same iWGAN run and input file, each command its own output."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a `train --method iwgan` run folder")
+    parser.add_argument("--input", type=Path, required=True, help="FILE.npz with `images` in [0, 1] or `points`")
+    parser.add_argument("--out", type=Path, required=True, help=out)
+
+
 def add_quality_parser(sub: Any) -> None:
     parser = sub.add_parser("quality", help="iWGAN quality score exp(-||x - G(Q(x))||) of every input",
                             description="The iWGAN paper's quality score and reconstruction error of every input of "
                                         "--input (a .npz with `images` (N, C, H, W) in [0, 1] or `points` (N, 2)), "
                                         "written to --out (CSV: index, quality, reconstruction_error), with a plot of "
                                         "the highest and lowest scoring inputs beside it (OUT with .png).")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a `train --method iwgan` run folder")
-    parser.add_argument("--input", type=Path, required=True, help="FILE.npz with `images` in [0, 1] or `points`")
-    parser.add_argument("--out", type=Path, required=True, help="scores.csv (the plot goes to scores.png)")
+    add_iwgan_io_options(parser, out="scores.csv (the plot goes to scores.png)")
     parser.add_argument("--show", type=int, default=16, help="inputs shown at each end of the plot [default: 16]")
     add_common_options(parser)
 
@@ -310,9 +315,7 @@ def add_reconstruct_parser(sub: Any) -> None:
                                         "its reconstruction G(Q(x)); with --interpolate N, one row per pair of inputs "
                                         "(0-1, 2-3, ...): G of N codes evenly between Q(x1) and Q(x2), framed by the "
                                         "two inputs (the paper's Figure 5c).")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a `train --method iwgan` run folder")
-    parser.add_argument("--input", type=Path, required=True, help="FILE.npz with `images` in [0, 1] or `points`")
-    parser.add_argument("--out", type=Path, required=True, help="FILE.png")
+    add_iwgan_io_options(parser, out="FILE.png")
     parser.add_argument("--count", type=int, default=50, help="inputs reconstructed (the first N) [default: 50]")
     parser.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
                         help="draw latent interpolations with STEPS images per pair instead of reconstructions")

@@ -56,35 +56,42 @@ PRESETS: dict[str, dict[str, Any]] = {
 # presets are sized for a 2-core machine and say so.
 CPU_WINN = {"iterations": 12, "positives": 500, "negatives": 500, "last_negatives": 1000, "initial_negatives": 1000,
             "ascent_max_steps": 300}
-WINN_RUNS = [{"name": "winn-single", "method": "winn-gen", "options": {"cascades": 1}}]
+
+
+def generative_runs(cascades: int, winn: dict[str, Any] | None = None, wgan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The paper's comparison as a preset's runs: WINN-single, WINN with `cascades` CNNs (both with
+    the `winn` options) and WGAN-GP (with the `wgan` options), sampled also from its critic (Figure 3)."""
+    winn = winn or {}
+    return [{"name": "winn-single", "method": "winn-gen", "options": {**winn, "cascades": 1}},
+            {"name": f"winn-{cascades}", "method": "winn-gen", "options": {**winn, "cascades": cascades}},
+            {"name": "wgan-gp", "method": "wgan-gp", **({"options": wgan} if wgan else {}), "from_critic": True}]
+
+
 GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
     "generative-digits": {
         "description": "generative side on scikit-learn's embedded 8x8 digits (no download): WINN-single, WINN with 2 "
                        "cascades and WGAN-GP, each with its digits schedule; 500 samples each, scored by a baseline "
                        "classifier beside the real test digits; minutes on a 2-core CPU",
         "kind": "generative", "data": "digits", "arch": "vanilla", "val_size": 143, "samples": 500,
-        "runs": [*WINN_RUNS, {"name": "winn-2", "method": "winn-gen", "options": {"cascades": 2}},
-                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "runs": generative_runs(2),
         "classifier": {"epochs": 10},
     },
     "generative-fashion-mnist": {
         "description": "generative side on real Fashion-MNIST (IDX files from --data-dir), sized for a 2-core CPU: the "
                        "first 10,000 training images, WINN-single and WINN with 2 cascades of 12 iterations (500 "
                        "positives and negatives an iteration, 300 synthesis steps at most) and WGAN-GP for 1,500 "
-                       "generator iterations at the reference's rates; 500 samples each, scored by a baseline classifier beside the real test images",
+                       "generator iterations at the reference's rates; 500 samples each, scored by a baseline classifier "
+                       "beside the real test images",
         "kind": "generative", "data": "fashion-mnist", "arch": "vanilla", "train_limit": 10000, "val_size": 500,
         "samples": 500, "data_dir_candidates": ["/usr/share/datasets/fashion-mnist"],
-        "runs": [{"name": "winn-single", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 1}},
-                 {"name": "winn-2", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 2}},
-                 {"name": "wgan-gp", "method": "wgan-gp", "options": {"iterations": 1500}, "from_critic": True}],
+        "runs": generative_runs(2, winn=CPU_WINN, wgan={"iterations": 1500}),
         "classifier": {"epochs": 5},
     },
     "paper-gen-svhn": {
         "description": "WINN section 5.4, unsupervised SVHN with ResNet-32 critics: WINN-single, WINN-4CNNs and WGAN-GP, "
                        "the paper's schedules (GPU)",
         "kind": "generative", "data": "svhn", "arch": "resnet32", "samples": 10000,
-        "runs": [*WINN_RUNS, {"name": "winn-4", "method": "winn-gen", "options": {"cascades": 4}},
-                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "runs": generative_runs(4),
         "classifier": {"epochs": 200},
     },
     "paper-gen-cifar10": {
@@ -92,8 +99,7 @@ GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
                        "WINN-5CNNs and WGAN-GP, the paper's schedules and 50,000 samples each (GPU; the paper's "
                        "Inception score needs an Inception-v3 file: `winn-robust score --classifier inception-v3=FILE`)",
         "kind": "generative", "data": "cifar10", "arch": "resnet32", "samples": 50000,
-        "runs": [*WINN_RUNS, {"name": "winn-5", "method": "winn-gen", "options": {"cascades": 5}},
-                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "runs": generative_runs(5),
         "classifier": {"epochs": 200},
     },
 }

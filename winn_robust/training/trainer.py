@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from winn_robust import distributed, stop_request
 from winn_robust.attacks.pgd_l2 import pgd_at_norm
-from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, atomic_save, load_tensors, payload_meta, read_checkpoint, save_checkpoint
+from winn_robust.checkpoint import FORMAT_VERSION, CheckpointMeta, atomic_save, load_tensors, read_training_state, save_checkpoint
 from winn_robust.distributed import main_only
 from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_class_grid
@@ -541,10 +541,7 @@ class Trainer:
         return written
 
     def resume(self, path: Path) -> None:
-        payload = read_checkpoint(path, map_location=self.device)
-        meta = payload_meta(payload, path)
-        if meta.role != "last" or "optimizer" not in payload:
-            raise UserError(f"{path} holds no training state; resume from the run's last.pt")
+        payload, meta = read_training_state(path, self.device, "optimizer")
         if payload.get("format_version", 1) < FORMAT_VERSION:
             raise UserError(f"cannot resume {path}: it was written by an older winn-robust whose pool format "
                             "this version does not read; start the run afresh in a new `out`", mentions=("out",))

@@ -98,6 +98,7 @@ class GenerativeMethod(TrainingMethod):
     """A method that models the training images themselves; labels are unused."""
 
     generative: ClassVar[bool] = True
+    term_columns: ClassVar[tuple[str, str]] = ("", "")  # no supervised loss terms: each learner logs its own
     #: the architecture family the method needs: "image" (the project's CNNs) or "points" (2-D MLPs)
     data_kind: ClassVar[str] = "image"
 

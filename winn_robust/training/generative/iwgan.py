@@ -115,7 +115,6 @@ class IWGAN(GenerativeMethod):
     """iWGAN's settings; None = the dataset's default (SCHEDULES, the toys' TOY_SCHEDULE)."""
     name: ClassVar[str] = "iwgan"
     summary: ClassVar[str] = "iWGAN: an encoder, a generator and a WGAN critic on one primal-dual objective"
-    term_columns: ClassVar[tuple[str, str]] = ("", "")
     data_kind: ClassVar[str] = "any"
 
     latent_dim: int | None = None

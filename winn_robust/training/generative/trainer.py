@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from winn_robust import distributed, stop_request
-from winn_robust.checkpoint import CheckpointMeta, atomic_save, file_sha256, load_tensors, payload_meta, read_checkpoint, save_checkpoint
+from winn_robust.checkpoint import CheckpointMeta, atomic_save, file_sha256, load_tensors, read_training_state, save_checkpoint
 from winn_robust.errors import SettingError, UserError
 from winn_robust.images import save_image_grid
 from winn_robust.storage import atomic_write_text
@@ -143,10 +143,7 @@ class GenerativeTrainer:
         return written
 
     def resume(self, path: Path) -> None:
-        payload = read_checkpoint(path, map_location=self.device)
-        meta = payload_meta(payload, path)
-        if meta.role != "last" or "optimizers" not in payload:
-            raise UserError(f"{path} holds no generative training state; resume from the run's last.pt")
+        payload, meta = read_training_state(path, self.device, "optimizers", "generative training state")
         check_same_run(path, meta, self.config, self.data)
         self.networks().load_state_dict(payload["model"])
         for name, optimizer in self.learner.optimizers.items():

@@ -61,7 +61,6 @@ class WGANGP(GenerativeMethod):
     """WGAN-GP; None = the dataset's default (the reference's schedule and rates, or SMALL_SCHEDULES)."""
     name: ClassVar[str] = "wgan-gp"
     summary: ClassVar[str] = "WGAN-GP: a DCGAN generator trained against a gradient-penalty critic (Gulrajani et al.)"
-    term_columns: ClassVar[tuple[str, str]] = ("", "")
 
     iterations: int | None = None
     log_every: int | None = None

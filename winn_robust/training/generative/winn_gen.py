@@ -46,7 +46,6 @@ class WinnGen(GenerativeMethod):
     schedule, or SMALL_SCHEDULES for the embedded digits)."""
     name: ClassVar[str] = "winn-gen"
     summary: ClassVar[str] = "unsupervised WINN: a critic trained on images vs its own syntheses (a generator)"
-    term_columns: ClassVar[tuple[str, str]] = ("", "")
 
     cascades: int | None = None
     iterations: int | None = None
