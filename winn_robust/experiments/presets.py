@@ -71,13 +71,24 @@ GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
         "description": "generative side on real Fashion-MNIST (IDX files from --data-dir), sized for a 2-core CPU: the "
                        "first 10,000 training images, WINN-single and WINN with 2 cascades of 12 iterations (500 "
                        "positives and negatives an iteration, 300 synthesis steps at most) and WGAN-GP for 1,500 "
-                       "generator iterations at the reference's rates; 500 samples each, scored by a baseline classifier beside the real test images",
+                       "generator iterations at the reference's rates; 500 samples each, scored by a baseline "
+                       "classifier beside the real test images",
         "kind": "generative", "data": "fashion-mnist", "arch": "vanilla", "train_limit": 10000, "val_size": 500,
         "samples": 500, "data_dir_candidates": ["/usr/share/datasets/fashion-mnist"],
         "runs": [{"name": "winn-single", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 1}},
                  {"name": "winn-2", "method": "winn-gen", "options": {**CPU_WINN, "cascades": 2}},
                  {"name": "wgan-gp", "method": "wgan-gp", "options": {"iterations": 1500}, "from_critic": True}],
         "classifier": {"epochs": 5},
+    },
+    "paper-gen-celeba": {
+        "description": "WINN section 5.3, CelebA faces at 64x64 with Appendix C's critic (winn64): WINN-single, "
+                       "WINN-4CNNs and WGAN-GP with its critic sampled by the WINN procedure (the paper's Figure 3), "
+                       "the paper's schedules (GPU); aligned JPEGs from --data-dir; no score (faces have no classes "
+                       "to train a scorer on; the paper shows images only): sample grids",
+        "kind": "generative", "data": "celeba", "arch": "winn64", "samples": 100,
+        "runs": [*WINN_RUNS, {"name": "winn-4", "method": "winn-gen", "options": {"cascades": 4}},
+                 {"name": "wgan-gp", "method": "wgan-gp", "from_critic": True}],
+        "classifier": None,
     },
     "paper-gen-svhn": {
         "description": "WINN section 5.4, unsupervised SVHN with ResNet-32 critics: WINN-single, WINN-4CNNs and WGAN-GP, "
