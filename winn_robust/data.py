@@ -17,6 +17,8 @@ Folders accepted for ``data_dir`` (the first one holding every file wins):
 - svhn: ``<dir>``, ``<dir>/SVHN`` or ``<dir>/svhn`` with ``train_32x32.mat``
   and ``test_32x32.mat``.
 - cifar10: ``<dir>/cifar-10-batches-py`` or the batches folder itself.
+- celeba: ``<dir>/img_align_celeba`` or the JPEG folder itself (celeba.py: never
+  downloaded; no class labels, so generative methods only).
 
 Without ``data_dir`` the root is ``$WINN_ROBUST_DATA`` or
 ``~/.cache/winn-robust/data``; ``download=True`` lets torchvision fetch
@@ -44,6 +46,7 @@ from winn_robust.units import MODEL_LOW, MODEL_SCALE
 
 DATASETS = ("mnist", "svhn", "fashion-mnist", "cifar10", "digits")
 TOY_DATASETS = ("ring8", "grid25", "spiral20")  # 2-D Gaussian mixtures (iWGAN paper 5.1): points, not images
+UNLABELLED_DATASETS = ("celeba",)  # images without classes (winn_robust/celeba.py): generative methods only
 
 DATA_ENV_VAR = "WINN_ROBUST_DATA"
 
@@ -198,6 +201,11 @@ def load_toy_dataset(name: str) -> ImageDataset:
     points, modes = mixture.draw(TOY_TRAIN + TOY_TEST, generator)
     return ImageDataset(mixture.name, points[:TOY_TRAIN], modes[:TOY_TRAIN], points[TOY_TRAIN:], modes[TOY_TRAIN:],
                         tuple(f"mode-{k}" for k in range(len(mixture.centers))))
+
+
+def is_unlabelled(name: str) -> bool:
+    """Images without class labels (CelebA): generative methods only."""
+    return str(name).strip().lower() in UNLABELLED_DATASETS
 
 
 def is_toy(name: str) -> bool:
@@ -505,8 +513,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         return load_digits_dataset()
     if key in TOY_DATASETS:
         return load_toy_dataset(key)
+    if key == "celeba":
+        from winn_robust.celeba import read_celeba
+
+        return read_celeba(Path(data_dir).expanduser() if data_dir is not None else default_data_root() / "celeba")
     if key not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS + TOY_DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; choose one of "
+                        f"{', '.join(DATASETS + UNLABELLED_DATASETS + TOY_DATASETS)}")
     source = _sources()[key]
     explicit = data_dir is not None
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_root()

@@ -44,7 +44,7 @@ class StudySettings:
     out: Path
     shared: Mapping[str, Any]
     runs: tuple[StudyRun, ...]
-    classifier: Mapping[str, Any]
+    classifier: Mapping[str, Any] | None  # None: no scorer (CelebA has no classes to train one on)
     samples: int
     sample_seed: int
     data_dir: Path | None
@@ -66,7 +66,8 @@ def study_settings(preset: Mapping[str, Any], name: str, out: Path, overrides: M
     samples = int(overrides.get("samples") or preset.get("samples", 500))
     if samples < 2:
         raise UserError(f"`samples` must be at least 2, got {samples}", mentions=("samples",))
-    return StudySettings(name, Path(out), shared, runs, dict(preset.get("classifier", {})), samples,
+    scorer = preset.get("classifier", {})
+    return StudySettings(name, Path(out), shared, runs, None if scorer is None else dict(scorer), samples,
                          int(preset.get("sample_seed", 0)), None if data_dir is None else Path(data_dir), device,
                          progress, command, str(preset.get("description", "")))
 
@@ -121,14 +122,18 @@ def sample_and_score(settings: StudySettings, run: StudyRun, from_critic: bool) 
     sample_seconds = time.perf_counter() - started
     write_samples(images, npz, settings.sample_seed, str(folder), {"method": run.method, "source": stem})
     write_samples(images[:100], npz.with_suffix(".png"), settings.sample_seed, str(folder), {})
-    request = ScoreRequest(npz, str(settings.out / "classifier"), data=str(settings.shared.get("data")),
-                           data_dir=settings.data_dir, download=False, splits=10, seed=0, device=str(device))
-    score = score_samples(request)
-    return {"model": run.name + (" (its critic, WINN synthesis)" if from_critic else ""), "method": run.method,
-            "source": "critic" if from_critic else ("critic" if run.method == "winn-gen" else "generator"),
-            "n": score.n, "score": score.score_mean, "score_sd": score.score_sd, "frechet_distance": score.distance,
-            "sample_seconds": sample_seconds, "samples_file": str(npz.relative_to(settings.out)),
-            **run_cost(folder), "_score": score.to_dict()}
+    row = {"model": run.name + (" (its critic, WINN synthesis)" if from_critic else ""), "method": run.method,
+           "source": "critic" if from_critic else ("critic" if run.method == "winn-gen" else "generator"),
+           "n": len(images), "score": float("nan"), "score_sd": float("nan"), "frechet_distance": float("nan"),
+           "sample_seconds": sample_seconds, "samples_file": str(npz.relative_to(settings.out)), **run_cost(folder),
+           "_score": None}
+    if settings.classifier is not None:
+        request = ScoreRequest(npz, str(settings.out / "classifier"), data=str(settings.shared.get("data")),
+                               data_dir=settings.data_dir, download=False, splits=10, seed=0, device=str(device))
+        score = score_samples(request)
+        row.update(n=score.n, score=score.score_mean, score_sd=score.score_sd, frechet_distance=score.distance,
+                   _score=score.to_dict())
+    return row
 
 
 def run_study(settings: StudySettings) -> Path:
@@ -138,8 +143,9 @@ def run_study(settings: StudySettings) -> Path:
     lock = acquire(out, REPORT)
     try:
         started = time.perf_counter()
-        classifier = TrainConfig(method="baseline", **{**settings.shared, **settings.classifier})
-        train_one(classifier, out / "classifier", settings)
+        if settings.classifier is not None:
+            classifier = TrainConfig(method="baseline", **{**settings.shared, **settings.classifier})
+            train_one(classifier, out / "classifier", settings)
         rows = []
         for run in settings.runs:
             config = TrainConfig(method=run.method, **settings.shared, method_options=dict(run.options))
@@ -164,18 +170,24 @@ def write_study(settings: StudySettings, rows: list[dict[str, Any]], seconds: fl
     atomic_write_text(out / "table.csv", frame.to_csv(index=False, float_format="%.6g"))
     head = ("| model | samples from | N | score | Frechet distance to real test | training iterations | training s | "
             "image-passes (fwd + bwd) | sampling s |")
-    lines = [f"# Generative study: {settings.preset}", "", settings.description, "",
-             f"Scores under `{reference['classifier']}` (features: {reference['features']}): the "
-             f"{reference['score_name']} formula exp(E KL(p(y|x) || p(y))) over 10 splits, and the Frechet distance "
-             f"(FD) between Gaussians fitted to those features; every figure at N = {reference['n']}.", "",
-             head, "|" + "---|" * 9]
+    if reference is None:
+        scored = (f"No scores: {settings.shared.get('data')} has no class labels to train a scoring classifier on (the "
+                  "paper shows its images only); judge samples.png. `winn-robust score --classifier` scores the "
+                  "samples/*.npz files under any classifier of your own.")
+    else:
+        scored = (f"Scores under `{reference['classifier']}` (features: {reference['features']}): the "
+                  f"{reference['score_name']} formula exp(E KL(p(y|x) || p(y))) over 10 splits, and the Frechet "
+                  f"distance (FD) between Gaussians fitted to those features; every figure at N = {reference['n']}.")
+    lines = [f"# Generative study: {settings.preset}", "", settings.description, "", scored, "", head, "|" + "---|" * 9]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['source']} | {row['n']} | {row['score']:.2f} ± {row['score_sd']:.2f} | "
-                     f"{row['frechet_distance']:.2f} | {row['iterations']} | {row['train_seconds']:.0f} | "
-                     f"{row['forward_passes'] + row['backward_passes']:,} | {row['sample_seconds']:.0f} |")
-    lines.append(f"| real {reference['dataset']} test images | - | {reference['n']} | {reference['real_score_mean']:.2f} "
-                 f"± {reference['real_score_sd']:.2f} | {reference['real_distance']:.2f} (real train vs test: the "
-                 "floor at this N) | - | - | - | - |")
+        score = "-" if reference is None else f"{row['score']:.2f} ± {row['score_sd']:.2f}"
+        distance = "-" if reference is None else f"{row['frechet_distance']:.2f}"
+        lines.append(f"| {row['model']} | {row['source']} | {row['n']} | {score} | {distance} | {row['iterations']} | "
+                     f"{row['train_seconds']:.0f} | {row['forward_passes'] + row['backward_passes']:,} | {row['sample_seconds']:.0f} |")
+    if reference is not None:
+        lines.append(f"| real {reference['dataset']} test images | - | {reference['n']} | "
+                     f"{reference['real_score_mean']:.2f} ± {reference['real_score_sd']:.2f} | "
+                     f"{reference['real_distance']:.2f} (real train vs test: the floor at this N) | - | - | - | - |")
     lines += ["", f"Made by `{settings.command}` in {seconds:.0f} s (steps already done are kept, not re-timed).", ""]
     atomic_write_text(out / "table.md", "\n".join(lines))
     document = {"preset": settings.preset, "command": settings.command, "samples": settings.samples,

@@ -87,6 +87,15 @@ GENERATIVE_PRESETS: dict[str, dict[str, Any]] = {
         "runs": generative_runs(2, winn=CPU_WINN, wgan={"iterations": 1500}),
         "classifier": {"epochs": 5},
     },
+    "paper-gen-celeba": {
+        "description": "WINN section 5.3, CelebA faces at 64x64 with Appendix C's critic (winn64): WINN-single, "
+                       "WINN-4CNNs and WGAN-GP with its critic sampled by the WINN procedure (the paper's Figure 3), "
+                       "the paper's schedules (GPU); aligned JPEGs from --data-dir; no score (faces have no classes "
+                       "to train a scorer on; the paper shows images only): sample grids",
+        "kind": "generative", "data": "celeba", "arch": "winn64", "samples": 100,
+        "runs": generative_runs(4),
+        "classifier": None,
+    },
     "paper-gen-svhn": {
         "description": "WINN section 5.4, unsupervised SVHN with ResNet-32 critics: WINN-single, WINN-4CNNs and WGAN-GP, "
                        "the paper's schedules (GPU)",

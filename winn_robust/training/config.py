@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from winn_robust.data import TOY_DATASETS, is_toy
+from winn_robust.data import TOY_DATASETS, is_toy, is_unlabelled
 from winn_robust.errors import SettingError
 from winn_robust.models import ARCHITECTURES, POINT_ARCHITECTURES
 from winn_robust.models.generator import GENERATOR_INITS
@@ -18,9 +18,9 @@ from winn_robust.units import L2_EPS_MAX
 FIELD_HELP = {
     "method": "baseline (CE only), icn (logistic introspective loss), winn (Wasserstein), pgd-at (Madry et al.), "
               "trades (Zhang et al.), fast-at (Wong et al.), or your own as NAME=FILE.py:FUNCTION",
-    "arch": "vanilla, resnet20, resnet32, resnet44, resnet56, winn64 (Appendix C, textures); mlp for the 2-D toys",
+    "arch": "vanilla, resnet20, resnet32, resnet44, resnet56, winn64 (Appendix C: textures, faces); mlp for the 2-D toys",
     "data": "mnist, svhn, fashion-mnist, cifar10 or digits (embedded, no download); generative methods also "
-            "ring8, grid25, spiral20 (2-D Gaussian mixtures)",
+            "celeba (aligned JPEGs from --data-dir, no labels) and ring8, grid25, spiral20 (2-D Gaussian mixtures)",
     "epochs": "training epochs (paper: 200)",
     "batch_size": "positives per batch; WINN pairs each with a same-label negative (paper: 100)",
     "lr": "Adam learning rate (paper: 1e-3)",
@@ -54,7 +54,11 @@ SELECT_RULES = ("clean", "pgd", "last")
 
 
 def check_arch_for_data(arch: str, data: str, method: TrainingMethod) -> None:
-    """2-D toy mixtures train only generative methods with the point MLPs; images never with them."""
+    """2-D toy mixtures train only generative methods with the point MLPs; images never with them;
+    unlabelled images (CelebA) only generative methods."""
+    if is_unlabelled(data) and not getattr(method, "generative", False):
+        raise SettingError("data", f"{data} has no class labels: train it with a generative method (winn-gen, "
+                                   "wgan-gp, iwgan), not a classifier")
     if is_toy(data):
         if not getattr(method, "generative", False):
             raise SettingError("data", f"{data} is a 2-D toy mixture of points for the generative methods (iwgan, "
