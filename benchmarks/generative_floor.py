@@ -49,6 +49,7 @@ from benchmarks.common import (
     FASHION_DIR,
     Column,
     Pipeline,
+    Timings,
     add_json_option,
     finish,
     load_fashion_mnist,
@@ -65,6 +66,7 @@ from winn_robust.training.generative import critic as critic_module
 from winn_robust.training.generative import winn_gen
 from winn_robust.training.generative.trainer import GenerativeTrainer
 from winn_robust.training.inputs import make_train_data
+from winn_robust.training.trainer import TrainData
 from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
 METHODS = ("winn-gen", "wgan-gp")
@@ -125,6 +127,30 @@ def floor_speeds(clocks: dict[str, list[Clock]]) -> dict[str, Any]:
             "x_floor_speed": {c: {p: best["floor"][c][p] / best["trainer"][c][p] for p in PARTS} for c in CLOCKS},
             "x_floor_speed_median": {c: {p: median["floor"][c][p] / median["trainer"][c][p] for p in PARTS}
                                      for c in CLOCKS}}
+
+
+def trainer_against_floor(trainer: GenerativeTrainer, start: Snapshot, learner: Any, parts: dict[str, str],
+                          floor: Callable[[Clock], Any], device: torch.device, repeats: int
+                          ) -> tuple[Timings, dict[str, list[Clock]], list[dict[str, Any]]]:
+    """Time one trainer iteration (put back to `start` before each repeat, its `parts` clocked) side
+    by side with `floor` (given its clock); returns the timings, every run's clock and the trainer's rows."""
+    clocks: dict[str, list[Clock]] = {"trainer": [], "floor": []}
+    rows: list[dict[str, Any]] = []
+
+    def trainer_run() -> None:
+        clocks["trainer"].append(Clock())
+        with clocks["trainer"][-1].part("total"):
+            start.restore(trainer)
+            rows.append(trainer.run_iteration())
+
+    def floor_run() -> Any:
+        clocks["floor"].append(Clock())
+        with clocks["floor"][-1].part("total"):
+            return floor(clocks["floor"][-1])
+
+    with clocked_methods(learner, parts, clocks["trainer"]):
+        timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, repeats)
+    return timings, clocks, rows
 
 
 # ----------------------------------------------------------------------------- recording the trainer
@@ -271,15 +297,22 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path) -> dict[str, Any]:
+def warmed_trainer(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path,
+                   make_config: Callable[[argparse.Namespace, str], TrainConfig]
+                   ) -> tuple[TrainData, TrainConfig, GenerativeTrainer, Snapshot]:
+    """A trainer past its warm-up iterations, and the snapshot every timed run starts from."""
     data = make_train_data(dataset, 100, args.seed, args.train_limit, device)  # validation is unused
-    config = winn_gen_config(args, data.dataset)
-    trainer = GenerativeTrainer(config, data, out / "winn-gen", device, progress=False)
+    config = make_config(args, data.dataset)
+    trainer = GenerativeTrainer(config, data, out, device, progress=False)
     for _ in range(args.warm_iterations):
         trainer.run_iteration()
+    return data, config, trainer, Snapshot.of(trainer)
+
+
+def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path) -> dict[str, Any]:
+    data, config, trainer, start = warmed_trainer(args, dataset, device, out / "winn-gen", winn_gen_config)
     learner: Any = trainer.learner
     method = learner.method
-    start = Snapshot.of(trainer)
     with recording() as record:
         row = trainer.run_iteration()
     trainer_weights = copy.deepcopy(learner.critic.state_dict())
@@ -298,24 +331,12 @@ def measure_winn_gen(args: argparse.Namespace, dataset: ImageDataset, device: to
     weight_diff = max_diff(trainer_weights, critic.state_dict())
     image_diff = (check.images - torch.cat(record.images)).abs().max().item()
 
-    clocks: dict[str, list[Clock]] = {"trainer": [], "floor": []}
-    rows: list[dict[str, Any]] = []
+    def floor_run(clock: Clock) -> FloorRun:
+        reset_floor()
+        return floor_iteration(critic, optimizer, record, method, clock)
 
-    def trainer_run() -> None:
-        clocks["trainer"].append(Clock())
-        with clocks["trainer"][-1].part("total"):
-            start.restore(trainer)
-            rows.append(trainer.run_iteration())
-
-    def floor_run() -> FloorRun:
-        clock = Clock()
-        clocks["floor"].append(clock)
-        with clock.part("total"):
-            reset_floor()
-            return floor_iteration(critic, optimizer, record, method, clock)
-
-    with clocked_methods(learner, {"critic": "critic_step", "synthesis": "synthesize"}, clocks["trainer"]):
-        timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
+    timings, clocks, rows = trainer_against_floor(trainer, start, learner, {"critic": "critic_step",
+                                                  "synthesis": "synthesize"}, floor_run, device, args.repeats)
     repeat_same = all(r["forward_passes"] == row["forward_passes"] and r["synthesis_steps_mean"] == row["synthesis_steps_mean"]
                       for r in rows)
     floor_out: FloorRun = timings.outputs["floor"]
@@ -449,14 +470,9 @@ def wgan_gp_config(args: argparse.Namespace, dataset: str) -> TrainConfig:
 
 
 def measure_wgan_gp(args: argparse.Namespace, dataset: ImageDataset, device: torch.device, out: Path) -> dict[str, Any]:
-    data = make_train_data(dataset, 100, args.seed, args.train_limit, device)  # validation is unused
-    config = wgan_gp_config(args, data.dataset)
-    trainer = GenerativeTrainer(config, data, out / "wgan-gp", device, progress=False)
-    for _ in range(args.warm_iterations):
-        trainer.run_iteration()
+    data, _, trainer, start = warmed_trainer(args, dataset, device, out / "wgan-gp", wgan_gp_config)
     learner: Any = trainer.learner
     method = learner.method
-    start = Snapshot.of(trainer)
     with gan_recording(learner, trainer.rng) as record:
         row = trainer.run_iteration()
     trainer_weights = {k: copy.deepcopy(m.state_dict()) for k, m in learner.modules.items()}
@@ -479,24 +495,12 @@ def measure_wgan_gp(args: argparse.Namespace, dataset: ImageDataset, device: tor
     threshold_diff = max(abs(check.threshold_range[0] - row["threshold_low"]),
                          abs(check.threshold_range[1] - row["threshold_high"]))
 
-    clocks: dict[str, list[Clock]] = {"trainer": [], "floor": []}
-    rows: list[dict[str, Any]] = []
+    def floor_run(clock: Clock) -> GanFloorRun:
+        reset_floor()
+        return floor_gan(critic, generator, optimizers, record, images, method, clock)
 
-    def trainer_run() -> None:
-        clocks["trainer"].append(Clock())
-        with clocks["trainer"][-1].part("total"):
-            start.restore(trainer)
-            rows.append(trainer.run_iteration())
-
-    def floor_run() -> GanFloorRun:
-        clock = Clock()
-        clocks["floor"].append(clock)
-        with clock.part("total"):
-            reset_floor()
-            return floor_gan(critic, generator, optimizers, record, images, method, clock)
-
-    with clocked_methods(learner, {"critic": "critic_step", "synthesis": "generator_step"}, clocks["trainer"]):
-        timings = time_pipelines([Pipeline("trainer", trainer_run), Pipeline("floor", floor_run)], device, args.repeats)
+    timings, clocks, rows = trainer_against_floor(trainer, start, learner, {"critic": "critic_step",
+                                                  "synthesis": "generator_step"}, floor_run, device, args.repeats)
     floor_out: GanFloorRun = timings.outputs["floor"]
     steps = len(record.reals) // method.n_critic
     return {"method": "wgan-gp", "dataset": data.dataset, "image_shape": list(data.image_shape),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from winn_robust.data import load_dataset
 from winn_robust.training.trainer import TrainData
 
 
@@ -21,8 +22,20 @@ def pattern_data(n_per_class: int = 30, classes: int = 4, size: int = 8, noise: 
     return images.clamp(-1, 1)[order], labels[order]
 
 
-@pytest.fixture
-def tiny_data() -> TrainData:
+def pattern_train_data() -> TrainData:
+    """120 training and 40 validation pattern images of 4 classes, named as digits."""
     x, y = pattern_data(n_per_class=30)
     vx, vy = pattern_data(n_per_class=10, seed=1)
     return TrainData(x, y, vx, vy, "digits", tuple(str(i) for i in range(4)))
+
+
+@pytest.fixture
+def tiny_data() -> TrainData:
+    return pattern_train_data()
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits: all training images and the first 120 test images."""
+    data = load_dataset("digits")
+    return data.train_images, data.train_labels, data.test_images[:120], data.test_labels[:120]

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from scipy.stats import ttest_rel
 
+from tests.helpers import one_line_error
 from winn_robust.cli import main
 from winn_robust.evaluation.seeds import (
     DIFFERENCE_VALUES,
@@ -213,14 +214,6 @@ def test_schema_1_per_example_is_read(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the command
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
-
 
 def test_report_several_folders_writes_the_aggregate(tmp_path, seeds, capsys):
     out = tmp_path / "agg"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.helpers import one_line_error
 from winn_robust.checkpoint import save_checkpoint
 from winn_robust.cli import main
 from winn_robust.models import build_model
@@ -35,16 +36,6 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         paths[method] = root / method / "best.pt"
     return paths
 
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def test_train_writes_checkpoints_metrics_and_negatives(trained):

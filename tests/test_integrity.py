@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import one_line_error as one_line
 from winn_robust import locking
 from winn_robust.checkpoint import read_checkpoint, save_checkpoint
 from winn_robust.cli import main
@@ -51,15 +52,6 @@ def holding_process(folder: Path, role: str) -> subprocess.Popen[str]:
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     return child
 
-
-def one_line(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def flip_byte_inside(path: Path, member_suffix: str = "") -> None:

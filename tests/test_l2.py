@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tests.helpers import fit_full_batch, untrained_pair
 from winn_robust.attacks import attacks_for, make_attack
 from winn_robust.attacks.pgd_l2 import l2_ascent, l2_norms, l2_project, random_l2_start
 from winn_robust.cli import main
-from winn_robust.data import load_dataset
 from winn_robust.errors import UserError
 from winn_robust.evaluation import EvalSpec, cross_evaluate
 from winn_robust.evaluation.curves import compute_curves
@@ -44,22 +43,10 @@ class Linear(Classifier):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = load_dataset("digits")
-    return data.train_images, data.train_labels, data.test_images[:120], data.test_labels[:120]
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
     train_x, train_y, _, _ = digits
-    torch.manual_seed(0)
-    model = Linear()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        optimizer.zero_grad()
-        F.cross_entropy(model(train_x), train_y).backward()
-        optimizer.step()
-    return model.eval()
+    torch.manual_seed(0)  # Linear's initial weights
+    return fit_full_batch(Linear(), train_x, train_y)
 
 
 def error(model, adversarial, y):
@@ -194,16 +181,7 @@ def test_the_curve_is_checked_against_the_fixed_eps_attacks(trained, digits):
 
 
 def test_attack_norm_l2_with_a_curve_end_to_end_and_rebuilt_byte_identical(tmp_path, capsys):
-    from winn_robust.checkpoint import save_checkpoint
-    from winn_robust.models import build_model
-
-    meta = {"arch": "vanilla", "dataset": "digits", "image_shape": [1, 8, 8], "num_classes": 10}
-    paths = []
-    for seed, method in ((0, "baseline"), (1, "winn")):
-        torch.manual_seed(seed)
-        path = tmp_path / f"{method}.pt"
-        save_checkpoint(path, build_model("vanilla", (1, 8, 8), 10), {**meta, "method": method})
-        paths.append(str(path))
+    paths = untrained_pair(tmp_path)
     out = tmp_path / "l2"
     argv = ["attack", "--baseline", paths[0], "--model", paths[1], "--norm", "l2", "--eps", "0.5,1.5",
             "--attack", "fgm,pgd", "--attack-option", "pgd.steps=3", "--attack-option", "pgd.restarts=1",

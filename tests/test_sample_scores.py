@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import one_line_error
 from winn_robust.cli import main
 from winn_robust.data import load_digits_dataset
 from winn_robust.evaluation.sample_scores import (
@@ -205,14 +206,6 @@ def test_a_user_model_uses_its_last_linear_or_says_it_uses_logits(tmp_path, caps
                      "--splits", "2", "--device", "cpu"]) == 0
         assert expected in capsys.readouterr().out
 
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def test_bad_input_is_one_line_and_exit_two(baseline, sample_files, tmp_path, capsys):

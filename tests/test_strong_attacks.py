@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tests.helpers import fit_full_batch, untrained_pair
 from winn_robust.attacks import ATTACKS, make_attack
 from winn_robust.cli import main
-from winn_robust.data import load_dataset
 from winn_robust.errors import UserError
 from winn_robust.evaluation import EvalSpec, cross_evaluate
 from winn_robust.evaluation.indicators import PASS, WARN
@@ -41,22 +40,10 @@ class Linear(Classifier):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = load_dataset("digits")
-    return data.train_images, data.train_labels, data.test_images[:120], data.test_labels[:120]
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
     train_x, train_y, _, _ = digits
-    torch.manual_seed(0)
-    model = Linear()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        optimizer.zero_grad()
-        F.cross_entropy(model(train_x), train_y).backward()
-        optimizer.step()
-    return model.eval()
+    torch.manual_seed(0)  # Linear's initial weights
+    return fit_full_batch(Linear(), train_x, train_y)
 
 
 @pytest.fixture(scope="module")
@@ -279,16 +266,7 @@ def test_python_api_evaluates_ecosystem_models(trained, digits, tmp_path):
 
 # ----------------------------------------------------------------------------- reproducible, resumable
 def test_a_killed_and_resumed_evaluation_ends_byte_identical(tmp_path, monkeypatch):
-    from winn_robust.checkpoint import save_checkpoint
-    from winn_robust.models import build_model
-
-    meta = {"arch": "vanilla", "dataset": "digits", "image_shape": [1, 8, 8], "num_classes": 10}
-    paths = []
-    for seed, method in ((0, "baseline"), (1, "winn")):
-        torch.manual_seed(seed)
-        path = tmp_path / f"{method}.pt"
-        save_checkpoint(path, build_model("vanilla", (1, 8, 8), 10), {**meta, "method": method})
-        paths.append(str(path))
+    paths = untrained_pair(tmp_path)
     argv = ["attack", "--baseline", paths[0], "--model", paths[1], "--eps", "0.1,0.2", "--attack", "fgsm,pgd",
             "--attack-option", "pgd.steps=3", "--attack-option", "pgd.restarts=2", "--batch-size", "20", "--limit", "60",
             "--seed", "7", "--no-progress", "--device", "cpu"]

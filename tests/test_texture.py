@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.helpers import one_line_error
 from winn_robust.cli import main
 from winn_robust.models import build_model
 from winn_robust.models.appendix_c import AppendixC
@@ -33,16 +34,6 @@ def stripes(path: Path, size: int = 48, grey: bool = False) -> Path:
     Image.fromarray(array[..., 0] if grey else array).save(path)
     return path
 
-
-def one_line_error(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 # ---- the network -------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import pattern_data
 
+from tests.helpers import Stop, tensors
 from winn_robust.cli import main
 from winn_robust.models.dcgan import DCGANGenerator, stage_sizes
 from winn_robust.training.config import TrainConfig
@@ -26,21 +27,6 @@ TINY = {"iterations": 6, "log_every": 2, "n_critic": 2, "gan_batch": 16, "latent
 
 def tiny_config(**settings: Any) -> TrainConfig:
     return TrainConfig(method="wgan-gp", data="digits", method_options={**TINY, **settings}, batch_size=8)
-
-
-class Stop(Exception):
-    """Raised from on_epoch_end to stop a run after a given iteration, as a kill would."""
-
-
-def tensors(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a checkpoint payload, by its path."""
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    out: dict[str, torch.Tensor] = {}
-    for key, item in items:
-        out.update(tensors(item, f"{prefix}/{key}"))
-    return out
 
 
 def test_critic_loss_is_the_formula_for_a_linear_critic() -> None:

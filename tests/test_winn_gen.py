@@ -1,5 +1,5 @@
-"""Unsupervised WINN (winn-gen): its terms equal their formulas, cascades chain, a resumed run is
-bit-identical, sampling is seeded, and bad input is one line."""
+"""Unsupervised WINN (winn-gen): its terms equal their formulas, cascades chain, the CLI trains and
+samples, and bad input is one line (resume, seeded sampling and the ascent: test_winn_gen_resume.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from winn_robust.checkpoint import read_checkpoint
 from winn_robust.cli import main
 from winn_robust.training import TrainConfig
 from winn_robust.training.generative import winn_gen
-from winn_robust.training.generative.critic import AscentSettings, ascend, critic_loss, gradient_penalty, wasserstein_term
-from winn_robust.training.generative.sampling import open_run, sample_images
+from winn_robust.training.generative.critic import critic_loss, gradient_penalty, wasserstein_term
 from winn_robust.training.generative.trainer import train_generative
 
 SCHEDULE = {"cascades": 2, "iterations": 2, "positives": 20, "negatives": 20, "last_negatives": 30,
@@ -56,17 +54,6 @@ def test_wasserstein_term_and_gradient_penalty_equal_their_formulas():
     assert torch.allclose(critic.w.grad, 2 * (w.norm() - 1) * w / w.norm(), atol=1e-5)
 
 
-def test_ascent_raises_the_mean_score_to_the_threshold_and_stays_in_the_box():
-    critic = Linear(4)
-    start = torch.zeros(5, 4)
-    result = ascend(critic, start, threshold=2.0, settings=AscentSettings(lr=0.05, max_steps=500))
-    assert critic(result.images).mean().item() >= 2.0
-    assert result.images.min() >= -1 and result.images.max() <= 1
-    assert 0 < result.steps < 500
-    already = ascend(critic, start, threshold=-5.0, settings=AscentSettings())
-    assert already.steps == 0 and torch.equal(already.images, start)
-
-
 def test_the_second_cascade_starts_from_the_first_cascades_last_samples(tmp_path, tiny_data, monkeypatch):
     seen: list[torch.Tensor] = []
     real = winn_gen.synthesize_from
@@ -86,36 +73,6 @@ def test_the_second_cascade_starts_from_the_first_cascades_last_samples(tmp_path
     assert (tmp_path / "cascade-1.pt").is_file() and (tmp_path / "cascade-2.pt").is_file()
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,method,cascade,") and len(rows) == 5
-
-
-def test_a_killed_and_resumed_run_is_bit_identical(tmp_path, tiny_data):
-    config = tiny_config()
-    train_generative(config, tiny_data, tmp_path / "straight", progress=False)
-
-    def stop_after_three(iteration, row):
-        if iteration == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_generative(config, tiny_data, tmp_path / "resumed", progress=False, on_epoch_end=stop_after_three)
-    train_generative(config, tiny_data, tmp_path / "resumed", resume=True, progress=False)
-    for name in ("last.pt", "cascade-1.pt", "cascade-2.pt"):
-        straight, resumed = read_checkpoint(tmp_path / "straight" / name), read_checkpoint(tmp_path / "resumed" / name)
-        for key, tensor in straight["model"].items():
-            assert torch.equal(tensor, resumed["model"][key]), (name, key)
-    a, b = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(tmp_path / "resumed" / "last.pt")
-    assert [r["sha256"] for r in a["part_files"]] == [r["sha256"] for r in b["part_files"]]
-    assert torch.equal(a["rng_state"], b["rng_state"])
-
-
-def test_sampling_is_seeded_and_in_the_unit_box(tmp_path, tiny_data):
-    train_generative(tiny_config(cascades=1), tiny_data, tmp_path, progress=False)
-    run = open_run(tmp_path)
-    cpu = torch.device("cpu")
-    one, again, other = (sample_images(run, 7, seed, cpu) for seed in (3, 3, 4))
-    assert one.shape == (7, 1, 8, 8) and one.dtype == torch.float32
-    assert torch.equal(one, again) and not torch.equal(one, other)
-    assert one.min() >= 0 and one.max() <= 1
 
 
 def test_cli_trains_on_digits_and_samples_an_npz(tmp_path, capsys):

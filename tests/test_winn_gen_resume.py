@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import pattern_data
+from conftest import pattern_train_data
 
+from tests.helpers import Stop, tensors
 from winn_robust.training.config import TrainConfig
 from winn_robust.training.generative.critic import AscentSettings, ascend
 from winn_robust.training.generative.sampling import open_run, sample_images
 from winn_robust.training.generative.trainer import train_generative
 from winn_robust.training.generative.winn_gen import WinnGen
-from winn_robust.training.trainer import TrainData
 
 TINY = {"cascades": 2, "iterations": 2, "positives": 16, "negatives": 8, "last_negatives": 8, "initial_negatives": 16,
         "ascent_max_steps": 5, "critic_passes": 1}
@@ -25,31 +25,10 @@ def tiny_config() -> TrainConfig:
     return TrainConfig(method="winn-gen", data="digits", batch_size=8, method_options=TINY)
 
 
-def tiny_data() -> TrainData:
-    x, y = pattern_data(n_per_class=30)
-    vx, vy = pattern_data(n_per_class=10, seed=1)
-    return TrainData(x, y, vx, vy, "digits", tuple(str(i) for i in range(4)))
-
-
-class Stop(Exception):
-    """Raised from on_epoch_end to stop a run after a given iteration, as a kill would."""
-
-
-def tensors(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a checkpoint payload, by its path."""
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    out: dict[str, torch.Tensor] = {}
-    for key, item in items:
-        out.update(tensors(item, f"{prefix}/{key}"))
-    return out
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("winn-gen") / "whole"
-    train_generative(tiny_config(), tiny_data(), out, progress=False)
+    train_generative(tiny_config(), pattern_train_data(), out, progress=False)
     return out
 
 
@@ -62,8 +41,8 @@ def test_resume_is_bit_identical(uninterrupted: Path, tmp_path: Path, stop_after
             raise Stop
 
     with pytest.raises(Stop):
-        train_generative(tiny_config(), tiny_data(), out, progress=False, on_epoch_end=stop)
-    train_generative(tiny_config(), tiny_data(), out, progress=False, resume=True)
+        train_generative(tiny_config(), pattern_train_data(), out, progress=False, on_epoch_end=stop)
+    train_generative(tiny_config(), pattern_train_data(), out, progress=False, resume=True)
     files = ["last.pt", "cascade-1.pt", "cascade-2.pt", *(f"pool/epoch_{k:03d}.pt" for k in range(5))]
     for name in files:
         whole = tensors(torch.load(uninterrupted / name, weights_only=True))
