@@ -117,6 +117,8 @@ class IWGAN(GenerativeMethod):
     summary: ClassVar[str] = "iWGAN: an encoder, a generator and a WGAN critic on one primal-dual objective"
     term_columns: ClassVar[tuple[str, str]] = ("", "")
     data_kind: ClassVar[str] = "any"
+    # its MMD term couples every code of a batch and its duality-gap probes are sequential: one process
+    data_parallel: ClassVar[bool] = False
 
     latent_dim: int | None = None
     iterations: int | None = None
