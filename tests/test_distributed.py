@@ -23,6 +23,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import pattern_data
+from launch import REPO, TIMEOUT, WORKER, torchrun
 
 from winn_robust import device as device_module
 from winn_robust import distributed
@@ -36,9 +37,6 @@ from winn_robust.training.pool import load_pool
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
 from winn_robust.training.trainer import TrainData
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "ddp_worker.py"
-TIMEOUT = 150  # seconds: a hung job fails the test instead of the suite
 WEIGHT_TOL, POOL_TOL = 1e-4, 1e-3
 # 181 training images in global batches of 20: the last batch has 1 image, so rank 0 runs the
 # zero-weight stand-in and rank 1 carries that batch alone (loss scale 2); 101 validation images
@@ -48,16 +46,6 @@ TINY = ["--method", "winn", "--arch", "vanilla", "--data", "digits", "--batch-si
         "--synthesis-max-steps", "20", "--no-progress", "--device", "cpu"]
 TIMING = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
           "negatives_per_second", "bytes_written")
-
-
-def torchrun(args: list[str], worker: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m torch.distributed.run --standalone --nproc-per-node 2 -m winn_robust ARGS`
-    (or the fault-injecting worker), one thread per rank, the repository first on the path."""
-    entry = [str(WORKER)] if worker else ["-m", "winn_robust"]
-    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *entry, *args], env={**clean, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -171,12 +171,14 @@ def average_gradients(parameters: Iterable[torch.Tensor]) -> None:
         offset += g.numel()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` holds on any rank (a stop request that reached one rank stops all at the same
-    boundary); the flag itself in a world of one."""
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's `value` (the value itself in a world of one): e.g. the stop
+    signal any rank received, so every rank stops at the same boundary and names that signal."""
     if not _active():
-        return bool(flag)
-    return bool(all_reduce_sum(torch.tensor(int(bool(flag)), device=device)).item())
+        return int(value)
+    tensor = torch.tensor(int(value), dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def barrier() -> None:

@@ -404,7 +404,7 @@ class Trainer:
         if self.world.distributed:
             if mid_epoch:
                 return False
-            return distributed.any_rank(bool(stop_request.requested()), self.device)
+            return distributed.max_over_ranks(stop_request.requested(), self.device) > 0
         return bool(stop_request.requested())
 
     def check_lock(self) -> None:

@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import platform
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -250,9 +249,9 @@ def train_generative(config: TrainConfig, data: TrainData, out_dir: str | Path, 
                     bar.update(1)
                     if on_epoch_end is not None:
                         on_epoch_end(trainer.iteration, row)
-                    stop = distributed.any_rank(bool(stop_request.requested()), trainer.device)
-                    if trainer.iteration < total and stop:
-                        raise stop_request.Stopped(stop_request.requested() or signal.SIGTERM,
+                    signum = distributed.max_over_ranks(stop_request.requested(), trainer.device)  # any rank's
+                    if trainer.iteration < total and signum:
+                        raise stop_request.Stopped(signum,
                                                    f"iterations 1-{trainer.iteration} are saved in {out_dir / LAST_NAME}; "
                                                    "the same command with --resume continues from there")
         finally:
