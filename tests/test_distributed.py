@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import pattern_data
-from launch import REPO, TIMEOUT, WORKER, torchrun
+from launch import REPO, TIMEOUT, torchrun
 
 from winn_robust import device as device_module
 from winn_robust import distributed

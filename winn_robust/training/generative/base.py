@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -45,7 +45,7 @@ class LearnerSetup:
     #: the validation images (or points), never trained on: for held-out measures such as iWGAN's duality gap
     held_out: torch.Tensor | None = None
     #: this process's rank under torchrun (a world of one otherwise)
-    world: World = World()
+    world: World = field(default_factory=World)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
