@@ -119,8 +119,6 @@ class GenerativeMethod(TrainingMethod):
     generative: ClassVar[bool] = True
     #: the architecture family the method needs: "image" (the project's CNNs) or "points" (2-D MLPs)
     data_kind: ClassVar[str] = "image"
-    #: whether its learner runs data-parallel under torchrun (shards its batches, averages gradients)
-    data_parallel: ClassVar[bool] = True
 
     def loss(self, ctx: StepContext) -> LossTerms:
         raise UserError(f"{self.name} is a generative method: it trains with the generative trainer, not batch by batch")

@@ -63,9 +63,6 @@ class GenerativeTrainer:
         if not isinstance(method, GenerativeMethod):
             raise UserError(f"{config.method} is not a generative method")
         self.world = distributed.world()
-        if self.world.distributed and not method.data_parallel:
-            raise distributed.AgreedError(f"{config.method} trains on one process; run it without torchrun "
-                                          "(or with one rank)")
         self.config, self.method, self.data = config, method, data
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress and self.world.is_main
         torch.manual_seed(config.seed)
