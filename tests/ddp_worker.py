@@ -1,10 +1,12 @@
-"""`winn_robust`'s CLI with one rank tampered with, for tests/test_distributed.py (torchrun runs
-this file on every rank; it is not a test module).
+"""`winn_robust`'s CLI with one rank tampered with, for tests/test_distributed.py and
+tests/test_generative_distributed.py (torchrun runs this file on every rank; it is not a test module).
 
-WINN_TEST_RANK picks the rank, WINN_TEST_FAULT what happens there:
+WINN_TEST_RANK picks the rank, WINN_TEST_FAULT what happens there (several: comma-separated):
   bad-data      its --data-dir points at an empty folder (a node without the dataset)
   raise         Trainer.synthesis_pass raises RuntimeError (a bug or a device fault mid-epoch)
   guard-writes  any attempt to create, write or rename a file under --out raises
+  signal-after-1  the generative trainer sends itself SIGUSR2 after its first iteration (a stop
+                asked of this rank alone: every rank must stop at that iteration boundary)
 Any other rank runs the plain CLI."""
 from __future__ import annotations
 
@@ -62,7 +64,12 @@ def guard_writes(out: Path) -> None:
 def tamper(argv: list[str]) -> list[str]:
     if os.environ.get("RANK") != os.environ.get("WINN_TEST_RANK", "1"):
         return argv
-    fault = os.environ.get("WINN_TEST_FAULT", "")
+    for fault in os.environ.get("WINN_TEST_FAULT", "").split(","):
+        argv = inject(fault, argv)
+    return argv
+
+
+def inject(fault: str, argv: list[str]) -> list[str]:
     if fault == "bad-data":
         empty = Path(option(argv, "--out")).parent / "no-dataset-here"
         empty.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,20 @@ def tamper(argv: list[str]) -> list[str]:
             raise RuntimeError(f"injected failure in epoch {self.epoch} on rank {os.environ['RANK']}")
 
         Trainer.synthesis_pass = broken  # type: ignore[method-assign]
+    elif fault == "signal-after-1":
+        import signal
+
+        from winn_robust.training.generative.trainer import GenerativeTrainer
+
+        iterate = GenerativeTrainer.run_iteration
+
+        def signalled(self: GenerativeTrainer) -> dict[str, object]:
+            row = iterate(self)
+            if self.iteration == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return row
+
+        GenerativeTrainer.run_iteration = signalled  # type: ignore[method-assign]
     elif fault == "guard-writes":
         guard_writes(Path(option(argv, "--out")))
     return argv

@@ -23,6 +23,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import pattern_data
+from launch import REPO, TIMEOUT, torchrun
 
 from winn_robust import device as device_module
 from winn_robust import distributed
@@ -31,14 +32,12 @@ from winn_robust.cli import main
 from winn_robust.errors import UserError
 from winn_robust.models import build_model
 from winn_robust.training import TrainConfig, train
+from winn_robust.training.generative.critic import AscentSettings, critic_scores, synthesize_from
 from winn_robust.training.parallel import RankSlice
 from winn_robust.training.pool import load_pool
 from winn_robust.training.synthesis import generator_for, synthesize_negatives
 from winn_robust.training.trainer import TrainData
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "ddp_worker.py"
-TIMEOUT = 150  # seconds: a hung job fails the test instead of the suite
 WEIGHT_TOL, POOL_TOL = 1e-4, 1e-3
 # 181 training images in global batches of 20: the last batch has 1 image, so rank 0 runs the
 # zero-weight stand-in and rank 1 carries that batch alone (loss scale 2); 101 validation images
@@ -48,16 +47,6 @@ TINY = ["--method", "winn", "--arch", "vanilla", "--data", "digits", "--batch-si
         "--synthesis-max-steps", "20", "--no-progress", "--device", "cpu"]
 TIMING = ("seconds_classification", "seconds_synthesis", "seconds_validation", "seconds_total",
           "negatives_per_second", "bytes_written")
-
-
-def torchrun(args: list[str], worker: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m torch.distributed.run --standalone --nproc-per-node 2 -m winn_robust ARGS`
-    (or the fault-injecting worker), one thread per rank, the repository first on the path."""
-    entry = [str(WORKER)] if worker else ["-m", "winn_robust"]
-    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *entry, *args], env={**clean, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -393,6 +382,16 @@ def test_synthesis_split_by_class_equals_all_classes_at_once():
     torch.testing.assert_close(torch.cat([p.images for p in parts]), whole.images, atol=1e-5, rtol=0)
 
 
+def split_synthesis(world: distributed.World) -> tuple[torch.Tensor, list[int]]:
+    """50 images in batches of 20 synthesized from a seeded one-output critic (generative/critic.py)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        critic = build_model("vanilla", (1, 8, 8), 1)
+    starts = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return synthesize_from(critic_scores(critic), critic, starts, 50, (0.5, 1.0), AscentSettings(max_steps=5), 20,
+                           torch.Generator().manual_seed(2), world=world)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -407,6 +406,11 @@ def collectives_worker(rank: int, port: int, out: str) -> None:
     total = distributed.all_reduce_sum(torch.tensor([rank + 1.0]))
     mean = distributed.all_reduce_mean(torch.tensor([rank + 1.0]))
     objects = distributed.all_gather_object({"rank": rank})
+    weight = torch.nn.Parameter(torch.zeros(2, 2))
+    weight.grad = torch.full((2, 2), float(rank * 2))  # gradients 0 and 2: averaged to 1 on both ranks
+    distributed.average_gradients([weight, torch.nn.Parameter(torch.zeros(1))])  # one without a gradient
+    largest = distributed.max_over_ranks(10 + rank, torch.device("cpu"))
+    synthesized = split_synthesis(distributed.world())
 
     def fail_on_rank_one() -> int:
         if rank == 1:
@@ -418,7 +422,8 @@ def collectives_worker(rank: int, port: int, out: str) -> None:
         outcome = "ok"
     except UserError as exc:
         outcome = f"{type(exc).__name__}: {distributed.report_line(exc)}"
-    torch.save({"gathered": gathered, "sum": total, "mean": mean, "objects": objects, "outcome": outcome}, f"{out}/{rank}.pt")
+    torch.save({"gathered": gathered, "sum": total, "mean": mean, "objects": objects, "outcome": outcome,
+                "grad": weight.grad, "largest": largest, "synthesized": synthesized}, f"{out}/{rank}.pt")
     # the baseline under DDP: its critic gets no gradient (WINN and its critic run under torchrun above)
     train(TrainConfig(method="baseline", **SPAWN_TINY), tiny_train_data(), f"{out}/baseline", progress=False)
     # the defences: their random starts are drawn for the whole global batch, so two ranks attack as one process
@@ -443,10 +448,14 @@ def tiny_train_data() -> TrainData:
 def test_collectives_agreement_and_baseline_training_on_two_gloo_processes(tmp_path):
     mp.spawn(collectives_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"{rank}.pt", weights_only=False) for rank in (0, 1))
+    single = split_synthesis(distributed.World())
     for r in (r0, r1):
         assert torch.equal(r["gathered"], torch.ones(3, 2))  # rank 0's empty piece, then rank 1's three rows
         assert r["sum"].item() == 3.0 and r["mean"].item() == 1.5
         assert r["objects"] == [{"rank": 0}, {"rank": 1}]
+        assert torch.equal(r["grad"], torch.ones(2, 2)) and r["largest"] == 11
+        # the generative synthesis: batches split 1 + 2 over the ranks, gathered: one process's images and steps
+        assert torch.equal(r["synthesized"][0], single[0]) and r["synthesized"][1] == single[1]
     assert r0["outcome"] == "PeerFailed: None"  # healthy: stops quietly
     assert r1["outcome"] == "ReportedError: rank 1 of 2: no data here"
     train(TrainConfig(method="baseline", **SPAWN_TINY), tiny_train_data(), tmp_path / "one", progress=False)

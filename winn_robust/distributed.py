@@ -16,7 +16,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -151,6 +151,34 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(parameters: Iterable[torch.Tensor]) -> None:
+    """Replace every gradient by its mean over ranks, in one all-reduce of one flat buffer: what
+    DistributedDataParallel does to its module's gradients, for code that calls a network several
+    times per backward (a gradient penalty, a frozen critic under a generator) where DDP's
+    one-forward-one-backward contract does not hold. Parameters without a gradient (None on every
+    rank alike: the same code runs everywhere) are skipped. A no-op in a world of one."""
+    if not _active():
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's `value` (the value itself in a world of one): e.g. the stop
+    signal any rank received, so every rank stops at the same boundary and names that signal."""
+    if not _active():
+        return int(value)
+    tensor = torch.tensor(int(value), dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def barrier() -> None:

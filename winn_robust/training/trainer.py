@@ -404,8 +404,7 @@ class Trainer:
         if self.world.distributed:
             if mid_epoch:
                 return False
-            flag = torch.tensor(1 if stop_request.requested() else 0, device=self.device)
-            return bool(distributed.all_reduce_sum(flag).item())
+            return distributed.max_over_ranks(stop_request.requested(), self.device) > 0
         return bool(stop_request.requested())
 
     def check_lock(self) -> None:

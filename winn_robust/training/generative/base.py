@@ -7,17 +7,25 @@ an iteration (WINN: k critic passes, then a synthesis; WGAN-GP: a block of gener
 builds a `Learner` that the generative trainer (training/generative/trainer.py) drives. The trainer
 owns everything that is the same for every method: seeds, the run folder and its lock, metrics.csv,
 cost accounting, atomic checkpoints and a bit-identical --resume; the learner owns the networks,
-their optimizers and whatever state the method keeps between iterations."""
+their optimizers and whatever state the method keeps between iterations.
+
+Under torchrun (docs/distributed.md) every rank builds the same learner from the same seed and
+keeps the same random stream: a learner draws the randoms of the whole global batch as one
+process does, computes its critic terms on its rank's rows (`parallel.RankSlice`) and steps
+through `optimizer_step`, which averages the gradients over ranks, so every rank's networks stay
+equal; what it synthesizes it splits across ranks and all-gathers."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from winn_robust import distributed
+from winn_robust.distributed import World
 from winn_robust.errors import UserError
 from winn_robust.training.losses import LossTerms
 from winn_robust.training.methods.base import StepContext, TrainingMethod
@@ -36,6 +44,17 @@ class LearnerSetup:
     progress: bool = False
     #: the validation images (or points), never trained on: for held-out measures such as iWGAN's duality gap
     held_out: torch.Tensor | None = None
+    #: this process's rank under torchrun (a world of one otherwise)
+    world: World = field(default_factory=World)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One update on `loss`: zero, backward, the gradients averaged over ranks (a no-op in one
+    process, so a single-process run computes exactly what it did before data parallelism), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    distributed.average_gradients(p for group in optimizer.param_groups for p in group["params"])
+    optimizer.step()
 
 
 class Learner(ABC):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from winn_robust import distributed
+from winn_robust.distributed import World
 from winn_robust.models.base import frozen_eval
 from winn_robust.units import MODEL_HIGH, MODEL_LOW
 
@@ -103,10 +105,16 @@ def ascend(f: Critic, start: torch.Tensor, threshold: float, settings: AscentSet
 
 def synthesize_from(f: Critic, critic: nn.Module, starts: torch.Tensor, count: int,
                     threshold_range: tuple[float, float], settings: AscentSettings, batch_size: int,
-                    rng: torch.Generator, progress: bool = False, desc: str = "synthesize"
-                    ) -> tuple[torch.Tensor, list[int]]:
+                    rng: torch.Generator, progress: bool = False, desc: str = "synthesize",
+                    world: World | None = None) -> tuple[torch.Tensor, list[int]]:
     """`count` images synthesized from starts drawn at random (without replacement where there are
-    enough), in batches of batch_size, each batch with its own threshold ~ U[threshold_range]."""
+    enough), in batches of batch_size, each batch with its own threshold ~ U[threshold_range].
+
+    With a `world` of several ranks each rank ascends a contiguous share of the batches (a batch
+    stays whole, so its stop rule is unchanged) from the starts and thresholds every rank drew for
+    all batches, and the shares are all-gathered in batch order: every rank returns the images
+    and step counts one process returns (the ascent draws no randoms, so drawing every threshold
+    first leaves the stream as it was)."""
     from tqdm.auto import tqdm
 
     device = starts.device
@@ -115,16 +123,29 @@ def synthesize_from(f: Critic, critic: nn.Module, starts: torch.Tensor, count: i
     else:
         index = torch.randint(0, len(starts), (count,), generator=rng, device=device)
     low, high = threshold_range
+    firsts = range(0, count, batch_size)
+    thresholds = [low + (high - low) * float(torch.rand((), generator=rng, device=device)) for _ in firsts]
+    parallel = world is not None and world.distributed
+    mine = range(*distributed.shard(len(firsts), world)) if parallel else range(len(firsts))
     out, steps = [], []
-    for start in tqdm(range(0, count, batch_size), desc=desc, leave=False, disable=not progress, unit="batch"):
-        rows = index[start:start + batch_size]
-        u = float(torch.rand((), generator=rng, device=device))
-        result = ascend(f, starts[rows], low + (high - low) * u, settings, modules=(critic,))
+    diverged: int | None = None  # the steps after which a batch's mean score became NaN
+    for b in tqdm(mine, desc=desc, leave=False, disable=not progress, unit="batch"):
+        rows = index[firsts[b]:firsts[b] + batch_size]
+        result = ascend(f, starts[rows], thresholds[b], settings, modules=(critic,))
         if result.final_mean != result.final_mean:
-            from winn_robust.training.divergence import TrainingDiverged
-
-            raise TrainingDiverged(f"synthesis diverged: the critic's mean score became NaN after {result.steps} steps; "
-                                   "lower `critic_lr` or raise `gp_lambda`", mentions=("critic_lr", "gp_lambda"))
+            diverged = result.steps
+            break
         out.append(result.images)
         steps.append(result.steps)
-    return torch.cat(out), steps
+    if parallel:  # every rank learns of a divergence on any rank, and stops with it
+        diverged = next((d for d in distributed.all_gather_object(diverged) if d is not None), None)
+    if diverged is not None:
+        from winn_robust.training.divergence import TrainingDiverged
+
+        raise TrainingDiverged(f"synthesis diverged: the critic's mean score became NaN after {diverged} steps; "
+                               "lower `critic_lr` or raise `gp_lambda`", mentions=("critic_lr", "gp_lambda"))
+    images = torch.cat(out) if out else starts.new_zeros((0, *starts.shape[1:]))
+    if parallel:
+        images = distributed.all_gather_tensor(images)
+        steps = distributed.all_gather_tensor(torch.tensor(steps, dtype=torch.long, device=device)).tolist()
+    return images, steps

@@ -48,14 +48,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from winn_robust import distributed
 from winn_robust.data import is_toy
 from winn_robust.errors import SettingError, UserError
 from winn_robust.models import POINT_ARCHITECTURES, build_model
 from winn_robust.models.base import frozen_eval
 from winn_robust.models.mlp import point_critic, point_encoder, point_generator
-from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup
+from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup, optimizer_step
 from winn_robust.training.generative.critic import critic_scores, gradient_penalty, interpolation_weights
 from winn_robust.training.methods.base import check_non_negative, check_positive
+from winn_robust.training.parallel import RankSlice
 
 NETWORKS = ("generator", "encoder", "critic")
 
@@ -252,60 +254,65 @@ class IWGANLearner(Learner):
 
     # ---- Algorithm 1 ------------------------------------------------------------------------------
     def critic_step(self, G: nn.Module, Q: nn.Module, critic: nn.Module, optimizer: torch.optim.Optimizer,
-                    pool: torch.Tensor, rng: torch.Generator) -> tuple[float, float]:
-        """One Adam step of f on -L + gp_lambda * GP (the reconstruction term is constant in f)."""
+                    pool: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """One Adam step of f on -L + gp_lambda * GP (the reconstruction term is constant in f);
+        returns (loss, GP). Under torchrun G and Q run on the whole batch on every rank (batch
+        norm sees what one process sees), f on this rank's rows, and the values returned are this
+        rank's share (their sum over ranks is the batch's)."""
         x, z = self.batch(pool, rng)
         with torch.no_grad():
             generated, reconstructed = G(z), G(Q(x))
         f = critic_scores(critic)
         a = interpolation_weights(len(x), x, rng)
+        part = RankSlice.of(len(x), self.setup.world)
+        x, generated, reconstructed, a = x[part.rows], generated[part.rows], reconstructed[part.rows], a[part.rows]
         scores = f(torch.cat([generated, reconstructed]))
         term = scores[:len(x)].mean() - scores[len(x):].mean()
         penalty = gradient_penalty(f, x, generated, a)
         loss = term + need_float(self.method.gp_lambda) * penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach()), float(penalty.detach())
+        optimizer_step(optimizer, loss if part.loss_scale == 1.0 else loss * part.loss_scale)
+        values = torch.stack([loss.detach(), penalty.detach()])
+        return values * part.share if self.setup.world.distributed else values
 
     def autoencoder_step(self, G: nn.Module, Q: nn.Module, critic: nn.Module, optimizer: torch.optim.Optimizer,
-                         pool: torch.Tensor, rng: torch.Generator, mmd_weight: float) -> tuple[float, float, float]:
-        """One Adam step of G and Q on L + mmd_weight * MMD (f frozen)."""
+                         pool: torch.Tensor, rng: torch.Generator, mmd_weight: float) -> torch.Tensor:
+        """One Adam step of G and Q on L + mmd_weight * MMD (f frozen); returns (L, reconstruction
+        error, MMD). Under torchrun every rank computes G, Q, the reconstruction term and the MMD
+        (a U-statistic over the whole batch) on the whole batch and f on its rows, its f terms
+        weighted so the averaged gradients are the batch's; the values returned are this rank's
+        share (their sum over ranks is the batch's)."""
         x, z = self.batch(pool, rng)
         f = critic_scores(critic)
+        part = RankSlice.of(len(x), self.setup.world)
         with frozen_eval(critic):
             codes = Q(x)
             reconstructed = G(codes)
             generated = G(z)
-            scores = f(torch.cat([reconstructed, generated]))
-            value = primal_value(x, reconstructed, scores[:len(x)], scores[len(x):])
+            scores = f(torch.cat([reconstructed[part.rows], generated[part.rows]]))
+            if part.loss_scale != 1.0:
+                scores = scores * part.loss_scale
+            half = len(scores) // 2
+            value = primal_value(x, reconstructed, scores[:half], scores[half:])
             discrepancy = mmd(codes, z, self.kernel_scale) if mmd_weight > 0 else value.new_zeros(())
-            loss = value + mmd_weight * discrepancy
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        optimizer.step()
-        return float(value.detach()), float(reconstruction_errors(x, reconstructed).mean().detach()), \
-            float(discrepancy.detach())
+            optimizer_step(optimizer, value + mmd_weight * discrepancy)
+        values = torch.stack([value.detach(), reconstruction_errors(x, reconstructed).mean().detach(),
+                              discrepancy.detach()])
+        return values / self.setup.world.world_size if self.setup.world.distributed else values
 
     def iterate(self, iteration: int) -> dict[str, float]:
         method, rng = self.method, self.setup.rng
         t0 = time.perf_counter()
         for net in self.modules.values():
             net.train()
-        sums = torch.zeros(5, dtype=torch.float64)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.images.device)
         for _ in range(need(method.steps_per_iteration)):
             for _ in range(method.n_critic):
-                loss, penalty = self.critic_step(self.G, self.Q, self.critic, self.optimizers["critic"], self.images, rng)
-                sums[0] += loss
-                sums[1] += penalty
+                sums[:2] += self.critic_step(self.G, self.Q, self.critic, self.optimizers["critic"], self.images, rng)
             for _ in range(method.n_critic):
-                value, rec, disc = self.autoencoder_step(self.G, self.Q, self.critic, self.optimizers["autoencoder"],
-                                                         self.images, rng, method.mmd_lambda)
-                sums[2] += value
-                sums[3] += rec
-                sums[4] += disc
+                sums[2:] += self.autoencoder_step(self.G, self.Q, self.critic, self.optimizers["autoencoder"],
+                                                  self.images, rng, method.mmd_lambda)
         steps = need(method.steps_per_iteration) * method.n_critic
-        means = (sums / steps).tolist()
+        means = (distributed.all_reduce_sum(sums) / steps).tolist()
         if not all(math.isfinite(v) and abs(v) <= 1e8 for v in means):
             from winn_robust.training.divergence import TrainingDiverged
 

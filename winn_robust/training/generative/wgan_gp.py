@@ -30,15 +30,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from winn_robust import distributed
 from winn_robust.errors import SettingError, UserError
 from winn_robust.models import POINT_ARCHITECTURES, build_model
 from winn_robust.models.dcgan import DCGANGenerator
 from winn_robust.models.mlp import point_critic, point_generator
 from winn_robust.models.noise_network import NoiseNetwork
-from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup
+from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup, optimizer_step
 from winn_robust.training.generative.critic import critic_loss, critic_scores, interpolation_weights, synthesize_from
 from winn_robust.training.generative.winn_gen import WinnGen, check_finite_row, need
 from winn_robust.training.methods.base import check_positive
+from winn_robust.training.parallel import RankSlice
 
 # The reference's schedule and learning rates (gan_mnist.py, gan_cifar.py, gan_64x64.py: ITERS =
 # 200000 generator iterations, Adam 1e-4); datasets small enough for a CPU get a shorter schedule
@@ -187,47 +189,54 @@ class WGANGPLearner(Learner):
         count = min(need(method.log_every), need(method.iterations) - first)
         self.critic.train()
         self.generator.train()
-        critic_sums = torch.zeros(5)
-        generator_sum = 0.0
+        critic_sums = torch.zeros(5, device=self.images.device)
+        generator_sum = torch.zeros((), dtype=torch.float64, device=self.images.device)
         for _ in range(count):
             for _ in range(method.n_critic):
                 critic_sums += self.critic_step()
             generator_sum += self.generator_step()
         self.steps_done = first + count
         self.threshold_range = self.real_score_range()
+        critic_sums, generator_sum = distributed.all_reduce_sum(critic_sums), distributed.all_reduce_sum(generator_sum)
         means = (critic_sums / (count * method.n_critic)).tolist()
-        check_finite_row([*means, generator_sum / count])
+        generator_mean = float(generator_sum) / count
+        check_finite_row([*means, generator_mean])
         return {"generator_iterations": self.steps_done, "wasserstein_estimate": means[0], "gradient_penalty": means[1],
-                "critic_loss": means[2], "generator_loss": generator_sum / count, "f_real_mean": means[3],
+                "critic_loss": means[2], "generator_loss": generator_mean, "f_real_mean": means[3],
                 "f_fake_mean": means[4], "threshold_low": self.threshold_range[0],
                 "threshold_high": self.threshold_range[1], "seconds": time.perf_counter() - started}
 
     def critic_step(self) -> torch.Tensor:
-        """One critic update; returns (W estimate, GP, loss, mean f(real), mean f(fake))."""
+        """One critic update; returns (W estimate, GP, loss, mean f(real), mean f(fake)) (under
+        torchrun this rank's share of them). The generator runs on the whole global batch on every
+        rank (its batch norm sees the batch one process sees); the critic on this rank's rows."""
         real = self.real_batch()
         with torch.no_grad():
             fake = self.generator(self.latent(len(real)))
         a = interpolation_weights(len(real), real, self.setup.rng)
+        part = RankSlice.of(len(real), self.setup.world)
+        real, fake, a = real[part.rows], fake[part.rows], a[part.rows]
         terms = critic_loss(self.f, real, fake, a, self.method.gp_lambda)
-        self.optimizers["critic"].zero_grad(set_to_none=True)
-        terms.loss.backward()
-        self.optimizers["critic"].step()
-        return torch.stack([terms.wasserstein, terms.penalty, terms.loss.detach(), terms.f_pos_mean,
-                            terms.f_pos_mean - terms.wasserstein]).cpu()
+        optimizer_step(self.optimizers["critic"], terms.loss if part.loss_scale == 1.0 else terms.loss * part.loss_scale)
+        stacked = torch.stack([terms.wasserstein, terms.penalty, terms.loss.detach(), terms.f_pos_mean,
+                               terms.f_pos_mean - terms.wasserstein])
+        return stacked * part.share if self.setup.world.distributed else stacked
 
-    def generator_step(self) -> float:
-        """One generator update on fresh codes (the critic's parameters get no update)."""
+    def generator_step(self) -> torch.Tensor:
+        """One generator update on fresh codes (the critic's parameters get no update). Under
+        torchrun every rank runs G on all the codes and the critic on its rows; the averaged
+        gradients are the global batch's."""
+        part = RankSlice.of(self.method.gan_batch, self.setup.world)
         for p in self.critic.parameters():
             p.requires_grad_(False)
         try:
-            loss = -self.f(self.generator(self.latent(self.method.gan_batch))).mean()
-            self.optimizers["generator"].zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizers["generator"].step()
+            loss = -self.f(self.generator(self.latent(self.method.gan_batch))[part.rows]).mean()
+            optimizer_step(self.optimizers["generator"], loss if part.loss_scale == 1.0 else loss * part.loss_scale)
         finally:
             for p in self.critic.parameters():
                 p.requires_grad_(True)
-        return float(loss.detach())
+        loss = loss.detach().double()
+        return loss * part.share if self.setup.world.distributed else loss
 
     def real_score_range(self) -> tuple[float, float]:
         """(min, max) of the final critic's per-batch mean score over THRESHOLD_BATCHES real

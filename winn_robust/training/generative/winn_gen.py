@@ -26,11 +26,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from winn_robust import distributed
 from winn_robust.models import build_model
 from winn_robust.models.noise_network import NoiseNetwork
-from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup
+from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup, optimizer_step
 from winn_robust.training.generative.critic import AscentSettings, critic_loss, critic_scores, interpolation_weights, synthesize_from
 from winn_robust.training.methods.base import check_positive
+from winn_robust.training.parallel import RankSlice
 
 # Datasets small enough for a CPU get a smaller schedule of the same procedure (docs/generative.md):
 # scikit-learn's digits (1,437 images of 8x8) trains with these in a few minutes on one core.
@@ -175,7 +177,11 @@ class WinnGenLearner(Learner):
         return row
 
     def critic_step(self, within: int) -> dict[str, float]:
-        method, cfg, rng = self.method, self.setup.config, self.setup.rng
+        """k passes of critic updates. Under torchrun each rank computes a global batch's loss on
+        its rows of it (every rank drew the whole batch's indices and coefficients) and the
+        gradients are averaged; the logged means and the per-batch mean positive scores (the
+        thresholds) are those of the global batches."""
+        method, cfg, rng, world = self.method, self.setup.config, self.setup.rng, self.setup.world
         half = max(1, cfg.batch_size // 2)
         n = min(min(within + 1, method.growth) * need(method.positives), len(self.images))
         device = self.images.device
@@ -189,20 +195,25 @@ class WinnGenLearner(Learner):
             f_means = []
             for start in range(0, n, half):
                 rows = order[start:start + half]
+                a = interpolation_weights(len(rows), self.images, rng)
+                part = RankSlice.of(len(rows), world)
+                rows, a = rows[part.rows], a[part.rows]
                 pos, neg = self.images[pos_index[rows]], self.pool[neg_index[rows]]
-                a = interpolation_weights(len(rows), pos, rng)
                 terms = critic_loss(self.f, pos, neg, a, method.gp_lambda)
-                self.optimizers["critic"].zero_grad(set_to_none=True)
-                terms.loss.backward()
-                self.optimizers["critic"].step()
+                optimizer_step(self.optimizers["critic"],
+                               terms.loss if part.loss_scale == 1.0 else terms.loss * part.loss_scale)
                 f_neg = terms.f_pos_mean - terms.wasserstein
-                sums += torch.stack([terms.loss.detach(), terms.wasserstein, terms.penalty, terms.f_pos_mean, f_neg])
+                stacked = torch.stack([terms.loss.detach(), terms.wasserstein, terms.penalty, terms.f_pos_mean, f_neg])
+                f_pos = terms.f_pos_mean
+                if world.distributed:  # this rank's share of the global batch's means
+                    stacked, f_pos = stacked * part.share, f_pos * part.share
+                sums += stacked
                 batches += 1
-                f_means.append(terms.f_pos_mean)
+                f_means.append(f_pos)
             if p == method.critic_passes - 1:
-                stacked = torch.stack(f_means)
+                stacked = distributed.all_reduce_sum(torch.stack(f_means))
                 self.threshold_range = (float(stacked.min()), float(stacked.max()))
-        means = (sums / max(1, batches)).tolist()
+        means = (distributed.all_reduce_sum(sums) / max(1, batches)).tolist()
         check_finite_row(means)
         return {"loss": means[0], "wasserstein_estimate": means[1], "gradient_penalty": means[2],
                 "f_pos_mean": means[3], "f_neg_mean": means[4], "threshold_low": self.threshold_range[0],
@@ -212,7 +223,7 @@ class WinnGenLearner(Learner):
         """`count` new negatives from randomly chosen starts, in batches of batch_size."""
         new, steps = synthesize_from(self.f, self.critic, starts, count, self.threshold_range, self.method.ascent,
                                      self.setup.config.batch_size, self.setup.rng,
-                                     progress=self.setup.progress, desc=desc)
+                                     progress=self.setup.progress, desc=desc, world=self.setup.world)
         cap = need(self.method.ascent_max_steps)
         return new, {"synthesis_steps_mean": sum(steps) / len(steps), "synthesis_steps_max": max(steps),
                      "synthesis_unconverged": sum(1 for s in steps if s >= cap)}
