@@ -81,11 +81,9 @@ def decode(path: Path) -> torch.Tensor:
     return pil_to_tensor(resize(center_crop(image, [side, side]), [SIZE, SIZE], antialias=True))
 
 
-def read_celeba(root: Path, progress: bool = True):  # -> ImageDataset (imported late: data.py imports this module)
-    """The faces in [-1, 1], NCHW float32, partitioned as the module docstring says."""
+def read_celeba(root: Path, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, test) faces as uint8 (N, 3, 64, 64), partitioned as the module docstring says."""
     from tqdm import tqdm
-
-    from winn_robust.data import ImageDataset, to_model_range
 
     folder = find_image_folder(root)
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
@@ -102,6 +100,4 @@ def read_celeba(root: Path, progress: bool = True):  # -> ImageDataset (imported
     for i, path in enumerate(tqdm(paths, desc="reading CelebA", unit="image", disable=not progress, file=sys.stderr)):
         pixels[i] = decode(path)
     mask = torch.tensor(test)
-    train, held_out = to_model_range(pixels[~mask]), to_model_range(pixels[mask])
-    return ImageDataset("celeba", train, torch.zeros(len(train), dtype=torch.int64), held_out,
-                        torch.zeros(len(held_out), dtype=torch.int64), ("face",))
+    return pixels[~mask], pixels[mask]

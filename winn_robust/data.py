@@ -516,7 +516,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if key == "celeba":
         from winn_robust.celeba import read_celeba
 
-        return read_celeba(Path(data_dir).expanduser() if data_dir is not None else default_data_root() / "celeba")
+        train, test = read_celeba(Path(data_dir).expanduser() if data_dir is not None else default_data_root() / "celeba")
+        return ImageDataset("celeba", to_model_range(train), torch.zeros(len(train), dtype=torch.int64),
+                            to_model_range(test), torch.zeros(len(test), dtype=torch.int64), ("face",))
     if key not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of "
                         f"{', '.join(DATASETS + UNLABELLED_DATASETS + TOY_DATASETS)}")
