@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 
+from tests.helpers import one_line_error
 from winn_robust.cli import main
 from winn_robust.experiments import presets
 
@@ -36,3 +37,11 @@ def test_a_tiny_generative_study_writes_its_table_and_resumes(tmp_path, monkeypa
     assert "already trained, kept" in capsys.readouterr().err
     assert (out / "models" / "winn-2" / "last.pt").stat().st_mtime_ns == before
     assert pd.read_csv(out / "table.csv")["score"].tolist() == table["score"].tolist()  # same seed, same samples
+
+
+def test_flags_a_generative_study_would_ignore_are_refused_in_one_line(tmp_path, capsys):
+    for argv, flag in ((["--nproc-per-node", "2"], "--nproc-per-node"), (["--cascade", "3"], "--cascade"),
+                       (["--epochs", "3"], "--epochs"), (["--launcher", "slurm"], "--launcher")):
+        one_line_error(capsys, ["reproduce", "--preset", "generative-digits", "--out", str(tmp_path / "s"), *argv],
+                       flag, "not used by the generative preset")
+    assert not (tmp_path / "s").exists()

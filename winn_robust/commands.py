@@ -435,6 +435,32 @@ def run_reconstruct(args: argparse.Namespace) -> None:
     print(f"{min(args.count, len(inputs.values))} inputs and their reconstructions G(Q(x)) written to {out}")
 
 
+# reproduce's flags a generative study honours (experiments/generative_study.py); any other given is refused
+STUDY_FLAGS = {"preset", "out", "list_presets", "train_limit", "val_size", "data_dir", "test_limit"}
+
+
+def study_unused_flags(args: argparse.Namespace) -> list[str]:
+    """The reproduce-only and training flags given to a generative preset, which its study would ignore."""
+    from winn_robust.experiments.launchers import LaunchSettings
+
+    launch = LaunchSettings()
+    neutral = {"jobs": 1, "nproc_per_node": 1, "launcher": "local", "eval_seed": 0,
+               **{name: getattr(launch, name) for name in ("slurm_gpus_per_job", "slurm_cpus_per_job", "slurm_time")}}
+    candidates = ["methods", "reference", "eps", "sweep", "attack", "norm", "curve", "strong_limit", "attack_option",
+                  "seeds", "jobs", "nproc_per_node", "launcher", "slurm_partition", "slurm_gpus_per_job",
+                  "slurm_cpus_per_job", "slurm_time", "slurm_option", "eval_seed", "metric", "extend", "download",
+                  "method_preset", *(f.name for f in fields(TrainConfig) if f.name not in ("method", "method_options")),
+                  *(f"method_{name}" for name in METHOD_SETTING_FLAGS)]
+    given = []
+    for name in candidates:
+        value = getattr(args, name, None)
+        if name not in STUDY_FLAGS and value not in (None, False, []) and value != neutral.get(name):
+            setting = name.removeprefix("method_")
+            given.append(METHOD_SETTING_FLAGS[setting] if name.startswith("method_") and setting in METHOD_SETTING_FLAGS
+                         else "--" + name.replace("_", "-"))
+    return given
+
+
 def run_reproduce(args: argparse.Namespace) -> None:
     if args.list_presets:
         print("\n".join(describe_presets()))
@@ -444,6 +470,12 @@ def run_reproduce(args: argparse.Namespace) -> None:
     if is_generative_preset(args.preset):
         from winn_robust.experiments.generative_study import run_study, study_settings
 
+        unused = study_unused_flags(args)
+        if unused:
+            raise UserError(f"{' '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by the generative preset "
+                            f"{args.preset}: its study trains its runs in this process with the preset's settings and "
+                            "takes --out, --data-dir, --train-limit, --val-size, --test-limit (the samples per run), "
+                            "--device and --threads; for data-parallel runs use `torchrun ... -m winn_robust train`")
         overrides = {"train_limit": args.train_limit, "val_size": args.val_size, "seed": None,
                      "data_dir": args.data_dir, "samples": args.test_limit}
         run_study(study_settings(get_preset(args.preset), args.preset, args.out or Path("runs") / args.preset, overrides,
