@@ -25,7 +25,7 @@ duality gap DualGap = sup_f L(G, Q, f) - inf_{G,Q} L(G, Q, f) (eq. 4) estimated 
 
 - sup: a copy of f trained `gap_steps` (K = 10) Adam steps on L - gp_lambda * GP at the current
   G and Q; inf: copies of G and Q trained K Adam steps on L at the current f (learning rate
-  gap_lr, default the training ones: a probe is "one more phase of Algorithm 1", a local measure;
+  gap_lr, default the training ones as set, never decayed: a probe is "one more phase of Algorithm 1", a local measure;
   inf over G at a fixed f is unbounded far from the data, where the GP does not hold f, so a long
   or fast probe measures that, not convergence);
   both on held-out batches (a fresh one per step) and both starting from the current networks;
