@@ -116,6 +116,21 @@ def test_a_toy_run_records_the_gap_and_resumes_bit_identically(tmp_path):
     timing = ("seconds_train", "seconds_gap", "seconds_total", "bytes_written")
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.metrics] == \
         [{k: v for k, v in r.items() if k not in timing} for r in full.metrics]
+    # the toys' linear decay: the last of 3 x 4 loops ran at (1 - 11/12) of the rates
+    for name, rate in (("critic", 3e-4), ("autoencoder", 3e-4)):
+        for saved in (a, b):
+            assert saved["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(rate / 12)
+
+
+def test_defaults_are_per_dataset_and_the_toys_alone_decay():
+    from winn_robust.training.generative.iwgan import IWGAN
+
+    toy, digits = IWGAN().resolved_for("ring8"), IWGAN().resolved_for("digits")
+    assert (toy.latent_dim, toy.iterations, toy.steps_per_iteration, toy.gp_lambda) == (5, 10, 55, 0.1)
+    assert (toy.critic_lr, toy.generator_lr, toy.lr_decay) == (3e-4, 3e-4, True)
+    assert (digits.critic_lr, digits.generator_lr, digits.lr_decay, digits.gp_lambda) == (1e-4, 1e-4, False, 10.0)
+    assert IWGAN(critic_lr=1e-3, lr_decay=False).resolved_for("grid25").critic_lr == 1e-3
+    assert IWGAN(lr_decay=False).resolved_for("grid25").lr_decay is False
 
 
 def test_the_gap_shrinks_on_a_toy_run(tmp_path):

@@ -102,5 +102,7 @@ def test_bad_generative_input_is_one_line(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(supervised), "--count", "5", "--out", str(tmp_path / "s.npz")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no generative model" in err
+    assert all(name in err for name in ("winn-gen", "wgan-gp", "iwgan"))  # every generative method, iwgan too
     assert main(["sample", "--checkpoint", str(tmp_path / "missing"), "--count", "5", "--out", str(tmp_path / "s.npz")]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(name in err for name in ("winn-gen", "wgan-gp", "iwgan"))

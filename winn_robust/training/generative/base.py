@@ -138,3 +138,14 @@ class GenerativeMethod(TrainingMethod):
 
 def is_generative(method: TrainingMethod) -> bool:
     return bool(getattr(method, "generative", False))
+
+
+def decay_rates(optimizers: Mapping[str, torch.optim.Optimizer], rates: Mapping[str, float], done: int,
+                total: int) -> None:
+    """Each optimizer's learning rate set to rates[name] * (1 - done / total): a linear decay to 0
+    over `total` steps (as the WGAN-GP reference's gan_cifar_resnet.py), a function of the step
+    index alone, so a resumed run takes the same rates."""
+    fraction = max(0.0, 1.0 - done / total)
+    for name, optimizer in optimizers.items():
+        for group in optimizer.param_groups:
+            group["lr"] = rates[name] * fraction

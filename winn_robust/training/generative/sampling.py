@@ -1,4 +1,5 @@
-"""Drawing images from a generative run: `winn-robust sample` on a winn-gen or wgan-gp run folder.
+"""Drawing images from a generative run: `winn-robust sample` on the folder of a generative method's run
+(winn-gen, wgan-gp, iwgan: `generative_methods`).
 
 The run is read from its own files alone (last.pt and each stage's checkpoint), with weights-only
 loading; the method named in last.pt draws the images (WINN: noise-network starts through the
@@ -18,6 +19,7 @@ from winn_robust.checkpoint import CheckpointMeta, payload_meta, read_checkpoint
 from winn_robust.errors import UserError
 from winn_robust.training.generative.base import GenerativeMethod, is_generative
 from winn_robust.training.methods import make_method
+from winn_robust.training.methods.registry import METHOD_CLASSES
 from winn_robust.training.run_folder import LAST_NAME
 from winn_robust.units import to_pixel_range
 
@@ -52,22 +54,30 @@ class GenerativeRun:
         return payload_meta(payload, file)
 
 
+def generative_methods() -> tuple[str, ...]:
+    """The names of the registered generative methods, in registry order."""
+    return tuple(name for name, cls in METHOD_CLASSES.items() if getattr(cls, "generative", False))
+
+
+def train_hint() -> str:
+    """How to make a run `open_run` accepts: every generative method, named from the registry."""
+    return "`winn-robust train --method " + "|".join(generative_methods()) + "`"
+
+
 def open_run(path: str | Path) -> GenerativeRun:
     """A generative run from its folder (or a checkpoint file in it); a supervised run is one line."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     last = folder / LAST_NAME
     if not path.exists():
-        raise UserError(f"{path} does not exist; pass the folder `winn-robust train --method winn-gen|wgan-gp` wrote")
+        raise UserError(f"{path} does not exist; pass the folder {train_hint()} wrote")
     if not last.is_file():
-        raise UserError(f"{folder} holds no last.pt; pass the folder of a generative training run "
-                        "(`train --method winn-gen` or `--method wgan-gp`)")
+        raise UserError(f"{folder} holds no last.pt; pass the folder of a generative training run ({train_hint()})")
     meta = payload_meta(read_checkpoint(last), last)
     method = make_method(meta.method, meta.method_options)
     if not is_generative(method):
         raise UserError(f"{folder} is a {meta.method} run, a classifier with no generative model; sample from a "
-                        "`train --method winn-gen` or `--method wgan-gp` run (class-conditional synthesis from a "
-                        "classifier: `sample --per-class N`)")
+                        f"{train_hint()} run (class-conditional synthesis from a classifier: `sample --per-class N`)")
     assert isinstance(method, GenerativeMethod)
     return GenerativeRun(folder, meta, method)
 

@@ -11,7 +11,8 @@ requires of a gradient-penalty critic). One generator iteration (the paper's Alg
 
 Both with Adam (critic_lr / generator_lr, betas (gan_beta1, gan_beta2)); the reference defaults
 are n_critic 5, lambda 10, Adam 1e-4 (0.5, 0.9), batch 64, latent 128, 200,000 generator
-iterations. One row of metrics.csv (one trainer iteration, one resumable last.pt) is log_every
+iterations; `lr_decay` lowers both rates linearly to 0 over the run (as gan_cifar_resnet.py; off
+by default, on for the iWGAN toy comparison). One row of metrics.csv (one trainer iteration, one resumable last.pt) is log_every
 generator iterations.
 
 Sampling: G on z ~ N(0, I) in eval mode (batch norm's running statistics). `--from-critic`: the
@@ -36,7 +37,7 @@ from winn_robust.models import POINT_ARCHITECTURES, build_model
 from winn_robust.models.dcgan import DCGANGenerator
 from winn_robust.models.mlp import point_critic, point_generator
 from winn_robust.models.noise_network import NoiseNetwork
-from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup, optimizer_step
+from winn_robust.training.generative.base import GenerativeMethod, Learner, LearnerSetup, decay_rates, optimizer_step
 from winn_robust.training.generative.critic import critic_loss, critic_scores, interpolation_weights, synthesize_from
 from winn_robust.training.generative.winn_gen import WinnGen, check_finite_row, need
 from winn_robust.training.methods.base import check_positive
@@ -75,6 +76,7 @@ class WGANGP(GenerativeMethod):
     gan_batch: int = 64
     latent_dim: int = 128
     generator_width: int | None = None
+    lr_decay: bool = False
 
     def validate(self) -> None:
         for name in ("iterations", "log_every", "n_critic", "critic_lr", "generator_lr", "gan_batch", "latent_dim",
@@ -191,7 +193,10 @@ class WGANGPLearner(Learner):
         self.generator.train()
         critic_sums = torch.zeros(5, device=self.images.device)
         generator_sum = torch.zeros((), dtype=torch.float64, device=self.images.device)
-        for _ in range(count):
+        for step in range(count):
+            if method.lr_decay:
+                decay_rates(self.optimizers, {"critic": rate(method.critic_lr), "generator": rate(method.generator_lr)},
+                            first + step, need(method.iterations))
             for _ in range(method.n_critic):
                 critic_sums += self.critic_step()
             generator_sum += self.generator_step()

@@ -95,8 +95,10 @@ SETTING_HELP = {
     "negatives": "pseudo-negatives synthesized per iteration (paper: 1000; digits: 250)",
     "last_negatives": "pseudo-negatives synthesized in a cascade's last iteration (paper: 10000; digits: 1000)",
     "initial_negatives": "starting images from the Appendix D noise network (paper: 10000; digits: 1000)",
-    "critic_lr": "critic Adam learning rate (paper: 1e-4; wgan-gp on digits: 1e-3)",
-    "generator_lr": "generator Adam learning rate (reference: 1e-4; wgan-gp on digits: 1e-3; iwgan: the generator's and encoder's)",
+    "critic_lr": "critic Adam learning rate (paper: 1e-4; wgan-gp on digits: 1e-3; iwgan on the toys: 3e-4)",
+    "generator_lr": "generator Adam learning rate (reference: 1e-4; wgan-gp on digits: 1e-3; iwgan: the generator's and "
+                    "encoder's, 3e-4 on the toys)",
+    "lr_decay": "true: both learning rates fall linearly to 0 over the run (iwgan on the toys: true; else false)",
     "log_every": "generator iterations per metrics.csv row and last.pt checkpoint (default: 100)",
     "n_critic": "critic steps per generator iteration (reference: 5; iwgan: then as many generator and encoder steps)",
     "gan_beta1": "Adam beta1 of the generator and critic (reference: 0.5)",
@@ -110,7 +112,7 @@ SETTING_HELP = {
     "ascent_beta1": "synthesis Adam beta1 (paper: 0.9)",
     "ascent_beta2": "synthesis Adam beta2 (official code: 0.999)",
     "ascent_max_steps": "step budget of one synthesis batch (paper: 2000; digits: 500)",
-    "steps_per_iteration": "Algorithm-1 outer loops per metrics row (toys: 70 x 10 rows; digits: 30 x 15 "
+    "steps_per_iteration": "Algorithm-1 outer loops per metrics row (toys: 55 x 10 rows; digits: 30 x 15 "
                            "rows; else 1000 x 100 rows)",
     "mmd_lambda": "weight lambda2 of the MMD penalty pulling Q(x) towards N(0, I) (default 1)",
     "gap_steps": "inner Adam steps of each duality-gap probe on held-out batches (default 10)",
@@ -133,4 +135,4 @@ CLI_FLAGS = {"alpha": "--alpha", "gp_lambda": "--gp-lambda", "eps": "--train-eps
              "latent_dim": "--latent-dim", "generator_width": "--generator-width",
              "steps_per_iteration": "--steps-per-iteration", "mmd_lambda": "--mmd-lambda", "gap_steps": "--gap-steps",
              "gap_lr": "--gap-lr", "gap_batch": "--gap-batch", "stop_gap": "--stop-gap",
-             "stop_patience": "--stop-patience"}
+             "stop_patience": "--stop-patience", "lr_decay": "--lr-decay"}
