@@ -144,7 +144,7 @@ def test_a_time_limit_shorter_than_the_run_requeues_and_ends_bit_identical(tmp_p
 def test_a_cancelled_job_is_named_within_seconds_without_sacct(tmp_path):
     """scancel of a running job (no accounting on this cluster: sacct fails): the driver names it
     within LOST_AFTER seconds instead of polling on."""
-    folder = tmp_path / "job"
+    folder = tmp_path / "sleeper"  # the SLURM job's name: unique, so squeue finds this job, not another test's "job"
     folder.mkdir()
     (folder / "spec.json").write_text("{}")
     sleeper = Job("sleeper", folder, launcher=("/bin/sh", "-c", "sleep 300", "sh"))
@@ -161,7 +161,7 @@ def test_a_cancelled_job_is_named_within_seconds_without_sacct(tmp_path):
     deadline = time.monotonic() + 120
     job_id = ""
     while not job_id and time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-t", "R", "-n", "job", "-o", "%i"], capture_output=True, text=True,
+        out = subprocess.run(["squeue", "-h", "-t", "R", "-n", "sleeper", "-o", "%i"], capture_output=True, text=True,
                              timeout=10).stdout.split()
         job_id = out[0] if out else ""
         time.sleep(0.5)
