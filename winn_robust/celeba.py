@@ -36,8 +36,9 @@ def find_image_folder(root: Path) -> Path:
             return folder
     state = "does not exist" if not root.exists() else "holds no .jpg/.png images"
     raise UserError(f"celeba: {root} {state}: expected {IMAGE_FOLDER}/ with CelebA's aligned JPEGs (000001.jpg ...) "
-                    f"there or in the folder itself, and optionally {PARTITION_FILES[0]}; pass --data-dir pointing "
-                    "at the folder that holds them (CelebA is never downloaded: its hosts need a sign-in)")
+                    f"there or in the folder itself, and optionally {PARTITION_FILES[0]}; point `data_dir` at the "
+                    "folder that holds them (CelebA is never downloaded: its hosts need a sign-in)",
+                    mentions=("data_dir",))
 
 
 def read_partition(root: Path, image_folder: Path) -> dict[str, int] | None:

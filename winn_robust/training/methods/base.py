@@ -141,7 +141,9 @@ def coerce_settings(cls: type[TrainingMethod], values: Mapping[str, Any]) -> dic
             else:
                 value = kind(raw)
         except (KeyError, ValueError, TypeError):
-            raise SettingError(key, f"{raw!r} is not a valid {kind.__name__ if kind else 'value'}", method_setting=True) from None
+            hint = " (give true or false)" if kind is bool else ""
+            raise SettingError(key, f"{raw!r} is not a valid {kind.__name__ if kind else 'value'}{hint}",
+                               method_setting=True) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise SettingError(key, f"must be a finite number, got {value}", method_setting=True)
         out[key] = value
